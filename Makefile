@@ -1,0 +1,70 @@
+# driftloop: every developer and CI entry point. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION := 3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := .cache
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
+KAFKA_LIBS := $(CACHE)/kafka/$(KAFKA_VERSION)/libs
+PROTO_OUT := libs/api
+export UV_PYTHON_DOWNLOADS := never
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup run test test-unit test-integration lint typecheck proto proto-check kafka-jars clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: $(BIN)/.synced $(KAFKA_LIBS)/.complete ## install everything: Python environment (uv), Kafka broker jars (Maven)
+
+$(BIN)/.synced: pyproject.toml uv.lock libs/*/pyproject.toml
+	@command -v uv >/dev/null || python$(PYTHON_VERSION) -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	uv sync --frozen --python $(PYTHON_VERSION)
+	@touch $@
+
+kafka-jars: $(KAFKA_LIBS)/.complete ## fetch the Apache Kafka broker jars with Maven (once)
+
+$(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
+	@echo "fetching Apache Kafka $(KAFKA_VERSION) broker jars into $(KAFKA_LIBS)"
+	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	@touch $@
+
+run: setup ## the main job: bring up a local broker and embedded ClickHouse and run the loop
+	$(BIN)/driftloop demo
+
+test: setup ## everything CI checks: lint, types, stale protos, unit and integration tests
+	$(MAKE) --no-print-directory lint typecheck proto-check
+	$(BIN)/pytest tests
+
+test-unit: setup ## unit tests only (no broker, no ClickHouse)
+	$(BIN)/pytest tests/unit
+
+test-integration: setup ## integration and end-to-end tests (real broker, real ClickHouse engine)
+	$(BIN)/pytest tests/integration tests/e2e
+
+lint: $(BIN)/.synced ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.synced ## mypy --strict on our code
+	$(BIN)/mypy libs tests
+
+proto: $(BIN)/.synced ## regenerate the Python code of proto/ into libs/api
+	rm -f $(PROTO_OUT)/driftloop/v1/*_pb2*.py $(PROTO_OUT)/driftloop/v1/*_pb2*.pyi
+	$(BIN)/python -m grpc_tools.protoc -I proto \
+	    -I $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))') \
+	    --python_out=$(PROTO_OUT) --mypy_out=$(PROTO_OUT) \
+	    --grpc_python_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
+	    proto/driftloop/v1/*.proto
+
+proto-check: $(BIN)/.synced ## fail when the generated code in libs/api is stale
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(MAKE) --no-print-directory proto PROTO_OUT=$$tmp >/dev/null && \
+	diff -r -x __pycache__ -x __init__.py $$tmp/driftloop/v1 $(PROTO_OUT)/driftloop/v1 && echo "protos are up to date" || \
+	{ echo "generated code is stale: run 'make proto' and commit"; exit 1; }
+
+clean: ## remove the environment, caches and local data
+	rm -rf $(VENV) $(CACHE) .mypy_cache .ruff_cache .pytest_cache
