@@ -28,7 +28,7 @@ kafka-jars: $(KAFKA_LIBS)/.complete ## fetch the Apache Kafka broker jars with M
 
 $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 	@echo "fetching Apache Kafka $(KAFKA_VERSION) broker jars into $(KAFKA_LIBS)"
-	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+	mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies \
 	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	@touch $@
 

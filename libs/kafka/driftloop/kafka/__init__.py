@@ -1,0 +1,1 @@
+"""Kafka access on aiokafka: topics, producer, consumer, codecs, dead letters, local broker."""

@@ -1,0 +1,1 @@
+"""Shared service kit: settings, structured logging, domain errors and the gRPC server."""

@@ -1,0 +1,258 @@
+"""A single-node Apache Kafka broker (KRaft) for standalone use and for tests.
+
+The broker's jars come from Maven Central (deploy/kafka/pom.xml, `make kafka-jars`) into
+.cache/kafka/<version>/libs. `LocalBroker` writes a server.properties, formats the
+storage once, starts `kafka.Kafka` in a child process, waits until it serves, and stops
+it with SIGTERM (SIGKILL only if it does not exit in time).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import IO
+
+READY_LINE = "Kafka Server started"
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be set up, started or stopped."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_kafka_libs(root: Path | None = None) -> Path:
+    """The folder of broker jars fetched by `make kafka-jars` (newest complete version)."""
+    env = os.environ.get("DRIFTLOOP_KAFKA_LIBS")
+    if env:
+        libs = Path(env)
+        if not any(libs.glob("kafka_*.jar")):
+            raise BrokerError(f"DRIFTLOOP_KAFKA_LIBS={env}: no kafka_*.jar in that folder")
+        return libs
+    base = (root or Path.cwd()) / ".cache" / "kafka"
+    complete = sorted(base.glob("*/libs/.complete"))
+    if not complete:
+        raise BrokerError(
+            f"no Kafka broker jars under {base}: run `make kafka-jars` (Maven fetches them once)"
+        )
+    return complete[-1].parent
+
+
+class LocalBroker:
+    """One KRaft broker+controller process on 127.0.0.1, its data under `data_dir`."""
+
+    def __init__(
+        self,
+        libs: Path,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        controller_port: int = 0,
+        host: str = "127.0.0.1",
+        heap: str = "512m",
+        java: str | None = None,
+    ) -> None:
+        self.libs = libs
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.controller_port = controller_port or free_port(host)
+        self.heap = heap
+        self.java = java or _find_java()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._console: IO[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Start the broker and wait until it serves; return its bootstrap address."""
+        if self._process is not None:
+            return self.bootstrap_servers
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            self._format(config)
+        with contextlib.suppress(FileNotFoundError):
+            self.log_file.unlink()
+        self._console = (self.data_dir / "console.log").open("ab")
+        self._process = subprocess.Popen(
+            self._java_command("kafka.Kafka", str(config)),
+            stdout=self._console,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap_servers
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, wait for a clean shutdown, SIGKILL if it does not come in time."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+    def __enter__(self) -> LocalBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _write_config(self) -> Path:
+        logs = self.data_dir / "logs"
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},"
+            f"CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(logs),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            # One node: every internal topic has one replica; few partitions start fast.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "6",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.hours": "168",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
+        return path
+
+    def _format(self, config: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java_command(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def _java_command(self, main: str, *args: str) -> list[str]:
+        return [
+            self.java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        assert self._process is not None
+        while time.monotonic() < deadline:
+            code = self._process.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"the Kafka broker exited with code {code} during start-up; "
+                    f"see {self.data_dir / 'console.log'} and {self.log_file}:\n{self._tail()}"
+                )
+            if self._logged_ready() and _accepts(self.host, self.port):
+                return
+            time.sleep(0.1)
+        raise BrokerError(f"the Kafka broker did not start in {timeout:.0f} s:\n{self._tail()}")
+
+    def _logged_ready(self) -> bool:
+        try:
+            return READY_LINE in self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+
+    def _tail(self, lines: int = 30) -> str:
+        text = ""
+        for path in (self.data_dir / "console.log", self.log_file):
+            with contextlib.suppress(FileNotFoundError):
+                text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _find_java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("no `java` on PATH (Java 17+ runs the local Kafka broker)")
+    return java

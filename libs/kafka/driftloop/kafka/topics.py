@@ -1,0 +1,123 @@
+"""Topic names, their specs (partitions, compaction) and idempotent creation.
+
+predictions and labels always get the same partition count: both are keyed by request_id,
+so a partition's labels meet their predictions in one consumer (co-partitioning).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from driftloop.kit.errors import FailedPrecondition
+from driftloop.kit.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The seven topics of design.md section 2, with the configured prefix."""
+
+    prefix: str = "driftloop."
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.prefix}predictions"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.prefix}labels"
+
+    @property
+    def shadow_requests(self) -> str:
+        return f"{self.prefix}shadow-requests"
+
+    @property
+    def routing(self) -> str:
+        return f"{self.prefix}routing"
+
+    @property
+    def model_events(self) -> str:
+        return f"{self.prefix}model-events"
+
+    @property
+    def drift_alerts(self) -> str:
+        return f"{self.prefix}drift-alerts"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}dead-letter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
+    names = TopicNames(settings.topic_prefix)
+    data = settings.partitions
+    return [
+        TopicSpec(names.predictions, data),
+        TopicSpec(names.labels, data),
+        TopicSpec(names.shadow_requests, data),
+        # The current policy per model: compacted, so a new replica replays only the latest.
+        TopicSpec(names.routing, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+        TopicSpec(names.model_events, 1),
+        TopicSpec(names.drift_alerts, 1),
+        TopicSpec(names.dead_letter, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    ]
+
+
+async def ensure_topics(settings: KafkaSettings, bootstrap_servers: str) -> list[str]:
+    """Create the missing topics; check co-partitioning. Return the names created."""
+    specs = topic_specs(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        client_id=f"{settings.client_id}-admin",
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    spec.name,
+                    num_partitions=spec.partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=spec.config,
+                )
+                for spec in specs
+            ]
+        )
+        created = []
+        for topic, code, *message in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code != TOPIC_ALREADY_EXISTS:
+                raise FailedPrecondition(f"cannot create topic {topic}: error {code} {message}")
+        names = TopicNames(settings.topic_prefix)
+        counts = await partition_counts(admin, [names.predictions, names.labels])
+        if counts[names.predictions] != counts[names.labels]:
+            raise FailedPrecondition(
+                f"{names.predictions} has {counts[names.predictions]} partitions but "
+                f"{names.labels} has {counts[names.labels]}: they must be equal, because "
+                "labels are joined to predictions within a partition"
+            )
+        if created:
+            log.info("created topics", extra={"topics": created})
+        return created
+    finally:
+        await admin.close()
+
+
+async def partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(topics)
+    return {item["topic"]: len(item["partitions"]) for item in described}

@@ -1,0 +1,72 @@
+"""Domain errors that know their status, so adapters can map them without guessing.
+
+The core raises these; the gRPC interceptor turns them into status codes (plus a
+google.rpc.BadRequest detail naming the field), so a caller's mistake is never INTERNAL.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    """The subset of gRPC status codes a domain error may carry (same names)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+
+
+class DriftloopError(Exception):
+    """Base of every error that crosses a service boundary with a precise status."""
+
+    code: ErrorCode = ErrorCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DriftloopError):
+    """The caller sent something wrong; `field` names it (a path such as rows[3].age)."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class NotFound(DriftloopError):
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExists(DriftloopError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(DriftloopError):
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+class Unavailable(DriftloopError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class Unauthenticated(DriftloopError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDenied(DriftloopError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(DriftloopError):
+    code = ErrorCode.RESOURCE_EXHAUSTED

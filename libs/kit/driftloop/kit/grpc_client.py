@@ -1,0 +1,35 @@
+"""Client channels to driftloop services, with optional TLS and the admin bearer token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+
+def open_channel(
+    target: str,
+    *,
+    tls_ca_file: Path | None = None,
+    tls_cert_file: Path | None = None,
+    tls_key_file: Path | None = None,
+    max_message_bytes: int = 16 * 1024 * 1024,
+) -> grpc.aio.Channel:
+    """An asyncio channel to `target`; TLS when a CA file is given (mutual with cert+key)."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    if tls_ca_file is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls_ca_file.read_bytes(),
+        private_key=tls_key_file.read_bytes() if tls_key_file else None,
+        certificate_chain=tls_cert_file.read_bytes() if tls_cert_file else None,
+    )
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def admin_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that authorises an admin RPC."""
+    return (("authorization", f"Bearer {token}"),)

@@ -1,0 +1,164 @@
+"""The gRPC server every driftloop service runs: asyncio, health, reflection, TLS,
+admin-token checks, error mapping, metrics, and a graceful stop.
+
+A service's composition root builds one `GrpcServer`, registers its servicers, starts it,
+marks it ready once its dependencies are up (health turns SERVING only then), waits for
+SIGTERM and stops it with a grace period that lets in-flight calls finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterable
+
+import grpc
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from driftloop.kit.interceptor import ServerInterceptor
+from driftloop.kit.metrics import MetricsEndpoint
+from driftloop.kit.settings import GrpcServerSettings
+from driftloop.v1 import options_pb2
+
+log = logging.getLogger(__name__)
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+def services_of(file: FileDescriptor) -> list[ServiceDescriptor]:
+    return list(file.services_by_name.values())
+
+
+def admin_methods(services: Iterable[ServiceDescriptor]) -> frozenset[str]:
+    """The full method paths ("/pkg.Service/Method") marked as admin in the protos."""
+    return frozenset(
+        f"/{service.full_name}/{method.name}"
+        for service in services
+        for method in service.methods
+        if method.GetOptions().Extensions[options_pb2.admin]
+    )
+
+
+class GrpcServer:
+    def __init__(self, name: str, settings: GrpcServerSettings) -> None:
+        self.name = name
+        self._settings = settings
+        self._services: list[ServiceDescriptor] = []
+        self._registrars: list[Registrar] = []
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._metrics: MetricsEndpoint | None = None
+        self.port: int = 0
+        self.metrics_port: int | None = None
+
+    def add_service(self, descriptor: ServiceDescriptor, register: Registrar) -> None:
+        """Register a servicer: `register(server)` is the generated add_*_to_server."""
+        self._services.append(descriptor)
+        self._registrars.append(register)
+
+    async def start(self) -> int:
+        """Bind and start serving (health NOT_SERVING until `set_ready`); return the port."""
+        settings = self._settings
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        interceptor = ServerInterceptor(self.name, admin_methods(self._services), token)
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(interceptors=[interceptor], options=options)
+        for register in self._registrars:
+            register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [service.full_name for service in self._services]
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        address = f"{settings.host}:{settings.port}"
+        credentials = _server_credentials(settings)
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
+        if self.port == 0:
+            raise RuntimeError(f"{self.name}: cannot bind gRPC on {address}")
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._server = server
+        if settings.metrics_port is not None:
+            self._metrics = MetricsEndpoint(settings.host, settings.metrics_port)
+            self.metrics_port = self._metrics.port
+        log.info(
+            "%s listening",
+            self.name,
+            extra={
+                "port": self.port,
+                "tls": credentials is not None,
+                "metrics_port": self.metrics_port,
+            },
+        )
+        return self.port
+
+    async def set_ready(self, ready: bool = True) -> None:
+        """Health SERVING (ready) or NOT_SERVING, for the server and each service."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._set_all(status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight calls finish within the grace period, close."""
+        if self._server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        period = self._settings.grace_period_s if grace is None else grace
+        log.info("%s stopping", self.name, extra={"grace_s": period})
+        await self._server.stop(period)
+        self._server = None
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+    async def _set_all(self, status: int) -> None:
+        await self._health.set("", status)
+        for service in self._services:
+            await self._health.set(service.full_name, status)
+
+
+def _server_credentials(settings: GrpcServerSettings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("TLS needs both a certificate and a key file")
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+async def wait_for_signal(
+    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> signal.Signals:
+    """Wait until the process receives one of `signals`; return which one."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    watched = list(signals)
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
+    for sig in watched:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await received
+    finally:
+        for sig in watched:
+            loop.remove_signal_handler(sig)
