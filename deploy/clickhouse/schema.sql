@@ -1,0 +1,1 @@
+../../libs/clickhouse/driftloop/clickhouse/schema.sql

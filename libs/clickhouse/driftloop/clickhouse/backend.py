@@ -1,0 +1,243 @@
+"""The two ways to reach ClickHouse, behind one small protocol.
+
+- `EmbeddedBackend`: chDB, the ClickHouse engine in this process, data in a local folder.
+  One process may open a folder (a lock file enforces it) and chDB allows one folder per
+  process, so a process shares one backend between all its services.
+- `ServerBackend`: a ClickHouse server through clickhouse-connect (HTTP).
+Both take the same SQL with `{name:Type}` parameters, bound by ClickHouse itself (never
+formatted into the text), and return the same Python values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from clickhouse_connect.driver.exceptions import ClickHouseError as ClickHouseConnectError
+
+Params = Mapping[str, Any]
+
+
+class ClickHouseError(RuntimeError):
+    """A statement failed in ClickHouse; the message is ClickHouse's own."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+
+class ClickHouseBackend(Protocol):
+    """Blocking access to ClickHouse. Use `ClickHouse` (async) from event-loop code."""
+
+    def command(self, sql: str, params: Params | None = None) -> None: ...
+
+    def query(self, sql: str, params: Params | None = None) -> QueryResult: ...
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedBackend:
+    """chDB in a local folder. Thread-safe: statements run one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        from chdb import session  # imported here: loading the engine takes ~1 s
+
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock_file: IO[str] | None = _lock_folder(path)
+        self._lock = threading.Lock()
+        try:
+            self._session = session.Session(str(path))  # type: ignore[no-untyped-call]  # chDB is untyped
+        except RuntimeError as error:
+            self._release_folder()
+            raise ClickHouseError(f"cannot open embedded ClickHouse in {path}: {error}") from None
+        for setting in (
+            "output_format_json_quote_64bit_integers = 0",
+            "output_format_json_quote_denormals = 1",
+        ):
+            self._run(f"SET {setting}", None, "CSV")
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        self._run(sql, params, "CSV")
+
+    def query(self, sql: str, params: Params | None = None) -> QueryResult:
+        text = self._run(sql, params, "JSONCompact")
+        if not text.strip():
+            return QueryResult([], [])
+        payload = json.loads(text)
+        meta = payload["meta"]
+        converters = [_converter(column["type"]) for column in meta]
+        rows = [
+            tuple(convert(value) for convert, value in zip(converters, row, strict=True))
+            for row in payload["data"]
+        ]
+        return QueryResult([column["name"] for column in meta], rows)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        lines = "".join(
+            json.dumps(dict(zip(columns, row, strict=True)), default=_json_value) + "\n"
+            for row in rows
+        )
+        with self._lock:
+            try:
+                with self._session.send_insert(
+                    f"INSERT INTO {table} ({', '.join(columns)})", "JSONEachRow"
+                ) as inserter:
+                    inserter.append(lines)
+                    result = inserter.finish()
+            except RuntimeError as error:
+                raise ClickHouseError(f"insert into {table} failed: {error}") from None
+        return int(result.rows_written)
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()  # type: ignore[no-untyped-call]  # chDB is untyped
+        self._release_folder()
+
+    def _run(self, sql: str, params: Params | None, fmt: str) -> str:
+        with self._lock:
+            try:
+                result = self._session.query(  # type: ignore[no-untyped-call]  # chDB is untyped
+                    sql, fmt, params=_embedded_params(params)
+                )
+            except RuntimeError as error:
+                raise ClickHouseError(str(error)) from None
+        return result.data() if hasattr(result, "data") else str(result)
+
+    def _release_folder(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+
+class ServerBackend:
+    """A ClickHouse server over HTTP(S) with clickhouse-connect."""
+
+    def __init__(self, url: str, database: str) -> None:
+        import clickhouse_connect
+
+        try:
+            self._client = clickhouse_connect.get_client(dsn=url, database="default")
+        except (ClickHouseConnectError, OSError) as error:
+            # The URL may hold a password: name the failure, never the URL.
+            raise ClickHouseError(f"cannot connect to the ClickHouse server: {error}") from None
+        self._lock = threading.Lock()
+        self.database = database
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        with self._lock:
+            try:
+                self._client.command(sql, parameters=dict(params) if params else None)
+            except (ClickHouseConnectError, OSError) as error:
+                raise ClickHouseError(str(error)) from None
+
+    def query(self, sql: str, params: Params | None = None) -> QueryResult:
+        with self._lock:
+            try:
+                result = self._client.query(sql, parameters=dict(params) if params else None)
+            except (ClickHouseConnectError, OSError) as error:
+                raise ClickHouseError(str(error)) from None
+        return QueryResult(list(result.column_names), [tuple(row) for row in result.result_rows])
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        database, _, name = table.rpartition(".")
+        with self._lock:
+            try:
+                self._client.insert(
+                    name, list(rows), column_names=list(columns), database=database or None
+                )
+            except (ClickHouseConnectError, OSError) as error:
+                raise ClickHouseError(f"insert into {table} failed: {error}") from None
+        return len(rows)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _lock_folder(path: Path) -> IO[str]:
+    handle = (path / ".driftloop.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ClickHouseError(
+            f"the embedded ClickHouse folder {path} is open in another process; "
+            "only one process may use it (set DRIFTLOOP_CLICKHOUSE_PATH to another folder, "
+            "or DRIFTLOOP_CLICKHOUSE_URL to share a ClickHouse server)"
+        ) from None
+    return handle
+
+
+def _embedded_params(params: Params | None) -> dict[str, Any] | None:
+    """chDB binds text: datetimes go in ClickHouse's own format, in UTC."""
+    if not params:
+        return None
+    return {
+        name: _json_value(value) if isinstance(value, dt.date) else value
+        for name, value in params.items()
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} to ClickHouse")
+
+
+def _converter(type_name: str) -> Any:
+    """A function turning chDB's JSON value of `type_name` into the Python value."""
+    inner = type_name
+    nullable = inner.startswith("Nullable(")
+    if nullable:
+        inner = inner[len("Nullable(") : -1]
+    if inner.startswith("LowCardinality("):
+        inner = inner[len("LowCardinality(") : -1]
+    base: Any
+    if inner.startswith("DateTime"):
+        base = _parse_datetime
+    elif inner.startswith("Float"):
+        base = _parse_float
+    elif inner.startswith("Date"):
+        base = dt.date.fromisoformat
+    else:
+        base = _identity
+    if not nullable:
+        return base
+    return lambda value: None if value is None else base(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _parse_float(value: Any) -> float:
+    if isinstance(value, str):
+        return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(value, math.nan)
+    return float(value)
+
+
+def _parse_datetime(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)

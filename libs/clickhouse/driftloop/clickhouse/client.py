@@ -1,0 +1,70 @@
+"""The async face of ClickHouse for event-loop code, and how a process opens it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from driftloop.clickhouse.backend import (
+    ClickHouseBackend,
+    EmbeddedBackend,
+    Params,
+    QueryResult,
+    ServerBackend,
+)
+from driftloop.clickhouse.schema import schema_statements
+from driftloop.kit.settings import ClickHouseSettings
+
+log = logging.getLogger(__name__)
+
+
+class ClickHouse:
+    """Runs every statement in a worker thread, so the event loop never blocks on it."""
+
+    def __init__(self, backend: ClickHouseBackend, database: str) -> None:
+        self.backend = backend
+        self.database = database
+
+    def table(self, name: str) -> str:
+        """The qualified name of one of our tables."""
+        return f"{self.database}.{name}"
+
+    async def command(self, sql: str, params: Params | None = None) -> None:
+        await asyncio.to_thread(self.backend.command, sql, params)
+
+    async def query(self, sql: str, params: Params | None = None) -> QueryResult:
+        return await asyncio.to_thread(self.backend.query, sql, params)
+
+    async def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> int:
+        return await asyncio.to_thread(self.backend.insert, self.table(table), columns, rows)
+
+    async def apply_schema(self, cluster: str | None = None) -> int:
+        """Create whatever the schema has that the database lacks; return the statement count."""
+        statements = schema_statements(self.database, cluster)
+        for statement in statements:
+            await self.command(statement)
+        return len(statements)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.backend.close)
+
+
+def open_backend(settings: ClickHouseSettings) -> ClickHouseBackend:
+    """The server named by the URL, else the embedded engine in the configured folder."""
+    if settings.url is not None:
+        log.info("using the ClickHouse server", extra={"database": settings.database})
+        return ServerBackend(settings.url.get_secret_value(), settings.database)
+    log.info("using embedded ClickHouse", extra={"path": str(settings.path)})
+    return EmbeddedBackend(settings.path)
+
+
+async def open_clickhouse(settings: ClickHouseSettings) -> ClickHouse:
+    """Open ClickHouse and bring the schema up to date."""
+    backend = await asyncio.to_thread(open_backend, settings)
+    clickhouse = ClickHouse(backend, settings.database)
+    await clickhouse.apply_schema(settings.cluster)
+    return clickhouse

@@ -1,0 +1,71 @@
+-- The driftloop ClickHouse schema: idempotent DDL, applied at every start-up.
+-- deploy/clickhouse/schema.sql links here. Statements end with ';' at the end of a line.
+-- The database name `driftloop` is replaced by the configured one; on a cluster the
+-- MergeTree engines become Replicated*MergeTree and statements run ON CLUSTER.
+--
+-- Re-delivered rows must not double-count: every table is a ReplacingMergeTree whose
+-- ORDER BY is the row's natural key, and every read that counts uses FINAL.
+
+CREATE DATABASE IF NOT EXISTS driftloop;
+
+-- Every served (live) or shadow prediction, one row per (model, version, role, request).
+CREATE TABLE IF NOT EXISTS driftloop.predictions
+(
+    request_id String,
+    time DateTime64(6, 'UTC'),
+    model LowCardinality(String),
+    version LowCardinality(String),
+    role Enum8('unspecified' = 0, 'live' = 1, 'shadow' = 2),
+    variant LowCardinality(String),
+    entity_key String,
+    numbers Map(LowCardinality(String), Float64),
+    categories Map(LowCardinality(String), String),
+    output_kind Enum8('unspecified' = 0, 'binary' = 1, 'multiclass' = 2, 'regression' = 3),
+    output_value Float64,
+    output_label String,
+    output_probabilities Map(LowCardinality(String), Float64),
+    latency_us UInt32,
+    error LowCardinality(String),
+    ingested DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (model, version, role, time, request_id);
+
+-- Ground truth, one row per request; a later label for the same request replaces it.
+CREATE TABLE IF NOT EXISTS driftloop.labels
+(
+    request_id String,
+    time DateTime64(6, 'UTC'),
+    truth_kind Enum8('label' = 1, 'value' = 2),
+    label String,
+    value Float64,
+    source LowCardinality(String),
+    ingested DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(time)
+ORDER BY request_id;
+
+-- Predictions that have their label: performance windows and training data read this.
+CREATE VIEW IF NOT EXISTS driftloop.predictions_labelled AS
+SELECT
+    p.request_id AS request_id,
+    p.time AS time,
+    p.model AS model,
+    p.version AS version,
+    p.role AS role,
+    p.variant AS variant,
+    p.entity_key AS entity_key,
+    p.numbers AS numbers,
+    p.categories AS categories,
+    p.output_kind AS output_kind,
+    p.output_value AS output_value,
+    p.output_label AS output_label,
+    p.output_probabilities AS output_probabilities,
+    l.truth_kind AS truth_kind,
+    l.label AS truth_label,
+    l.value AS truth_value,
+    l.time AS label_time,
+    l.source AS label_source
+FROM driftloop.predictions AS p FINAL
+INNER JOIN driftloop.labels AS l FINAL ON p.request_id = l.request_id;
