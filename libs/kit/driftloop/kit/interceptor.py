@@ -12,6 +12,7 @@ One interceptor rather than three keeps the per-call cost to a single wrapper.
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -70,6 +71,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         refusal = None
         if method in self._admin_methods:
             refusal = self._check_token(handler_call_details.invocation_metadata)
+        if refusal is None and not _is_async(handler):
+            return handler  # a sync servicer (none of ours): grpc runs it as it is
         return _wrap(handler, self._service, method, refusal)
 
     def _check_token(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -145,8 +148,9 @@ def _wrap(
     if handler.unary_stream is not None:
         unary_stream_behavior = handler.unary_stream
 
-        def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            return stream_response(unary_stream_behavior, request, context)
+        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            async for response in stream_response(unary_stream_behavior, request, context):
+                yield response
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
@@ -154,12 +158,21 @@ def _wrap(
     stream_stream_behavior = handler.stream_stream
     assert stream_stream_behavior is not None, f"{method} has no behavior"
 
-    def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        return stream_response(stream_stream_behavior, requests, context)
+    async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+        async for response in stream_response(stream_stream_behavior, requests, context):
+            yield response
 
     return grpc.stream_stream_rpc_method_handler(
         stream_stream, handler.request_deserializer, handler.response_serializer
     )
+
+
+def _is_async(handler: grpc.RpcMethodHandler[Any, Any]) -> bool:
+    """grpc.aio runs sync behaviors in threads; the wrappers here are for async ones only."""
+    behavior = (
+        handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+    )
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
 
 
 async def _fail(

@@ -27,7 +27,9 @@ class ConfigError(Exception):
 class KafkaSettings(BaseSettings):
     """How to reach Kafka. No bootstrap servers: standalone mode starts a local broker."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_KAFKA_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_KAFKA_", extra="ignore", populate_by_name=True
+    )
 
     bootstrap_servers: str | None = Field(
         default=None,
@@ -54,7 +56,9 @@ class KafkaSettings(BaseSettings):
 class ClickHouseSettings(BaseSettings):
     """Where ClickHouse is: a server URL, or (unset) the embedded engine in `path`."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_CLICKHOUSE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_CLICKHOUSE_", extra="ignore", populate_by_name=True
+    )
 
     # http(s)://user:password@host:8123 ; the password never reaches a log line.
     url: SecretStr | None = None
@@ -74,7 +78,9 @@ class ClickHouseSettings(BaseSettings):
 class GrpcServerSettings(BaseSettings):
     """The gRPC and metrics endpoints of one service; subclasses set the prefix and port."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_SERVICE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_SERVICE_", extra="ignore", populate_by_name=True
+    )
 
     host: str = "127.0.0.1"
     port: Port = 0
@@ -100,7 +106,9 @@ class GrpcServerSettings(BaseSettings):
 
 
 class LoggingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_LOG_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_LOG_", extra="ignore", populate_by_name=True
+    )
 
     level: str = "INFO"
     # "json" for machines (the default), "text" for a terminal.

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from driftloop.kit.logging import configure_logging, log_context
+
+
+def test_json_lines_carry_context_and_extras(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    log = logging.getLogger("driftloop.test")
+    with log_context(model="churn", request_id="r-1"):
+        log.info("served %s rows", 3, extra={"latency_us": 120})
+    log.info("outside")
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert first["message"] == "served 3 rows"
+    assert first["model"] == "churn"
+    assert first["request_id"] == "r-1"
+    assert first["latency_us"] == 120
+    assert first["level"] == "INFO"
+    assert "model" not in second
+
+
+def test_text_format_appends_context(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("DEBUG", "text")
+    with log_context(model="churn"):
+        logging.getLogger("driftloop.test").debug("hello")
+    line = capsys.readouterr().out.strip()
+    assert line.endswith("hello model=churn")
+    assert "DEBUG" in line
