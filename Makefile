@@ -56,8 +56,8 @@ proto: $(BIN)/.synced ## regenerate the Python code of proto/ into libs/api
 	rm -f $(PROTO_OUT)/driftloop/v1/*_pb2*.py $(PROTO_OUT)/driftloop/v1/*_pb2*.pyi
 	$(BIN)/python -m grpc_tools.protoc -I proto \
 	    -I $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))') \
-	    --python_out=$(PROTO_OUT) --mypy_out=$(PROTO_OUT) \
-	    --grpc_python_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
+	    --python_out=$(PROTO_OUT) --mypy_out=quiet:$(PROTO_OUT) \
+	    --grpc_python_out=$(PROTO_OUT) --mypy_grpc_out=only_async,quiet:$(PROTO_OUT) \
 	    proto/driftloop/v1/*.proto
 
 proto-check: $(BIN)/.synced ## fail when the generated code in libs/api is stale

@@ -47,6 +47,21 @@ class KitTestRegistry(registry_pb2_grpc.ModelRegistryServicer):
     ) -> registry_pb2.ModelVersion:
         return registry_pb2.ModelVersion(model=request.version.model, version="1")
 
+    async def SetAlias(
+        self, request: registry_pb2.SetAliasRequest, context: Any
+    ) -> registry_pb2.AliasMove:
+        raise NotFound("no aliases here")
+
+    async def ResolveAlias(
+        self, request: registry_pb2.ResolveAliasRequest, context: Any
+    ) -> registry_pb2.ModelVersion:
+        raise NotFound("no aliases here")
+
+    async def GetAliasHistory(
+        self, request: registry_pb2.GetAliasHistoryRequest, context: Any
+    ) -> registry_pb2.GetAliasHistoryResponse:
+        raise NotFound("no aliases here")
+
 
 def build_server(settings: GrpcServerSettings) -> GrpcServer:
     server = GrpcServer("kit-test", settings)

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -56,7 +57,8 @@ def get(model: str, version: str = "1") -> registry_pb2.GetModelVersionRequest:
 
 async def test_health_is_serving_only_once_ready(server: GrpcServer) -> None:
     async with open_channel(f"127.0.0.1:{server.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        # The health and reflection stubs of typeshed describe sync channels only.
+        health: Any = health_pb2_grpc.HealthStub(channel)
         for service in ("", "driftloop.v1.ModelRegistry"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -149,7 +151,7 @@ async def test_admin_methods_are_refused_when_no_token_is_configured() -> None:
 
 async def test_reflection_lists_the_services(server: GrpcServer) -> None:
     async with open_channel(f"127.0.0.1:{server.port}") as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type]
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         async for reply in stub.ServerReflectionInfo(iter([request]), timeout=5):
             names = {service.name for service in reply.list_services_response.service}

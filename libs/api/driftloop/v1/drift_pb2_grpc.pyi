@@ -8,43 +8,17 @@ from driftloop.v1 import drift_pb2 as _drift_pb2
 from driftloop.v1 import registry_pb2 as _registry_pb2
 from grpc import aio as _aio
 import abc as _abc_1
-import grpc as _grpc
-import sys
-import typing as _typing
 
-if sys.version_info >= (3, 11):
-    from typing import Self as _Self
-else:
-    from typing_extensions import Self as _Self
-
-_T = _typing.TypeVar("_T")
-
-class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
-
-class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
-    ...
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DriftServiceStub:
-    @_typing.overload
-    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
-    @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> DriftServiceAsyncStub: ...
-    GetDriftReport: _grpc.UnaryUnaryMultiCallable[_drift_pb2.DriftReportRequest, _drift_pb2.DriftReport]
-    GetBaseline: _grpc.UnaryUnaryMultiCallable[_drift_pb2.GetBaselineRequest, _registry_pb2.Baseline]
-    ListAlerts: _grpc.UnaryUnaryMultiCallable[_drift_pb2.ListAlertsRequest, _drift_pb2.ListAlertsResponse]
-    AnalyzeCanary: _grpc.UnaryUnaryMultiCallable[_drift_pb2.CanaryAnalysisRequest, _drift_pb2.CanaryAnalysis]
-    """Compares a candidate's and the stable version's traffic over the same window."""
-
-@_typing.type_check_only
-class DriftServiceAsyncStub(DriftServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    GetDriftReport: _aio.UnaryUnaryMultiCallable[_drift_pb2.DriftReportRequest, _drift_pb2.DriftReport]  # type: ignore[assignment]
-    GetBaseline: _aio.UnaryUnaryMultiCallable[_drift_pb2.GetBaselineRequest, _registry_pb2.Baseline]  # type: ignore[assignment]
-    ListAlerts: _aio.UnaryUnaryMultiCallable[_drift_pb2.ListAlertsRequest, _drift_pb2.ListAlertsResponse]  # type: ignore[assignment]
-    AnalyzeCanary: _aio.UnaryUnaryMultiCallable[_drift_pb2.CanaryAnalysisRequest, _drift_pb2.CanaryAnalysis]  # type: ignore[assignment]
+    GetDriftReport: _aio.UnaryUnaryMultiCallable[_drift_pb2.DriftReportRequest, _drift_pb2.DriftReport]
+    GetBaseline: _aio.UnaryUnaryMultiCallable[_drift_pb2.GetBaselineRequest, _registry_pb2.Baseline]
+    ListAlerts: _aio.UnaryUnaryMultiCallable[_drift_pb2.ListAlertsRequest, _drift_pb2.ListAlertsResponse]
+    AnalyzeCanary: _aio.UnaryUnaryMultiCallable[_drift_pb2.CanaryAnalysisRequest, _drift_pb2.CanaryAnalysis]
     """Compares a candidate's and the stable version's traffic over the same window."""
 
 class DriftServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -52,29 +26,29 @@ class DriftServiceServicer(metaclass=_abc_1.ABCMeta):
     def GetDriftReport(
         self,
         request: _drift_pb2.DriftReportRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_drift_pb2.DriftReport, _abc.Awaitable[_drift_pb2.DriftReport]]: ...
+        context: _aio.ServicerContext[_drift_pb2.DriftReportRequest, _abc.Awaitable[_drift_pb2.DriftReport]],
+    ) -> _abc.Awaitable[_drift_pb2.DriftReport]: ...
 
     @_abc_1.abstractmethod
     def GetBaseline(
         self,
         request: _drift_pb2.GetBaselineRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.Baseline, _abc.Awaitable[_registry_pb2.Baseline]]: ...
+        context: _aio.ServicerContext[_drift_pb2.GetBaselineRequest, _abc.Awaitable[_registry_pb2.Baseline]],
+    ) -> _abc.Awaitable[_registry_pb2.Baseline]: ...
 
     @_abc_1.abstractmethod
     def ListAlerts(
         self,
         request: _drift_pb2.ListAlertsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_drift_pb2.ListAlertsResponse, _abc.Awaitable[_drift_pb2.ListAlertsResponse]]: ...
+        context: _aio.ServicerContext[_drift_pb2.ListAlertsRequest, _abc.Awaitable[_drift_pb2.ListAlertsResponse]],
+    ) -> _abc.Awaitable[_drift_pb2.ListAlertsResponse]: ...
 
     @_abc_1.abstractmethod
     def AnalyzeCanary(
         self,
         request: _drift_pb2.CanaryAnalysisRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_drift_pb2.CanaryAnalysis, _abc.Awaitable[_drift_pb2.CanaryAnalysis]]:
+        context: _aio.ServicerContext[_drift_pb2.CanaryAnalysisRequest, _abc.Awaitable[_drift_pb2.CanaryAnalysis]],
+    ) -> _abc.Awaitable[_drift_pb2.CanaryAnalysis]:
         """Compares a candidate's and the stable version's traffic over the same window."""
 
-def add_DriftServiceServicer_to_server(servicer: DriftServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_DriftServiceServicer_to_server(servicer: DriftServiceServicer, server: _aio.Server) -> None: ...

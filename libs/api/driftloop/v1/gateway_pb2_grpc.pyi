@@ -10,106 +10,77 @@ from driftloop.v1 import events_pb2 as _events_pb2
 from driftloop.v1 import gateway_pb2 as _gateway_pb2
 from grpc import aio as _aio
 import abc as _abc_1
-import grpc as _grpc
-import sys
-import typing as _typing
 
-if sys.version_info >= (3, 11):
-    from typing import Self as _Self
-else:
-    from typing_extensions import Self as _Self
-
-_T = _typing.TypeVar("_T")
-
-class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
-
-class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
-    ...
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class GatewayStub:
-    @_typing.overload
-    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
-    @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> GatewayAsyncStub: ...
-    Predict: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PredictRequest, _gateway_pb2.PredictResponse]
-    PredictBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PredictBatchRequest, _gateway_pb2.PredictBatchResponse]
-    PredictStream: _grpc.StreamStreamMultiCallable[_gateway_pb2.PredictRequest, _gateway_pb2.PredictResponse]
-    GetRoutingPolicy: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetRoutingPolicyRequest, _events_pb2.RoutingPolicy]
-    SetRoutingPolicy: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SetRoutingPolicyRequest, _events_pb2.RoutingPolicy]
-    StartRollout: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.StartRolloutRequest, _events_pb2.RoutingPolicy]
-    Promote: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PromoteRequest, _events_pb2.RoutingPolicy]
-    Rollback: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RollbackRequest, _events_pb2.RoutingPolicy]
-
-@_typing.type_check_only
-class GatewayAsyncStub(GatewayStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Predict: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PredictRequest, _gateway_pb2.PredictResponse]  # type: ignore[assignment]
-    PredictBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PredictBatchRequest, _gateway_pb2.PredictBatchResponse]  # type: ignore[assignment]
-    PredictStream: _aio.StreamStreamMultiCallable[_gateway_pb2.PredictRequest, _gateway_pb2.PredictResponse]  # type: ignore[assignment]
-    GetRoutingPolicy: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetRoutingPolicyRequest, _events_pb2.RoutingPolicy]  # type: ignore[assignment]
-    SetRoutingPolicy: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SetRoutingPolicyRequest, _events_pb2.RoutingPolicy]  # type: ignore[assignment]
-    StartRollout: _aio.UnaryUnaryMultiCallable[_gateway_pb2.StartRolloutRequest, _events_pb2.RoutingPolicy]  # type: ignore[assignment]
-    Promote: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PromoteRequest, _events_pb2.RoutingPolicy]  # type: ignore[assignment]
-    Rollback: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RollbackRequest, _events_pb2.RoutingPolicy]  # type: ignore[assignment]
+    Predict: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PredictRequest, _gateway_pb2.PredictResponse]
+    PredictBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PredictBatchRequest, _gateway_pb2.PredictBatchResponse]
+    PredictStream: _aio.StreamStreamMultiCallable[_gateway_pb2.PredictRequest, _gateway_pb2.PredictResponse]
+    GetRoutingPolicy: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetRoutingPolicyRequest, _events_pb2.RoutingPolicy]
+    SetRoutingPolicy: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SetRoutingPolicyRequest, _events_pb2.RoutingPolicy]
+    StartRollout: _aio.UnaryUnaryMultiCallable[_gateway_pb2.StartRolloutRequest, _events_pb2.RoutingPolicy]
+    Promote: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PromoteRequest, _events_pb2.RoutingPolicy]
+    Rollback: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RollbackRequest, _events_pb2.RoutingPolicy]
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Predict(
         self,
         request: _gateway_pb2.PredictRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_gateway_pb2.PredictResponse, _abc.Awaitable[_gateway_pb2.PredictResponse]]: ...
+        context: _aio.ServicerContext[_gateway_pb2.PredictRequest, _abc.Awaitable[_gateway_pb2.PredictResponse]],
+    ) -> _abc.Awaitable[_gateway_pb2.PredictResponse]: ...
 
     @_abc_1.abstractmethod
     def PredictBatch(
         self,
         request: _gateway_pb2.PredictBatchRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_gateway_pb2.PredictBatchResponse, _abc.Awaitable[_gateway_pb2.PredictBatchResponse]]: ...
+        context: _aio.ServicerContext[_gateway_pb2.PredictBatchRequest, _abc.Awaitable[_gateway_pb2.PredictBatchResponse]],
+    ) -> _abc.Awaitable[_gateway_pb2.PredictBatchResponse]: ...
 
     @_abc_1.abstractmethod
     def PredictStream(
         self,
-        request_iterator: _MaybeAsyncIterator[_gateway_pb2.PredictRequest],
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.PredictResponse], _abc.AsyncIterator[_gateway_pb2.PredictResponse]]: ...
+        request_iterator: _abc.AsyncIterator[_gateway_pb2.PredictRequest],
+        context: _aio.ServicerContext[_abc.AsyncIterator[_gateway_pb2.PredictRequest], _abc.AsyncIterator[_gateway_pb2.PredictResponse]],
+    ) -> _abc.AsyncIterator[_gateway_pb2.PredictResponse]: ...
 
     @_abc_1.abstractmethod
     def GetRoutingPolicy(
         self,
         request: _gateway_pb2.GetRoutingPolicyRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_events_pb2.RoutingPolicy, _abc.Awaitable[_events_pb2.RoutingPolicy]]: ...
+        context: _aio.ServicerContext[_gateway_pb2.GetRoutingPolicyRequest, _abc.Awaitable[_events_pb2.RoutingPolicy]],
+    ) -> _abc.Awaitable[_events_pb2.RoutingPolicy]: ...
 
     @_abc_1.abstractmethod
     def SetRoutingPolicy(
         self,
         request: _gateway_pb2.SetRoutingPolicyRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_events_pb2.RoutingPolicy, _abc.Awaitable[_events_pb2.RoutingPolicy]]: ...
+        context: _aio.ServicerContext[_gateway_pb2.SetRoutingPolicyRequest, _abc.Awaitable[_events_pb2.RoutingPolicy]],
+    ) -> _abc.Awaitable[_events_pb2.RoutingPolicy]: ...
 
     @_abc_1.abstractmethod
     def StartRollout(
         self,
         request: _gateway_pb2.StartRolloutRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_events_pb2.RoutingPolicy, _abc.Awaitable[_events_pb2.RoutingPolicy]]: ...
+        context: _aio.ServicerContext[_gateway_pb2.StartRolloutRequest, _abc.Awaitable[_events_pb2.RoutingPolicy]],
+    ) -> _abc.Awaitable[_events_pb2.RoutingPolicy]: ...
 
     @_abc_1.abstractmethod
     def Promote(
         self,
         request: _gateway_pb2.PromoteRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_events_pb2.RoutingPolicy, _abc.Awaitable[_events_pb2.RoutingPolicy]]: ...
+        context: _aio.ServicerContext[_gateway_pb2.PromoteRequest, _abc.Awaitable[_events_pb2.RoutingPolicy]],
+    ) -> _abc.Awaitable[_events_pb2.RoutingPolicy]: ...
 
     @_abc_1.abstractmethod
     def Rollback(
         self,
         request: _gateway_pb2.RollbackRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_events_pb2.RoutingPolicy, _abc.Awaitable[_events_pb2.RoutingPolicy]]: ...
+        context: _aio.ServicerContext[_gateway_pb2.RollbackRequest, _abc.Awaitable[_events_pb2.RoutingPolicy]],
+    ) -> _abc.Awaitable[_events_pb2.RoutingPolicy]: ...
 
-def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _aio.Server) -> None: ...

@@ -7,100 +7,69 @@ from collections import abc as _abc
 from driftloop.v1 import inference_pb2 as _inference_pb2
 from grpc import aio as _aio
 import abc as _abc_1
-import grpc as _grpc
-import sys
-import typing as _typing
 
-if sys.version_info >= (3, 11):
-    from typing import Self as _Self
-else:
-    from typing_extensions import Self as _Self
-
-_T = _typing.TypeVar("_T")
-
-class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
-
-class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
-    ...
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class InferenceServiceStub:
-    @_typing.overload
-    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
-    @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> InferenceServiceAsyncStub: ...
-    Predict: _grpc.UnaryUnaryMultiCallable[_inference_pb2.InferenceRequest, _inference_pb2.InferenceResponse]
-    """One row."""
-    PredictBatch: _grpc.UnaryUnaryMultiCallable[_inference_pb2.InferenceBatchRequest, _inference_pb2.InferenceBatchResponse]
-    """Many rows in one call (up to the server's row limit)."""
-    PredictStream: _grpc.StreamStreamMultiCallable[_inference_pb2.InferenceRequest, _inference_pb2.InferenceResponse]
-    """A long-lived stream of requests; responses come back in order."""
-    GetModelStatus: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelStatusRequest, _inference_pb2.ModelStatusResponse]
-    """Which versions are loaded, loading or failed."""
-    LoadModel: _grpc.UnaryUnaryMultiCallable[_inference_pb2.LoadModelRequest, _inference_pb2.ModelStatus]
-    UnloadModel: _grpc.UnaryUnaryMultiCallable[_inference_pb2.UnloadModelRequest, _inference_pb2.ModelStatus]
-
-@_typing.type_check_only
-class InferenceServiceAsyncStub(InferenceServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Predict: _aio.UnaryUnaryMultiCallable[_inference_pb2.InferenceRequest, _inference_pb2.InferenceResponse]  # type: ignore[assignment]
+    Predict: _aio.UnaryUnaryMultiCallable[_inference_pb2.InferenceRequest, _inference_pb2.InferenceResponse]
     """One row."""
-    PredictBatch: _aio.UnaryUnaryMultiCallable[_inference_pb2.InferenceBatchRequest, _inference_pb2.InferenceBatchResponse]  # type: ignore[assignment]
+    PredictBatch: _aio.UnaryUnaryMultiCallable[_inference_pb2.InferenceBatchRequest, _inference_pb2.InferenceBatchResponse]
     """Many rows in one call (up to the server's row limit)."""
-    PredictStream: _aio.StreamStreamMultiCallable[_inference_pb2.InferenceRequest, _inference_pb2.InferenceResponse]  # type: ignore[assignment]
+    PredictStream: _aio.StreamStreamMultiCallable[_inference_pb2.InferenceRequest, _inference_pb2.InferenceResponse]
     """A long-lived stream of requests; responses come back in order."""
-    GetModelStatus: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelStatusRequest, _inference_pb2.ModelStatusResponse]  # type: ignore[assignment]
+    GetModelStatus: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelStatusRequest, _inference_pb2.ModelStatusResponse]
     """Which versions are loaded, loading or failed."""
-    LoadModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.LoadModelRequest, _inference_pb2.ModelStatus]  # type: ignore[assignment]
-    UnloadModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.UnloadModelRequest, _inference_pb2.ModelStatus]  # type: ignore[assignment]
+    LoadModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.LoadModelRequest, _inference_pb2.ModelStatus]
+    UnloadModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.UnloadModelRequest, _inference_pb2.ModelStatus]
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Predict(
         self,
         request: _inference_pb2.InferenceRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_inference_pb2.InferenceResponse, _abc.Awaitable[_inference_pb2.InferenceResponse]]:
+        context: _aio.ServicerContext[_inference_pb2.InferenceRequest, _abc.Awaitable[_inference_pb2.InferenceResponse]],
+    ) -> _abc.Awaitable[_inference_pb2.InferenceResponse]:
         """One row."""
 
     @_abc_1.abstractmethod
     def PredictBatch(
         self,
         request: _inference_pb2.InferenceBatchRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_inference_pb2.InferenceBatchResponse, _abc.Awaitable[_inference_pb2.InferenceBatchResponse]]:
+        context: _aio.ServicerContext[_inference_pb2.InferenceBatchRequest, _abc.Awaitable[_inference_pb2.InferenceBatchResponse]],
+    ) -> _abc.Awaitable[_inference_pb2.InferenceBatchResponse]:
         """Many rows in one call (up to the server's row limit)."""
 
     @_abc_1.abstractmethod
     def PredictStream(
         self,
-        request_iterator: _MaybeAsyncIterator[_inference_pb2.InferenceRequest],
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_inference_pb2.InferenceResponse], _abc.AsyncIterator[_inference_pb2.InferenceResponse]]:
+        request_iterator: _abc.AsyncIterator[_inference_pb2.InferenceRequest],
+        context: _aio.ServicerContext[_abc.AsyncIterator[_inference_pb2.InferenceRequest], _abc.AsyncIterator[_inference_pb2.InferenceResponse]],
+    ) -> _abc.AsyncIterator[_inference_pb2.InferenceResponse]:
         """A long-lived stream of requests; responses come back in order."""
 
     @_abc_1.abstractmethod
     def GetModelStatus(
         self,
         request: _inference_pb2.ModelStatusRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_inference_pb2.ModelStatusResponse, _abc.Awaitable[_inference_pb2.ModelStatusResponse]]:
+        context: _aio.ServicerContext[_inference_pb2.ModelStatusRequest, _abc.Awaitable[_inference_pb2.ModelStatusResponse]],
+    ) -> _abc.Awaitable[_inference_pb2.ModelStatusResponse]:
         """Which versions are loaded, loading or failed."""
 
     @_abc_1.abstractmethod
     def LoadModel(
         self,
         request: _inference_pb2.LoadModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_inference_pb2.ModelStatus, _abc.Awaitable[_inference_pb2.ModelStatus]]: ...
+        context: _aio.ServicerContext[_inference_pb2.LoadModelRequest, _abc.Awaitable[_inference_pb2.ModelStatus]],
+    ) -> _abc.Awaitable[_inference_pb2.ModelStatus]: ...
 
     @_abc_1.abstractmethod
     def UnloadModel(
         self,
         request: _inference_pb2.UnloadModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_inference_pb2.ModelStatus, _abc.Awaitable[_inference_pb2.ModelStatus]]: ...
+        context: _aio.ServicerContext[_inference_pb2.UnloadModelRequest, _abc.Awaitable[_inference_pb2.ModelStatus]],
+    ) -> _abc.Awaitable[_inference_pb2.ModelStatus]: ...
 
-def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _aio.Server) -> None: ...

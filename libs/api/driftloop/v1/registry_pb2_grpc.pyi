@@ -7,106 +7,75 @@ from collections import abc as _abc
 from driftloop.v1 import registry_pb2 as _registry_pb2
 from grpc import aio as _aio
 import abc as _abc_1
-import grpc as _grpc
-import sys
-import typing as _typing
 
-if sys.version_info >= (3, 11):
-    from typing import Self as _Self
-else:
-    from typing_extensions import Self as _Self
-
-_T = _typing.TypeVar("_T")
-
-class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
-
-class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
-    ...
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ModelRegistryStub:
-    @_typing.overload
-    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
-    @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> ModelRegistryAsyncStub: ...
-    RegisterModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RegisterModelVersionRequest, _registry_pb2.ModelVersion]
-    GetModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ModelVersion]
-    ListModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]
-    GetLineage: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ListModelVersionsResponse]
-    """The versions a version descends from (its parent, the parent's parent...)."""
-    SetAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetAliasRequest, _registry_pb2.AliasMove]
-    """Moves an alias, compare-and-set on the version it points to now."""
-    ResolveAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ResolveAliasRequest, _registry_pb2.ModelVersion]
-    """Which version an alias pointed to at an instant (now when unset)."""
-    GetAliasHistory: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetAliasHistoryRequest, _registry_pb2.GetAliasHistoryResponse]
-
-@_typing.type_check_only
-class ModelRegistryAsyncStub(ModelRegistryStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    RegisterModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterModelVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
-    GetModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
-    ListModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
-    GetLineage: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
+    RegisterModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterModelVersionRequest, _registry_pb2.ModelVersion]
+    GetModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ModelVersion]
+    ListModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]
+    GetLineage: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ListModelVersionsResponse]
     """The versions a version descends from (its parent, the parent's parent...)."""
-    SetAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetAliasRequest, _registry_pb2.AliasMove]  # type: ignore[assignment]
+    SetAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetAliasRequest, _registry_pb2.AliasMove]
     """Moves an alias, compare-and-set on the version it points to now."""
-    ResolveAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.ResolveAliasRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
+    ResolveAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.ResolveAliasRequest, _registry_pb2.ModelVersion]
     """Which version an alias pointed to at an instant (now when unset)."""
-    GetAliasHistory: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetAliasHistoryRequest, _registry_pb2.GetAliasHistoryResponse]  # type: ignore[assignment]
+    GetAliasHistory: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetAliasHistoryRequest, _registry_pb2.GetAliasHistoryResponse]
 
 class ModelRegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def RegisterModelVersion(
         self,
         request: _registry_pb2.RegisterModelVersionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]: ...
+        context: _aio.ServicerContext[_registry_pb2.RegisterModelVersionRequest, _abc.Awaitable[_registry_pb2.ModelVersion]],
+    ) -> _abc.Awaitable[_registry_pb2.ModelVersion]: ...
 
     @_abc_1.abstractmethod
     def GetModelVersion(
         self,
         request: _registry_pb2.GetModelVersionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]: ...
+        context: _aio.ServicerContext[_registry_pb2.GetModelVersionRequest, _abc.Awaitable[_registry_pb2.ModelVersion]],
+    ) -> _abc.Awaitable[_registry_pb2.ModelVersion]: ...
 
     @_abc_1.abstractmethod
     def ListModelVersions(
         self,
         request: _registry_pb2.ListModelVersionsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.ListModelVersionsResponse, _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]]: ...
+        context: _aio.ServicerContext[_registry_pb2.ListModelVersionsRequest, _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]],
+    ) -> _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]: ...
 
     @_abc_1.abstractmethod
     def GetLineage(
         self,
         request: _registry_pb2.GetModelVersionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.ListModelVersionsResponse, _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]]:
+        context: _aio.ServicerContext[_registry_pb2.GetModelVersionRequest, _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]],
+    ) -> _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]:
         """The versions a version descends from (its parent, the parent's parent...)."""
 
     @_abc_1.abstractmethod
     def SetAlias(
         self,
         request: _registry_pb2.SetAliasRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.AliasMove, _abc.Awaitable[_registry_pb2.AliasMove]]:
+        context: _aio.ServicerContext[_registry_pb2.SetAliasRequest, _abc.Awaitable[_registry_pb2.AliasMove]],
+    ) -> _abc.Awaitable[_registry_pb2.AliasMove]:
         """Moves an alias, compare-and-set on the version it points to now."""
 
     @_abc_1.abstractmethod
     def ResolveAlias(
         self,
         request: _registry_pb2.ResolveAliasRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
+        context: _aio.ServicerContext[_registry_pb2.ResolveAliasRequest, _abc.Awaitable[_registry_pb2.ModelVersion]],
+    ) -> _abc.Awaitable[_registry_pb2.ModelVersion]:
         """Which version an alias pointed to at an instant (now when unset)."""
 
     @_abc_1.abstractmethod
     def GetAliasHistory(
         self,
         request: _registry_pb2.GetAliasHistoryRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.GetAliasHistoryResponse, _abc.Awaitable[_registry_pb2.GetAliasHistoryResponse]]: ...
+        context: _aio.ServicerContext[_registry_pb2.GetAliasHistoryRequest, _abc.Awaitable[_registry_pb2.GetAliasHistoryResponse]],
+    ) -> _abc.Awaitable[_registry_pb2.GetAliasHistoryResponse]: ...
 
-def add_ModelRegistryServicer_to_server(servicer: ModelRegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_ModelRegistryServicer_to_server(servicer: ModelRegistryServicer, server: _aio.Server) -> None: ...

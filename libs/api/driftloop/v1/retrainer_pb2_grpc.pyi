@@ -7,61 +7,37 @@ from collections import abc as _abc
 from driftloop.v1 import retrainer_pb2 as _retrainer_pb2
 from grpc import aio as _aio
 import abc as _abc_1
-import grpc as _grpc
-import sys
-import typing as _typing
 
-if sys.version_info >= (3, 11):
-    from typing import Self as _Self
-else:
-    from typing_extensions import Self as _Self
-
-_T = _typing.TypeVar("_T")
-
-class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
-
-class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
-    ...
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RetrainerStub:
-    @_typing.overload
-    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
-    @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> RetrainerAsyncStub: ...
-    TriggerRetrain: _grpc.UnaryUnaryMultiCallable[_retrainer_pb2.TriggerRetrainRequest, _retrainer_pb2.RetrainRun]
-    GetRetrainRun: _grpc.UnaryUnaryMultiCallable[_retrainer_pb2.GetRetrainRunRequest, _retrainer_pb2.RetrainRun]
-    ListRetrainRuns: _grpc.UnaryUnaryMultiCallable[_retrainer_pb2.ListRetrainRunsRequest, _retrainer_pb2.ListRetrainRunsResponse]
-
-@_typing.type_check_only
-class RetrainerAsyncStub(RetrainerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    TriggerRetrain: _aio.UnaryUnaryMultiCallable[_retrainer_pb2.TriggerRetrainRequest, _retrainer_pb2.RetrainRun]  # type: ignore[assignment]
-    GetRetrainRun: _aio.UnaryUnaryMultiCallable[_retrainer_pb2.GetRetrainRunRequest, _retrainer_pb2.RetrainRun]  # type: ignore[assignment]
-    ListRetrainRuns: _aio.UnaryUnaryMultiCallable[_retrainer_pb2.ListRetrainRunsRequest, _retrainer_pb2.ListRetrainRunsResponse]  # type: ignore[assignment]
+    TriggerRetrain: _aio.UnaryUnaryMultiCallable[_retrainer_pb2.TriggerRetrainRequest, _retrainer_pb2.RetrainRun]
+    GetRetrainRun: _aio.UnaryUnaryMultiCallable[_retrainer_pb2.GetRetrainRunRequest, _retrainer_pb2.RetrainRun]
+    ListRetrainRuns: _aio.UnaryUnaryMultiCallable[_retrainer_pb2.ListRetrainRunsRequest, _retrainer_pb2.ListRetrainRunsResponse]
 
 class RetrainerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def TriggerRetrain(
         self,
         request: _retrainer_pb2.TriggerRetrainRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_retrainer_pb2.RetrainRun, _abc.Awaitable[_retrainer_pb2.RetrainRun]]: ...
+        context: _aio.ServicerContext[_retrainer_pb2.TriggerRetrainRequest, _abc.Awaitable[_retrainer_pb2.RetrainRun]],
+    ) -> _abc.Awaitable[_retrainer_pb2.RetrainRun]: ...
 
     @_abc_1.abstractmethod
     def GetRetrainRun(
         self,
         request: _retrainer_pb2.GetRetrainRunRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_retrainer_pb2.RetrainRun, _abc.Awaitable[_retrainer_pb2.RetrainRun]]: ...
+        context: _aio.ServicerContext[_retrainer_pb2.GetRetrainRunRequest, _abc.Awaitable[_retrainer_pb2.RetrainRun]],
+    ) -> _abc.Awaitable[_retrainer_pb2.RetrainRun]: ...
 
     @_abc_1.abstractmethod
     def ListRetrainRuns(
         self,
         request: _retrainer_pb2.ListRetrainRunsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_retrainer_pb2.ListRetrainRunsResponse, _abc.Awaitable[_retrainer_pb2.ListRetrainRunsResponse]]: ...
+        context: _aio.ServicerContext[_retrainer_pb2.ListRetrainRunsRequest, _abc.Awaitable[_retrainer_pb2.ListRetrainRunsResponse]],
+    ) -> _abc.Awaitable[_retrainer_pb2.ListRetrainRunsResponse]: ...
 
-def add_RetrainerServicer_to_server(servicer: RetrainerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_RetrainerServicer_to_server(servicer: RetrainerServicer, server: _aio.Server) -> None: ...

@@ -7,43 +7,21 @@ from collections import abc as _abc
 from driftloop.v1 import shadow_pb2 as _shadow_pb2
 from grpc import aio as _aio
 import abc as _abc_1
-import grpc as _grpc
-import sys
-import typing as _typing
 
-if sys.version_info >= (3, 11):
-    from typing import Self as _Self
-else:
-    from typing_extensions import Self as _Self
-
-_T = _typing.TypeVar("_T")
-
-class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
-
-class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
-    ...
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ShadowServiceStub:
-    @_typing.overload
-    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
-    @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> ShadowServiceAsyncStub: ...
-    GetShadowComparison: _grpc.UnaryUnaryMultiCallable[_shadow_pb2.ShadowComparisonRequest, _shadow_pb2.ShadowComparison]
-
-@_typing.type_check_only
-class ShadowServiceAsyncStub(ShadowServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    GetShadowComparison: _aio.UnaryUnaryMultiCallable[_shadow_pb2.ShadowComparisonRequest, _shadow_pb2.ShadowComparison]  # type: ignore[assignment]
+    GetShadowComparison: _aio.UnaryUnaryMultiCallable[_shadow_pb2.ShadowComparisonRequest, _shadow_pb2.ShadowComparison]
 
 class ShadowServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def GetShadowComparison(
         self,
         request: _shadow_pb2.ShadowComparisonRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_shadow_pb2.ShadowComparison, _abc.Awaitable[_shadow_pb2.ShadowComparison]]: ...
+        context: _aio.ServicerContext[_shadow_pb2.ShadowComparisonRequest, _abc.Awaitable[_shadow_pb2.ShadowComparison]],
+    ) -> _abc.Awaitable[_shadow_pb2.ShadowComparison]: ...
 
-def add_ShadowServiceServicer_to_server(servicer: ShadowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_ShadowServiceServicer_to_server(servicer: ShadowServiceServicer, server: _aio.Server) -> None: ...
