@@ -8,9 +8,11 @@ event twice (a Kafka re-delivery) never counts it twice.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from google.protobuf.message import Message
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.v1 import common_pb2, events_pb2
@@ -115,6 +117,19 @@ class PredictionLog:
             "labels", LABEL_COLUMNS, [label_row(event) for event in labels]
         )
         return written_predictions, written_labels
+
+    async def write_events(self, events: Iterable[Message]) -> tuple[int, int]:
+        """Insert a mixed stream of prediction and label events (as a consumer batch has)."""
+        predictions: list[events_pb2.PredictionEvent] = []
+        labels: list[events_pb2.LabelEvent] = []
+        for event in events:
+            if isinstance(event, events_pb2.PredictionEvent):
+                predictions.append(event)
+            elif isinstance(event, events_pb2.LabelEvent):
+                labels.append(event)
+            else:
+                raise TypeError(f"not a prediction or label event: {type(event).__name__}")
+        return await self.write(predictions, labels)
 
     async def last_n(
         self, model: str, version: str, n: int, role: str = "live"
