@@ -3,30 +3,41 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON_VERSION := 3.11
+PYTHON ?= python$(PYTHON_VERSION)
+UV_VERSION := 0.13.9
 VENV := .venv
 BIN := $(VENV)/bin
 CACHE := .cache
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
 KAFKA_LIBS := $(CACHE)/kafka/$(KAFKA_VERSION)/libs
 PROTO_OUT := libs/api
+UV := $(CACHE)/tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck proto proto-check kafka-jars clean
+.PHONY: help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 setup: $(BIN)/.synced $(KAFKA_LIBS)/.complete ## install everything: Python environment (uv), Kafka broker jars (Maven)
 
-$(BIN)/.synced: pyproject.toml uv.lock libs/*/pyproject.toml
-	@command -v uv >/dev/null || python$(PYTHON_VERSION) -m pip install --quiet --user uv || python3 -m pip install --quiet uv
-	uv sync --frozen --python $(PYTHON_VERSION)
+# uv, pinned, in a tools venv of its own (nothing installed outside the repository).
+$(UV):
+	@command -v $(PYTHON) >/dev/null || { echo "Python $(PYTHON_VERSION) is needed ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(CACHE)/tools
+	$(CACHE)/tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(BIN)/.synced: $(UV) pyproject.toml uv.lock libs/*/pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
 kafka-jars: $(KAFKA_LIBS)/.complete ## fetch the Apache Kafka broker jars with Maven (once)
 
 $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	    echo "Java 17+ and Maven are needed for the local Kafka broker; installing them"; \
+	    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven; }
 	@echo "fetching Apache Kafka $(KAFKA_VERSION) broker jars into $(KAFKA_LIBS)"
 	mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies \
 	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
@@ -52,6 +63,9 @@ lint: $(BIN)/.synced ## ruff
 typecheck: $(BIN)/.synced ## mypy --strict on our code
 	$(BIN)/mypy libs tests
 
+lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
+	$(UV) lock --python $(PYTHON)
+
 proto: $(BIN)/.synced ## regenerate the Python code of proto/ into libs/api
 	rm -f $(PROTO_OUT)/driftloop/v1/*_pb2*.py $(PROTO_OUT)/driftloop/v1/*_pb2*.pyi
 	$(BIN)/python -m grpc_tools.protoc -I proto \
@@ -67,4 +81,4 @@ proto-check: $(BIN)/.synced ## fail when the generated code in libs/api is stale
 	{ echo "generated code is stale: run 'make proto' and commit"; exit 1; }
 
 clean: ## remove the environment, caches and local data
-	rm -rf $(VENV) $(CACHE) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CACHE) .data .mypy_cache .ruff_cache .pytest_cache
