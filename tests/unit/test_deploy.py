@@ -1,0 +1,102 @@
+"""docker-compose.yml and deploy/ checked against the code (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+from driftloop.cli.__main__ import build_parser
+from driftloop.kit.settings import (
+    ClickHouseSettings,
+    GrpcServerSettings,
+    KafkaSettings,
+    LoggingSettings,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("GATEWAY", "INFERENCE", "SHADOW", "DRIFT", "RETRAINER")
+
+
+def variables(cls: type[BaseSettings], prefix: str | None = None) -> set[str]:
+    prefix = prefix if prefix is not None else str(cls.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+        else:
+            names.add((prefix + name).upper())
+    return names
+
+
+def known_variables() -> set[str]:
+    known = variables(KafkaSettings) | variables(ClickHouseSettings) | variables(LoggingSettings)
+    for service in SERVICES:
+        known |= variables(GrpcServerSettings, f"DRIFTLOOP_{service}_")
+    return known
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_every_driftloop_variable_in_compose_is_a_real_setting() -> None:
+    known = known_variables()
+    for name, service in compose()["services"].items():
+        for variable in service.get("environment") or {}:
+            if variable.startswith("DRIFTLOOP_"):
+                assert variable in known, f"{name}: {variable} is not read by any setting"
+
+
+def test_every_driftloop_command_in_compose_parses() -> None:
+    parser = build_parser()
+    commands = 0
+    for service in compose()["services"].values():
+        if service.get("image", "").startswith("driftloop"):
+            command = service["command"]
+            script = command[-1] if command[:2] == ["sh", "-c"] else shlex.join(command)
+            for part in re.split(r"&&|;", script):
+                words = shlex.split(part)
+                assert words[0] == "driftloop", f"not a driftloop command: {part}"
+                parser.parse_args(words[1:])
+                commands += 1
+    assert commands >= 2
+
+
+def test_images_match_the_versions_used_here() -> None:
+    services = compose()["services"]
+    pom = (REPO / "deploy" / "kafka" / "pom.xml").read_text()
+    kafka_version = re.search(r"<kafka.version>(.+)</kafka.version>", pom)
+    assert kafka_version is not None
+    assert services["kafka"]["image"] == f"apache/kafka:{kafka_version[1]}"
+    makefile = (REPO / "Makefile").read_text()
+    uv_version = re.search(r"^UV_VERSION := (\S+)$", makefile, re.MULTILINE)
+    assert uv_version is not None
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert f"uv=={uv_version[1]}" in dockerfile
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), f"COPY {source}: no such path"
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"`(DRIFTLOOP_[A-Z_<>]+|KAFKA_BOOTSTRAP_SERVERS)`", readme))
+    documented |= {f"DRIFTLOOP_<SERVICE>_{suffix}" for suffix in ("TLS_KEY_FILE",)}
+    for variable in known_variables():
+        generic = re.sub(
+            r"^DRIFTLOOP_(" + "|".join(SERVICES) + ")_", "DRIFTLOOP_<SERVICE>_", variable
+        )
+        assert generic in documented, f"{variable} is not in the README's configuration table"
