@@ -28,7 +28,9 @@ class _OutputKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutputKind
     DESCRIPTOR: _descriptor.EnumDescriptor
     OUTPUT_KIND_UNSPECIFIED: _OutputKind.ValueType  # 0
     OUTPUT_KIND_BINARY: _OutputKind.ValueType  # 1
-    """value is the probability of the positive class; label is "1" or "0"."""
+    """value is the probability of the positive class (the second of the two classes in
+    sorted order, "1" for 0/1 targets); label is the predicted class.
+    """
     OUTPUT_KIND_MULTICLASS: _OutputKind.ValueType  # 2
     """probabilities holds every class; label is the most probable one."""
     OUTPUT_KIND_REGRESSION: _OutputKind.ValueType  # 3
@@ -38,7 +40,9 @@ class OutputKind(_OutputKind, metaclass=_OutputKindEnumTypeWrapper): ...
 
 OUTPUT_KIND_UNSPECIFIED: OutputKind.ValueType  # 0
 OUTPUT_KIND_BINARY: OutputKind.ValueType  # 1
-"""value is the probability of the positive class; label is "1" or "0"."""
+"""value is the probability of the positive class (the second of the two classes in
+sorted order, "1" for 0/1 targets); label is the predicted class.
+"""
 OUTPUT_KIND_MULTICLASS: OutputKind.ValueType  # 2
 """probabilities holds every class; label is the most probable one."""
 OUTPUT_KIND_REGRESSION: OutputKind.ValueType  # 3

@@ -274,6 +274,7 @@ class ModelVersion(_message.Message):
     PARENT_VERSION_FIELD_NUMBER: _builtins.int
     BASELINE_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    ENTRY_POINT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     flavor: _builtins.str
@@ -284,6 +285,8 @@ class ModelVersion(_message.Message):
     created_by: _builtins.str
     parent_version: _builtins.str
     """The version it was retrained from; empty for a first version."""
+    entry_point: _builtins.str
+    """Flavor "python": the module:Class that loads and runs the artifact."""
     @_builtins.property
     def schema(self) -> _common_pb2.InputSchema: ...
     @_builtins.property
@@ -327,10 +330,11 @@ class ModelVersion(_message.Message):
         parent_version: _builtins.str = ...,
         baseline: Global___Baseline | None = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        entry_point: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "created", b"created", "data", b"data", "schema", b"schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_sha256", b"artifact_sha256", "baseline", b"baseline", "code_version", b"code_version", "created", b"created", "created_by", b"created_by", "data", b"data", "environment", b"environment", "flavor", b"flavor", "hyperparameters", b"hyperparameters", "metrics", b"metrics", "model", b"model", "output_kind", b"output_kind", "parent_version", b"parent_version", "schema", b"schema", "seed", b"seed", "tags", b"tags", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_sha256", b"artifact_sha256", "baseline", b"baseline", "code_version", b"code_version", "created", b"created", "created_by", b"created_by", "data", b"data", "entry_point", b"entry_point", "environment", b"environment", "flavor", b"flavor", "hyperparameters", b"hyperparameters", "metrics", b"metrics", "model", b"model", "output_kind", b"output_kind", "parent_version", b"parent_version", "schema", b"schema", "seed", b"seed", "tags", b"tags", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,6 +21,7 @@ class ErrorCode(enum.Enum):
     PERMISSION_DENIED = "PERMISSION_DENIED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    DATA_LOSS = "DATA_LOSS"
 
 
 class DriftloopError(Exception):
@@ -70,3 +71,9 @@ class PermissionDenied(DriftloopError):
 
 class ResourceExhausted(DriftloopError):
     code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class DataLoss(DriftloopError):
+    """Stored data is corrupt (an artifact that fails its SHA-256 check)."""
+
+    code = ErrorCode.DATA_LOSS

@@ -1,0 +1,1 @@
+"""Models: the flavors driftloop serves, the artifact store, training and baselines."""

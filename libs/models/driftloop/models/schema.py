@@ -1,0 +1,122 @@
+"""Transport-free model types: input schema, rows, predictions, output kinds."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from driftloop.kit.errors import InvalidArgument
+
+FeatureKind = Literal["number", "category"]
+OutputKind = Literal["binary", "multiclass", "regression"]
+Value = float | str
+Row = Mapping[str, Value]
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_CATEGORY_CHARS = 256
+
+
+def check_name(field_name: str, value: str, what: str = "name") -> str:
+    """A model name, version or feature name: letters, digits, '.', '_' or '-'."""
+    if not NAME.fullmatch(value):
+        raise InvalidArgument(
+            field_name,
+            f"{value!r} is not a valid {what} (1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit)",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: FeatureKind
+    allow_nan: bool = False
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Schema:
+    features: tuple[Feature, ...]
+    by_name: dict[str, Feature] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {feature.name: feature for feature in self.features})
+        if len(self.by_name) != len(self.features):
+            raise ValueError("feature names must be unique")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(feature.name for feature in self.features)
+
+    def validate(self, rows: Sequence[Row], max_rows: int, path: str = "rows") -> None:
+        """Raise InvalidArgument naming the first offending field of the first bad row."""
+        if not rows:
+            raise InvalidArgument(path, "no rows")
+        if len(rows) > max_rows:
+            raise InvalidArgument(path, f"{len(rows)} rows is more than the limit of {max_rows}")
+        for index, row in enumerate(rows):
+            self.validate_row(row, f"{path}[{index}]" if len(rows) > 1 or path != "row" else path)
+
+    def validate_row(self, row: Row, path: str = "row") -> None:
+        missing = [name for name in self.by_name if name not in row]
+        if missing:
+            raise InvalidArgument(f"{path}.{missing[0]}", "missing feature" + _also(missing))
+        if len(row) != len(self.features):
+            unknown = sorted(name for name in row if name not in self.by_name)
+            raise InvalidArgument(
+                f"{path}.{unknown[0]}",
+                f"unknown feature (the model expects {', '.join(self.names)})",
+            )
+        for feature in self.features:
+            value = row[feature.name]
+            where = f"{path}.{feature.name}"
+            if feature.kind == "number":
+                if not isinstance(value, float | int) or isinstance(value, bool):
+                    raise InvalidArgument(where, f"expected a number, got a {_kind(value)}")
+                if math.isnan(value):
+                    if not feature.allow_nan:
+                        raise InvalidArgument(where, "NaN is not allowed for this feature")
+                elif math.isinf(value):
+                    raise InvalidArgument(where, "infinity is not allowed")
+            else:
+                if not isinstance(value, str):
+                    raise InvalidArgument(where, f"expected a category, got a {_kind(value)}")
+                if len(value) > MAX_CATEGORY_CHARS:
+                    raise InvalidArgument(where, f"longer than {MAX_CATEGORY_CHARS} characters")
+
+
+def _kind(value: object) -> str:
+    return (
+        "number"
+        if isinstance(value, float | int)
+        else "category"
+        if isinstance(value, str)
+        else type(value).__name__
+    )
+
+
+def _also(missing: list[str]) -> str:
+    return f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One output. binary: value = P(positive), label "1"/"0"; multiclass: probabilities;
+    regression: value."""
+
+    value: float
+    label: str = ""
+    probabilities: Mapping[str, float] | None = None
+
+
+class Model(Protocol):
+    """What every flavor offers the inference service."""
+
+    schema: Schema
+    output_kind: OutputKind
+
+    def predict(self, rows: Sequence[Row]) -> list[Prediction]: ...
