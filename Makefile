@@ -28,7 +28,7 @@ $(UV):
 	$(PYTHON) -m venv $(CACHE)/tools
 	$(CACHE)/tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(BIN)/.synced: $(UV) pyproject.toml uv.lock libs/*/pyproject.toml
+$(BIN)/.synced: $(UV) pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproject.toml
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
@@ -61,7 +61,7 @@ lint: $(BIN)/.synced ## ruff
 	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/.synced ## mypy --strict on our code
-	$(BIN)/mypy libs tests
+	$(BIN)/mypy libs services tests
 
 lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock --python $(PYTHON)

@@ -69,3 +69,54 @@ SELECT
     l.source AS label_source
 FROM driftloop.predictions AS p FINAL
 INNER JOIN driftloop.labels AS l FINAL ON p.request_id = l.request_id;
+
+-- Model versions: one row per (model, version); `record` is the full ModelVersion the
+-- registry serves (base64 protobuf), the other columns are for SQL and Grafana.
+CREATE TABLE IF NOT EXISTS driftloop.model_versions
+(
+    model LowCardinality(String),
+    version UInt32,
+    created DateTime64(6, 'UTC'),
+    created_by String,
+    flavor LowCardinality(String),
+    artifact_sha256 String,
+    parent_version String,
+    code_version String,
+    data_sha256 String,
+    data_rows UInt64,
+    seed Int64,
+    metrics Map(LowCardinality(String), Float64),
+    tags Map(String, String),
+    record String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, version);
+
+-- Every alias move, append-only: who pointed which alias of which model where, when, why.
+-- "Which version was champion at time T" is the last move at or before T.
+CREATE TABLE IF NOT EXISTS driftloop.alias_history
+(
+    model LowCardinality(String),
+    alias LowCardinality(String),
+    version String,
+    previous_version String,
+    actor String,
+    reason String,
+    time DateTime64(6, 'UTC'),
+    seq UInt64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, alias, seq);
+
+-- The data a version was trained on, by content hash.
+CREATE TABLE IF NOT EXISTS driftloop.data_snapshots
+(
+    content_sha256 String,
+    source String,
+    window_start DateTime64(6, 'UTC'),
+    window_end DateTime64(6, 'UTC'),
+    row_count UInt64,
+    first_seen DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(first_seen)
+ORDER BY content_sha256;

@@ -75,6 +75,16 @@ class ClickHouseSettings(BaseSettings):
         return value
 
 
+class ArtifactSettings(BaseSettings):
+    """Where model artifacts live (content-addressed by SHA-256)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_ARTIFACTS_", extra="ignore", populate_by_name=True
+    )
+
+    path: Path = Path(".data/artifacts")
+
+
 class GrpcServerSettings(BaseSettings):
     """The gRPC and metrics endpoints of one service; subclasses set the prefix and port."""
 

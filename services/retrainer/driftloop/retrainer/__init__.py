@@ -1,0 +1,1 @@
+"""The retrainer service: hosts the model registry; continuous training joins it later."""

@@ -1,0 +1,213 @@
+"""The model registry core: versions, lineage, aliases with compare-and-set, history.
+
+Transport-free: it stores through a `RegistryStore` and announces through a
+`ModelEventSink`; the record it keeps is the API's ModelVersion message itself, so what
+is served is exactly what was registered. Version numbers are assigned here, one model
+at a time (a lock per model): the registry has one writer, the retrainer service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from driftloop.models.artifacts import ArtifactStore
+from driftloop.models.convert import output_kind_from_proto, schema_from_proto
+from driftloop.models.loading import FLAVORS
+from driftloop.models.python_flavor import ENTRY_POINT
+from driftloop.models.schema import check_name
+from driftloop.v1 import events_pb2, registry_pb2
+
+ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    model: str
+    alias: str
+    version: str
+    previous_version: str
+    actor: str
+    reason: str
+    time: dt.datetime
+    seq: int
+
+
+class RegistryStore(Protocol):
+    async def max_version(self, model: str) -> int: ...
+
+    async def insert_version(self, record: registry_pb2.ModelVersion) -> None: ...
+
+    async def get_version(self, model: str, version: int) -> registry_pb2.ModelVersion | None: ...
+
+    async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]: ...
+
+    async def insert_alias_move(self, move: AliasMove) -> None: ...
+
+    async def alias_moves(self, model: str, alias: str | None) -> list[AliasMove]:
+        """Moves in the order they happened."""
+        ...
+
+
+class ModelEventSink(Protocol):
+    async def publish(self, event: events_pb2.ModelEvent) -> None: ...
+
+
+def timestamp(at: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+class Registry:
+    def __init__(
+        self, store: RegistryStore, artifacts: ArtifactStore, events: ModelEventSink
+    ) -> None:
+        self._store = store
+        self._artifacts = artifacts
+        self._events = events
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def register(
+        self, request: registry_pb2.ModelVersion, actor: str
+    ) -> registry_pb2.ModelVersion:
+        """Validate and store a new version; it gets the model's next version number."""
+        record = registry_pb2.ModelVersion()
+        record.CopyFrom(request)
+        self._validate(record)
+        async with self._locks[record.model]:
+            if record.parent_version:
+                await self.get(record.model, record.parent_version)
+            record.version = str(await self._store.max_version(record.model) + 1)
+            now = dt.datetime.now(dt.UTC)
+            record.created.CopyFrom(timestamp(now))
+            record.created_by = record.created_by or actor
+            del record.aliases[:]
+            await self._store.insert_version(record)
+        await self._events.publish(
+            events_pb2.ModelEvent(
+                kind=events_pb2.MODEL_EVENT_KIND_REGISTERED,
+                model=record.model,
+                version=record.version,
+                reason=f"registered by {record.created_by}",
+                actor=actor,
+                time=timestamp(now),
+            )
+        )
+        return record
+
+    def _validate(self, record: registry_pb2.ModelVersion) -> None:
+        check_name("version.model", record.model, "model name")
+        if record.flavor not in FLAVORS:
+            raise InvalidArgument("version.flavor", f"must be one of {', '.join(FLAVORS)}")
+        schema_from_proto(record.schema, "version.schema")
+        output_kind_from_proto(record.output_kind, "version.output_kind")
+        if record.flavor == "python" and not ENTRY_POINT.fullmatch(record.entry_point):
+            raise InvalidArgument("version.entry_point", "the python flavor needs module:Class")
+        self._artifacts.get(record.artifact_sha256)  # exists and verifies, or raises
+
+    async def get(self, model: str, version_or_alias: str) -> registry_pb2.ModelVersion:
+        check_name("model.model", model, "model name")
+        if not version_or_alias:
+            raise InvalidArgument("model.version", "a version number or an alias is required")
+        if version_or_alias.isdigit():
+            version = version_or_alias
+        else:
+            version = await self.resolve(model, version_or_alias, None)
+        record = await self._store.get_version(model, int(version))
+        if record is None:
+            raise NotFound(f"model {model!r} has no version {version}")
+        await self._attach_aliases(record)
+        return record
+
+    async def versions(self, model: str) -> list[registry_pb2.ModelVersion]:
+        check_name("model", model, "model name")
+        records = await self._store.list_versions(model)
+        current = await self._current_aliases(model)
+        for record in records:
+            record.aliases.extend(sorted(a for a, v in current.items() if v == record.version))
+        return records
+
+    async def lineage(self, model: str, version_or_alias: str) -> list[registry_pb2.ModelVersion]:
+        """The version, its parent, the parent's parent... (the version first)."""
+        chain = [await self.get(model, version_or_alias)]
+        seen = {chain[0].version}
+        while chain[-1].parent_version:
+            parent = await self.get(model, chain[-1].parent_version)
+            if parent.version in seen:
+                raise FailedPrecondition(f"lineage of {model} loops at version {parent.version}")
+            seen.add(parent.version)
+            chain.append(parent)
+        return chain
+
+    async def set_alias(
+        self, model: str, alias: str, version: str, expected: str, reason: str, actor: str
+    ) -> AliasMove:
+        check_name("model", model, "model name")
+        if not ALIAS.fullmatch(alias) or alias.isdigit():
+            raise InvalidArgument(
+                "alias", "lower-case letters, digits, '_' or '-', starting with a letter"
+            )
+        if not version.isdigit():
+            raise InvalidArgument("version", "the version number the alias points to")
+        async with self._locks[model]:
+            if await self._store.get_version(model, int(version)) is None:
+                raise NotFound(f"model {model!r} has no version {version}")
+            moves = await self._store.alias_moves(model, alias)
+            current = moves[-1].version if moves else ""
+            if current != expected:
+                raise FailedPrecondition(
+                    f"alias {alias!r} of {model!r} points to "
+                    f"{'version ' + current if current else 'nothing'}, not "
+                    f"{'version ' + expected if expected else 'nothing'} as expected; "
+                    "read it again and retry"
+                )
+            now = dt.datetime.now(dt.UTC)
+            seq = max(time.time_ns(), moves[-1].seq + 1 if moves else 0)
+            move = AliasMove(model, alias, version, current, actor, reason, now, seq)
+            await self._store.insert_alias_move(move)
+        await self._events.publish(
+            events_pb2.ModelEvent(
+                kind=events_pb2.MODEL_EVENT_KIND_ALIAS_MOVED,
+                model=model,
+                version=version,
+                alias=alias,
+                previous_version=current,
+                reason=reason,
+                actor=actor,
+                time=timestamp(now),
+            )
+        )
+        return move
+
+    async def resolve(self, model: str, alias: str, at: dt.datetime | None) -> str:
+        """The version `alias` pointed to at `at` (now when None)."""
+        moves = await self._store.alias_moves(model, alias)
+        chosen = [move for move in moves if at is None or move.time <= at]
+        if not chosen:
+            when = f"at {at.isoformat()}" if at else "now"
+            raise NotFound(f"alias {alias!r} of model {model!r} pointed to no version {when}")
+        return chosen[-1].version
+
+    async def history(self, model: str, alias: str | None) -> list[AliasMove]:
+        check_name("model", model, "model name")
+        return await self._store.alias_moves(model, alias or None)
+
+    async def _current_aliases(self, model: str) -> dict[str, str]:
+        current: dict[str, str] = {}
+        for move in await self._store.alias_moves(model, None):
+            current[move.alias] = move.version
+        return current
+
+    async def _attach_aliases(self, record: registry_pb2.ModelVersion) -> None:
+        current = await self._current_aliases(record.model)
+        del record.aliases[:]
+        record.aliases.extend(sorted(a for a, v in current.items() if v == record.version))

@@ -1,0 +1,85 @@
+"""The ModelRegistry gRPC adapter: protobuf in, registry core, protobuf out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from driftloop.retrainer.registry import AliasMove, Registry, timestamp
+from driftloop.v1 import registry_pb2, registry_pb2_grpc
+
+ACTOR_HEADER = "x-driftloop-actor"
+
+
+def actor_of(context: Any) -> str:
+    """Who is calling: the x-driftloop-actor header (a person or a job), else "admin"."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ACTOR_HEADER and value:
+            return str(value)[:128]
+    return "admin"
+
+
+def move_to_proto(move: AliasMove) -> registry_pb2.AliasMove:
+    return registry_pb2.AliasMove(
+        model=move.model,
+        alias=move.alias,
+        version=move.version,
+        previous_version=move.previous_version,
+        actor=move.actor,
+        reason=move.reason,
+        time=timestamp(move.time),
+    )
+
+
+class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def RegisterModelVersion(
+        self, request: registry_pb2.RegisterModelVersionRequest, context: Any
+    ) -> registry_pb2.ModelVersion:
+        return await self._registry.register(request.version, actor_of(context))
+
+    async def GetModelVersion(
+        self, request: registry_pb2.GetModelVersionRequest, context: Any
+    ) -> registry_pb2.ModelVersion:
+        return await self._registry.get(request.model.model, request.model.version)
+
+    async def ListModelVersions(
+        self, request: registry_pb2.ListModelVersionsRequest, context: Any
+    ) -> registry_pb2.ListModelVersionsResponse:
+        return registry_pb2.ListModelVersionsResponse(
+            versions=await self._registry.versions(request.model)
+        )
+
+    async def GetLineage(
+        self, request: registry_pb2.GetModelVersionRequest, context: Any
+    ) -> registry_pb2.ListModelVersionsResponse:
+        chain = await self._registry.lineage(request.model.model, request.model.version)
+        return registry_pb2.ListModelVersionsResponse(versions=chain)
+
+    async def SetAlias(
+        self, request: registry_pb2.SetAliasRequest, context: Any
+    ) -> registry_pb2.AliasMove:
+        move = await self._registry.set_alias(
+            request.model,
+            request.alias,
+            request.version,
+            request.expected_version,
+            request.reason,
+            actor_of(context),
+        )
+        return move_to_proto(move)
+
+    async def ResolveAlias(
+        self, request: registry_pb2.ResolveAliasRequest, context: Any
+    ) -> registry_pb2.ModelVersion:
+        at = request.at.ToDatetime(tzinfo=dt.UTC) if request.HasField("at") else None
+        version = await self._registry.resolve(request.model, request.alias, at)
+        return await self._registry.get(request.model, version)
+
+    async def GetAliasHistory(
+        self, request: registry_pb2.GetAliasHistoryRequest, context: Any
+    ) -> registry_pb2.GetAliasHistoryResponse:
+        moves = await self._registry.history(request.model, request.alias or None)
+        return registry_pb2.GetAliasHistoryResponse(moves=[move_to_proto(m) for m in moves])
