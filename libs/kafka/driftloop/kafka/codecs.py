@@ -75,3 +75,10 @@ def decode_label(raw: bytes) -> events_pb2.LabelEvent:
     if event.WhichOneof("truth") is None:
         raise DecodeError("neither label nor value is set")
     return event
+
+
+def decode_model_event(raw: bytes) -> events_pb2.ModelEvent:
+    event = parse_binary(events_pb2.ModelEvent, raw)
+    if not NAME.fullmatch(event.model):
+        raise DecodeError(f"model {event.model!r} is not a valid model name")
+    return event

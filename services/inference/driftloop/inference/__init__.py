@@ -1,0 +1,1 @@
+"""The inference service: hosts model versions from the registry and predicts with them."""

@@ -1,0 +1,48 @@
+"""Settings of the inference service (prefix DRIFTLOOP_INFERENCE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from driftloop.kit.settings import GrpcServerSettings
+
+DEFAULT_PORT = 50052
+
+
+class InferenceSettings(GrpcServerSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_INFERENCE_", extra="ignore", populate_by_name=True
+    )
+
+    port: int = DEFAULT_PORT
+    # The registry (the retrainer service) the versions are looked up in.
+    registry_target: str = "127.0.0.1:50055"
+    registry_tls_ca_file: Path | None = None
+    registry_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # Versions loaded at start-up; health is SERVING once they are: "churn:champion,fraud:3".
+    preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How many versions stay loaded; the least recently used beyond it are unloaded.
+    max_loaded: Annotated[int, Field(ge=1, le=1000)] = 16
+    max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # How long a request waits for its version to finish loading before UNAVAILABLE.
+    load_wait_s: Annotated[float, Field(ge=0, le=120)] = 10.0
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("preload")
+    @classmethod
+    def _model_refs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            model, _, version = item.partition(":")
+            if not model or not version:
+                raise ValueError(f"{item!r} is not model:version or model:alias")
+        return value

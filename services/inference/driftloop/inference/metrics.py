@@ -1,0 +1,8 @@
+"""Prometheus metrics of the inference service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+ROWS = Counter("inference_rows_total", "Rows predicted, by model.", ["model"])
+LOADED = Gauge("inference_loaded_versions", "Model versions loaded and ready.")
