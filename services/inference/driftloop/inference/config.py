@@ -25,6 +25,7 @@ class InferenceSettings(GrpcServerSettings):
     registry_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     # Versions loaded at start-up; health is SERVING once they are: "churn:champion,fraud:3".
     preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    preload_retry_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     # How many versions stay loaded; the least recently used beyond it are unloaded.
     max_loaded: Annotated[int, Field(ge=1, le=1000)] = 16
     max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 1000

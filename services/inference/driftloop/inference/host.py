@@ -83,12 +83,14 @@ class ModelHost:
         return hosted, hosted.model
 
     async def resolve(self, name: str, ref: str) -> str:
-        if ref.isdigit():
+        if ref.isdigit() and (name, ref) in self._hosted:
             return ref
         cached = self._aliases.get((name, ref))
         if cached is not None and time.monotonic() - cached[1] < self._alias_ttl_s:
             return cached[0]
         check_name("model.model", name, "model name")
+        if ref.isdigit():
+            return ref
         if not ref:
             raise FailedPrecondition("model.version: a version number or an alias is required")
         spec = await self._source.describe(name, ref)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from driftloop.kit.errors import DriftloopError, NotFound, Unavailable
+from driftloop.kit.errors import DriftloopError, FailedPrecondition, NotFound, Unavailable
 from driftloop.models.convert import output_kind_from_proto, schema_from_proto
 from driftloop.models.loading import VersionSpec
 from driftloop.v1 import common_pb2, registry_pb2, registry_pb2_grpc
@@ -32,6 +32,8 @@ class RegistryClient:
 def _translate(error: grpc.aio.AioRpcError, what: str) -> DriftloopError:
     if error.code() == grpc.StatusCode.NOT_FOUND:
         return NotFound(error.details() or f"{what} is not in the registry")
+    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return FailedPrecondition(f"the registry refused {what}: {error.details()}")
     return Unavailable(
         f"the registry could not be asked about {what}: {error.code().name} {error.details()}"
     )
