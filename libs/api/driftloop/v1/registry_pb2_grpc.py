@@ -34,6 +34,11 @@ class ModelRegistryStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.UploadArtifact = channel.stream_unary(
+                '/driftloop.v1.ModelRegistry/UploadArtifact',
+                request_serializer=driftloop_dot_v1_dot_registry__pb2.ArtifactChunk.SerializeToString,
+                response_deserializer=driftloop_dot_v1_dot_registry__pb2.ArtifactRef.FromString,
+                _registered_method=True)
         self.RegisterModelVersion = channel.unary_unary(
                 '/driftloop.v1.ModelRegistry/RegisterModelVersion',
                 request_serializer=driftloop_dot_v1_dot_registry__pb2.RegisterModelVersionRequest.SerializeToString,
@@ -73,6 +78,13 @@ class ModelRegistryStub:
 
 class ModelRegistryServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def UploadArtifact(self, request_iterator, context):
+        """Stores an artifact in the registry's content-addressed store; returns its SHA-256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def RegisterModelVersion(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -122,6 +134,11 @@ class ModelRegistryServicer:
 
 def add_ModelRegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=driftloop_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
+                    response_serializer=driftloop_dot_v1_dot_registry__pb2.ArtifactRef.SerializeToString,
+            ),
             'RegisterModelVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterModelVersion,
                     request_deserializer=driftloop_dot_v1_dot_registry__pb2.RegisterModelVersionRequest.FromString,
@@ -167,6 +184,33 @@ def add_ModelRegistryServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ModelRegistry:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/driftloop.v1.ModelRegistry/UploadArtifact',
+            driftloop_dot_v1_dot_registry__pb2.ArtifactChunk.SerializeToString,
+            driftloop_dot_v1_dot_registry__pb2.ArtifactRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RegisterModelVersion(request,

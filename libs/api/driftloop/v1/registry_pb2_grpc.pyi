@@ -14,6 +14,8 @@ GRPC_VERSION: str
 
 class ModelRegistryStub:
     def __init__(self, channel: _aio.Channel) -> None: ...
+    UploadArtifact: _aio.StreamUnaryMultiCallable[_registry_pb2.ArtifactChunk, _registry_pb2.ArtifactRef]
+    """Stores an artifact in the registry's content-addressed store; returns its SHA-256."""
     RegisterModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterModelVersionRequest, _registry_pb2.ModelVersion]
     GetModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ModelVersion]
     ListModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]
@@ -26,6 +28,14 @@ class ModelRegistryStub:
     GetAliasHistory: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetAliasHistoryRequest, _registry_pb2.GetAliasHistoryResponse]
 
 class ModelRegistryServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def UploadArtifact(
+        self,
+        request_iterator: _abc.AsyncIterator[_registry_pb2.ArtifactChunk],
+        context: _aio.ServicerContext[_abc.AsyncIterator[_registry_pb2.ArtifactChunk], _abc.Awaitable[_registry_pb2.ArtifactRef]],
+    ) -> _abc.Awaitable[_registry_pb2.ArtifactRef]:
+        """Stores an artifact in the registry's content-addressed store; returns its SHA-256."""
+
     @_abc_1.abstractmethod
     def RegisterModelVersion(
         self,

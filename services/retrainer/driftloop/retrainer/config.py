@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from driftloop.kit.settings import GrpcServerSettings
@@ -15,3 +18,4 @@ class RetrainerSettings(GrpcServerSettings):
     )
 
     port: int = DEFAULT_PORT
+    max_artifact_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from driftloop.models.artifacts import ArtifactStore
+from driftloop.models.artifacts import ArtifactStore, sha256_of
 from driftloop.models.convert import output_kind_from_proto, schema_from_proto
 from driftloop.models.loading import FLAVORS
 from driftloop.models.python_flavor import ENTRY_POINT
@@ -75,6 +75,21 @@ class Registry:
         self._artifacts = artifacts
         self._events = events
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def upload(self, chunks: list[tuple[bytes, str]]) -> tuple[str, int]:
+        """Store an artifact; return its SHA-256 and size."""
+        data = b"".join(part for part, _ in chunks)
+        expected = {digest for _, digest in chunks if digest}
+        if not data:
+            raise InvalidArgument("data", "the artifact is empty")
+        digest = sha256_of(data)
+        if expected and expected != {digest}:
+            raise InvalidArgument(
+                "expected_sha256",
+                f"the uploaded bytes hash to {digest}, not {', '.join(sorted(expected))}",
+            )
+        await asyncio.to_thread(self._artifacts.put, data)
+        return digest, len(data)
 
     async def register(
         self, request: registry_pb2.ModelVersion, actor: str

@@ -36,7 +36,7 @@ class RetrainerService:
         events = KafkaModelEvents(self._producer, TopicNames(kafka.topic_prefix).model_events)
         self.registry = Registry(ClickHouseRegistryStore(clickhouse), artifacts, events)
         self._server = GrpcServer("retrainer", settings)
-        servicer = RegistryServicer(self.registry)
+        servicer = RegistryServicer(self.registry, settings.max_artifact_bytes)
         self._server.add_service(
             registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"],
             lambda server: registry_pb2_grpc.add_ModelRegistryServicer_to_server(servicer, server),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
+from driftloop.kit.errors import ResourceExhausted
 from driftloop.retrainer.registry import AliasMove, Registry, timestamp
 from driftloop.v1 import registry_pb2, registry_pb2_grpc
 
@@ -17,6 +19,17 @@ def actor_of(context: Any) -> str:
         if key == ACTOR_HEADER and value:
             return str(value)[:128]
     return "admin"
+
+
+async def _limited(
+    chunks: AsyncIterator[registry_pb2.ArtifactChunk], limit: int
+) -> AsyncIterator[tuple[bytes, str]]:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk.data)
+        if size > limit:
+            raise ResourceExhausted(f"the artifact is larger than the limit of {limit} bytes")
+        yield chunk.data, chunk.expected_sha256
 
 
 def move_to_proto(move: AliasMove) -> registry_pb2.AliasMove:
@@ -32,8 +45,17 @@ def move_to_proto(move: AliasMove) -> registry_pb2.AliasMove:
 
 
 class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, max_artifact_bytes: int) -> None:
         self._registry = registry
+        self._max_artifact_bytes = max_artifact_bytes
+
+    async def UploadArtifact(
+        self, requests: AsyncIterator[registry_pb2.ArtifactChunk], context: Any
+    ) -> registry_pb2.ArtifactRef:
+        digest, size = await self._registry.upload(
+            [chunk async for chunk in _limited(requests, self._max_artifact_bytes)]
+        )
+        return registry_pb2.ArtifactRef(sha256=digest, size=size)
 
     async def RegisterModelVersion(
         self, request: registry_pb2.RegisterModelVersionRequest, context: Any

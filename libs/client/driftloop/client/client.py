@@ -1,0 +1,245 @@
+"""`DriftloopClient`: the registry and inference APIs from Python (asyncio).
+
+    async with DriftloopClient(ClientSettings()) as client:
+        version = await client.register_from_data("churn", Path("train.csv"), target="churned")
+        await client.set_alias("churn", "champion", version.version)
+        output = await client.predict("churn", "champion", {"age": 41.0, "plan": "pro"})
+
+Admin calls send DRIFTLOOP_ADMIN_TOKEN; gRPC errors surface as grpc.aio.AioRpcError with
+the server's status code and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftloop.kit.grpc_client import admin_metadata, open_channel
+from driftloop.models.convert import row_to_proto
+from driftloop.models.registration import version_record
+from driftloop.models.schema import Row
+from driftloop.models.table import read_table
+from driftloop.models.training import Task, TrainedModel, TrainingSpec, train_linear
+from driftloop.v1 import (
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+CHUNK = 1024 * 1024
+
+
+class ClientSettings(BaseSettings):
+    """Where the services are (DRIFTLOOP_REGISTRY_TARGET, ...), and the admin token."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_", extra="ignore", populate_by_name=True
+    )
+
+    registry_target: str = "127.0.0.1:50055"
+    inference_target: str = "127.0.0.1:50052"
+    admin_token: SecretStr | None = None
+    tls_ca_file: Path | None = None
+    actor: str = ""
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class DriftloopClient:
+    def __init__(self, settings: ClientSettings) -> None:
+        self._settings = settings
+        self._registry_channel = open_channel(
+            settings.registry_target, tls_ca_file=settings.tls_ca_file
+        )
+        self._inference_channel = open_channel(
+            settings.inference_target, tls_ca_file=settings.tls_ca_file
+        )
+        self.registry = registry_pb2_grpc.ModelRegistryStub(self._registry_channel)
+        self.inference = inference_pb2_grpc.InferenceServiceStub(self._inference_channel)
+        self._timeout = settings.timeout_s
+
+    async def __aenter__(self) -> DriftloopClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._registry_channel.close()
+        await self._inference_channel.close()
+
+    def _admin(self) -> tuple[tuple[str, str], ...]:
+        token = self._settings.admin_token
+        metadata = admin_metadata(token.get_secret_value()) if token else ()
+        if self._settings.actor:
+            metadata = (*metadata, ("x-driftloop-actor", self._settings.actor))
+        return metadata
+
+    async def upload_artifact(self, data: bytes) -> str:
+        async def chunks() -> AsyncIterator[registry_pb2.ArtifactChunk]:
+            for start in range(0, len(data), CHUNK):
+                yield registry_pb2.ArtifactChunk(data=data[start : start + CHUNK])
+
+        reference: registry_pb2.ArtifactRef = await self.registry.UploadArtifact(
+            chunks(), timeout=self._timeout, metadata=self._admin()
+        )
+        return reference.sha256
+
+    async def register(self, record: registry_pb2.ModelVersion) -> registry_pb2.ModelVersion:
+        registered: registry_pb2.ModelVersion = await self.registry.RegisterModelVersion(
+            registry_pb2.RegisterModelVersionRequest(version=record),
+            timeout=self._timeout,
+            metadata=self._admin(),
+        )
+        return registered
+
+    async def register_trained(
+        self,
+        model: str,
+        trained: TrainedModel,
+        *,
+        source: str,
+        parent_version: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> registry_pb2.ModelVersion:
+        digest = await self.upload_artifact(trained.artifact)
+        return await self.register(
+            version_record(
+                trained,
+                model=model,
+                artifact_sha256=digest,
+                source=source,
+                created_by=self._settings.actor,
+                parent_version=parent_version,
+                tags=tags,
+            )
+        )
+
+    async def register_from_data(
+        self,
+        model: str,
+        data: Path,
+        *,
+        target: str,
+        task: Task = "auto",
+        seed: int = 0,
+        l2: float = 1.0,
+        holdout_fraction: float = 0.2,
+        parent_version: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> registry_pb2.ModelVersion:
+        """Train the built-in linear model on a CSV or Parquet file and register it."""
+        spec = TrainingSpec(
+            target=target, task=task, l2=l2, seed=seed, holdout_fraction=holdout_fraction
+        )
+        trained = await asyncio.to_thread(lambda: train_linear(read_table(data), spec))
+        source = await asyncio.to_thread(lambda: str(data.resolve()))
+        return await self.register_trained(
+            model, trained, source=source, parent_version=parent_version, tags=tags
+        )
+
+    async def get_version(self, model: str, version: str) -> registry_pb2.ModelVersion:
+        record: registry_pb2.ModelVersion = await self.registry.GetModelVersion(
+            registry_pb2.GetModelVersionRequest(
+                model=common_pb2.ModelRef(model=model, version=version)
+            ),
+            timeout=self._timeout,
+        )
+        return record
+
+    async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]:
+        listed = await self.registry.ListModelVersions(
+            registry_pb2.ListModelVersionsRequest(model=model), timeout=self._timeout
+        )
+        return list(listed.versions)
+
+    async def lineage(self, model: str, version: str) -> list[registry_pb2.ModelVersion]:
+        chain = await self.registry.GetLineage(
+            registry_pb2.GetModelVersionRequest(
+                model=common_pb2.ModelRef(model=model, version=version)
+            ),
+            timeout=self._timeout,
+        )
+        return list(chain.versions)
+
+    async def set_alias(
+        self,
+        model: str,
+        alias: str,
+        version: str,
+        *,
+        expected_version: str | None = None,
+        reason: str = "",
+    ) -> registry_pb2.AliasMove:
+        """Move an alias. expected_version=None reads the current target first (no CAS race
+        protection beyond that read); pass it to make the move conditional."""
+        if expected_version is None:
+            history = await self.alias_history(model, alias)
+            expected_version = history[-1].version if history else ""
+        move: registry_pb2.AliasMove = await self.registry.SetAlias(
+            registry_pb2.SetAliasRequest(
+                model=model,
+                alias=alias,
+                version=version,
+                expected_version=expected_version,
+                reason=reason,
+            ),
+            timeout=self._timeout,
+            metadata=self._admin(),
+        )
+        return move
+
+    async def alias_history(self, model: str, alias: str = "") -> list[registry_pb2.AliasMove]:
+        history = await self.registry.GetAliasHistory(
+            registry_pb2.GetAliasHistoryRequest(model=model, alias=alias), timeout=self._timeout
+        )
+        return list(history.moves)
+
+    async def resolve_alias(
+        self, model: str, alias: str, at: dt.datetime | None = None
+    ) -> registry_pb2.ModelVersion:
+        request = registry_pb2.ResolveAliasRequest(model=model, alias=alias)
+        if at is not None:
+            request.at.FromDatetime(at)
+        record: registry_pb2.ModelVersion = await self.registry.ResolveAlias(
+            request, timeout=self._timeout
+        )
+        return record
+
+    async def predict(
+        self, model: str, version: str, row: Row, request_id: str = ""
+    ) -> inference_pb2.InferenceResponse:
+        response: inference_pb2.InferenceResponse = await self.inference.Predict(
+            inference_pb2.InferenceRequest(
+                model=common_pb2.ModelRef(model=model, version=version),
+                request_id=request_id,
+                row=row_to_proto(row),
+            ),
+            timeout=self._timeout,
+        )
+        return response
+
+    async def predict_batch(
+        self, model: str, version: str, rows: Sequence[Row]
+    ) -> inference_pb2.InferenceBatchResponse:
+        response: inference_pb2.InferenceBatchResponse = await self.inference.PredictBatch(
+            inference_pb2.InferenceBatchRequest(
+                model=common_pb2.ModelRef(model=model, version=version),
+                rows=[row_to_proto(r) for r in rows],
+            ),
+            timeout=self._timeout,
+        )
+        return response

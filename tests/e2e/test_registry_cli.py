@@ -1,0 +1,225 @@
+"""The registry and inference services as their own processes, driven by the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from driftloop.kafka.local_broker import free_port
+from driftloop.kit.grpc_client import open_channel
+from tests.datasets import churn
+
+TOKEN = "cli-test-token"
+
+
+async def wait_serving(target: str, process: asyncio.subprocess.Process) -> None:
+    async with open_channel(target) as channel:
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.returncode is None, f"the service at {target} exited"
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except Exception:  # noqa: BLE001  # not up yet
+                pass
+            assert time.monotonic() < deadline, f"{target} never became SERVING"
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def services(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    registry_port, inference_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DRIFTLOOP_KAFKA_TOPIC_PREFIX": f"cli{os.getpid()}.",
+        "DRIFTLOOP_CLICKHOUSE_PATH": str(tmp_path / "clickhouse"),
+        "DRIFTLOOP_ARTIFACTS_PATH": str(tmp_path / "artifacts"),
+        "DRIFTLOOP_ADMIN_TOKEN": TOKEN,
+        "DRIFTLOOP_RETRAINER_PORT": str(registry_port),
+        "DRIFTLOOP_INFERENCE_PORT": str(inference_port),
+        "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
+        "DRIFTLOOP_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
+        "DRIFTLOOP_INFERENCE_TARGET": f"127.0.0.1:{inference_port}",
+        "DRIFTLOOP_ACTOR": "ci",
+        "DRIFTLOOP_LOG_LEVEL": "WARNING",
+    }
+    env.pop("DRIFTLOOP_CLICKHOUSE_URL", None)
+    processes = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", f"driftloop.{name}", env=env)
+        for name in ("retrainer", "inference")
+    ]
+    try:
+        await wait_serving(f"127.0.0.1:{registry_port}", processes[0])
+        await wait_serving(f"127.0.0.1:{inference_port}", processes[1])
+        yield env
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
+            assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "driftloop.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_register_alias_history_and_predict_from_the_cli(
+    services: dict[str, str], tmp_path: Path
+) -> None:
+    table = churn(rows=800)
+    csv = tmp_path / "train.csv"
+    names = [n for n in table.columns if n not in ("segment", "spend")]
+    lines = [",".join(names)]
+    for i in range(table.rows):
+        cells = []
+        for name in names:
+            value = table.columns[name][i]
+            cells.append(
+                "" if isinstance(value, float | np.floating) and np.isnan(value) else str(value)
+            )
+        lines.append(",".join(cells))
+    csv.write_text("\n".join(lines) + "\n")
+
+    code, out = await cli(
+        services,
+        "models",
+        "register",
+        "--model",
+        "churn",
+        "--data",
+        str(csv),
+        "--target",
+        "churned",
+        "--seed",
+        "1",
+        "--alias",
+        "champion",
+    )
+    assert code == 0, out
+    assert "registered churn version 1 (linear" in out and "auc=" in out
+    assert "alias champion -> version 1 (was unset)" in out
+    code, out = await cli(
+        services,
+        "models",
+        "register",
+        "--model",
+        "churn",
+        "--data",
+        str(csv),
+        "--target",
+        "churned",
+        "--seed",
+        "2",
+        "--parent",
+        "1",
+    )
+    assert code == 0 and "registered churn version 2" in out, out
+    between = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(0.1)
+
+    code, out = await cli(
+        services,
+        "models",
+        "alias",
+        "--model",
+        "churn",
+        "--alias",
+        "champion",
+        "--version",
+        "2",
+        "--expected",
+        "5",
+    )
+    assert code == 1 and "FAILED_PRECONDITION" in out and "points to version 1" in out, out
+    code, out = await cli(
+        services,
+        "models",
+        "alias",
+        "--model",
+        "churn",
+        "--alias",
+        "champion",
+        "--version",
+        "2",
+        "--reason",
+        "better auc",
+    )
+    assert code == 0 and "alias champion -> version 2 (was 1)" in out, out
+
+    code, out = await cli(services, "models", "list", "--model", "churn")
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [(r[0], r[4]) for r in rows] == [("1", "-"), ("2", "champion")]
+
+    code, out = await cli(services, "models", "show", "--model", "churn", "--version", "champion")
+    assert code == 0, out
+    shown = json.loads(out[: out.rindex("}") + 1])
+    assert (
+        shown["version"] == "2" and shown["parent_version"] == "1" and shown["created_by"] == "ci"
+    )
+    assert shown["data"]["row_count"] == "800" and shown["seed"] == "2"
+    assert "lineage: v2 <- v1" in out
+
+    code, out = await cli(
+        services, "models", "history", "--model", "churn", "--at", between.isoformat()
+    )
+    assert code == 0 and f"champion at {between.isoformat()}: version 1" in out, out
+    code, out = await cli(services, "models", "history", "--model", "churn")
+    assert code == 0 and "1 -> 2    by ci: better auc" in out, out
+
+    row = {f"x{i}": 0.1 for i in range(6)} | {"plan": "pro", "region": "south"}
+    deadline = time.monotonic() + 30
+    while True:  # the inference service hears the alias move over model-events
+        code, out = await cli(
+            services,
+            "predict",
+            "--model",
+            "churn",
+            "--version",
+            "champion",
+            "--row",
+            json.dumps(row),
+        )
+        assert code == 0, out
+        response = json.loads(out)
+        if response["model"]["version"] == "2" or time.monotonic() > deadline:
+            break
+    assert response["model"]["version"] == "2"
+    assert 0 < response["output"]["value"] < 1
+    code, out = await cli(
+        services,
+        "predict",
+        "--model",
+        "churn",
+        "--version",
+        "2",
+        "--row",
+        json.dumps(row | {"x0": "oops"}),
+    )
+    assert code == 1 and "INVALID_ARGUMENT: row.x0: expected a number" in out, out
