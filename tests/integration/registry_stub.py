@@ -47,6 +47,9 @@ class KitTestRegistry(registry_pb2_grpc.ModelRegistryServicer):
     ) -> registry_pb2.ModelVersion:
         return registry_pb2.ModelVersion(model=request.version.model, version="1")
 
+    async def UploadArtifact(self, request: Any, context: Any) -> registry_pb2.ArtifactRef:
+        raise NotFound("no artifacts here")
+
     async def SetAlias(
         self, request: registry_pb2.SetAliasRequest, context: Any
     ) -> registry_pb2.AliasMove:
