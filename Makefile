@@ -15,7 +15,7 @@ UV := $(CACHE)/tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
+.PHONY: bench-inference help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,7 +61,7 @@ lint: $(BIN)/.synced ## ruff
 	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/.synced ## mypy --strict on our code
-	$(BIN)/mypy libs services tests
+	$(BIN)/mypy libs services tests bench/inference_vs_mlserver.py
 
 lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock --python $(PYTHON)
@@ -82,3 +82,12 @@ proto-check: $(BIN)/.synced ## fail when the generated code in libs/api is stale
 
 clean: ## remove the environment, caches and local data
 	rm -rf $(VENV) $(CACHE) .data .mypy_cache .ruff_cache .pytest_cache
+
+bench/.venv-peers/.ready: bench/peers/mlserver_side.py | $(UV)
+	$(UV) venv -q bench/.venv-peers --python $(PYTHON)
+	$(UV) pip install -q --python bench/.venv-peers/bin/python "mlserver==1.7.1" "mlserver-sklearn==1.7.1" scikit-learn "uvloop<0.22"
+	@touch $@
+
+bench-inference: setup bench/.venv-peers/.ready ## benchmark: inference service vs MLServer (h2load)
+	@command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client
+	$(BIN)/python bench/inference_vs_mlserver.py
