@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-async def test_the_demo_runs_the_log_pipeline_end_to_end(
+async def test_the_demo_serves_logs_and_stores_end_to_end(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = {
@@ -39,8 +39,9 @@ async def test_the_demo_runs_the_log_pipeline_end_to_end(
             await process.wait()
     text = output.decode()
     assert process.returncode == 0, text
-    assert "[6/6] Windows read back from ClickHouse" in text
-    produced = re.search(r"Produced 3,000 predictions .*?, ([\d,]+) delayed labels", text)
+    assert "[8/8] Windows read back from ClickHouse" in text
+    assert "registered version 1, alias champion -> 1" in text
+    produced = re.search(r"Served 3,000 predictions .*?, with ([\d,]+) delayed labels", text)
     assert produced is not None, text
     labels = int(produced[1].replace(",", ""))
     assert f"3,000 predictions, {labels:>6,} labels in ClickHouse, 3 dead letters" in text

@@ -62,9 +62,14 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        context = _context.get()
-        if context:
-            line += " " + " ".join(f"{key}={value}" for key, value in context.items())
+        fields = dict(_context.get() or {})
+        fields.update(
+            (key, value)
+            for key, value in vars(record).items()
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+        )
+        if fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
         return line
 
 
