@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -75,6 +76,10 @@ def test_every_driftloop_command_in_compose_parses() -> None:
     for service in compose()["services"].values():
         if service.get("image", "").startswith("driftloop"):
             command = service["command"]
+            if command[:2] == ["python", "-m"]:
+                assert importlib.util.find_spec(f"{command[2]}.__main__") is not None, command
+                commands += 1
+                continue
             script = command[-1] if command[:2] == ["sh", "-c"] else shlex.join(command)
             for part in re.split(r"&&|;", script):
                 words = shlex.split(part)
@@ -115,3 +120,19 @@ def test_the_readme_documents_every_setting() -> None:
         as_generic = service.sub("DRIFTLOOP_<SERVICE>_", variable)
         name = as_generic if as_generic in generic else variable
         assert name in documented, f"{name} is not in the README's configuration table"
+
+
+def test_compose_references_resolve() -> None:
+    document = compose()
+    services, volumes = document["services"], set(document.get("volumes") or {})
+    for name, service in services.items():
+        for dependency in service.get("depends_on") or {}:
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+        for mount in service.get("volumes") or []:
+            source = mount.split(":", 1)[0]
+            assert source in volumes, f"{name} mounts undeclared volume {source}"
+        registry = (service.get("environment") or {}).get("DRIFTLOOP_INFERENCE_REGISTRY_TARGET")
+        if registry:
+            host, _, port = registry.partition(":")
+            assert host in services
+            assert services[host]["environment"]["DRIFTLOOP_RETRAINER_PORT"] == port
