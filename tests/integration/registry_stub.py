@@ -69,12 +69,7 @@ class KitTestRegistry(registry_pb2_grpc.ModelRegistryServicer):
 def build_server(settings: GrpcServerSettings) -> GrpcServer:
     server = GrpcServer("kit-test", settings)
     servicer = KitTestRegistry()
-    server.add_service(
-        registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"],
-        lambda grpc_server: registry_pb2_grpc.add_ModelRegistryServicer_to_server(
-            servicer, grpc_server
-        ),
-    )
+    server.add_service(registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"], servicer)
     return server
 
 

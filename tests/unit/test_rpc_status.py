@@ -4,7 +4,7 @@ import grpc
 from google.rpc import error_details_pb2
 
 from driftloop.kit.errors import InvalidArgument, NotFound
-from driftloop.kit.interceptor import to_rpc_status
+from driftloop.kit.handlers import to_rpc_status
 
 
 def test_invalid_argument_carries_the_field_as_a_bad_request_detail() -> None:

@@ -11,21 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
-from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import FileDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from driftloop.kit.interceptor import ServerInterceptor
+from driftloop.kit.handlers import Handler, HandlerWrapper
 from driftloop.kit.metrics import MetricsEndpoint
 from driftloop.kit.settings import GrpcServerSettings
 from driftloop.v1 import options_pb2
 
 log = logging.getLogger(__name__)
-
-Registrar = Callable[[grpc.aio.Server], None]
 
 
 def services_of(file: FileDescriptor) -> list[ServiceDescriptor]:
@@ -46,34 +46,42 @@ class GrpcServer:
     def __init__(self, name: str, settings: GrpcServerSettings) -> None:
         self.name = name
         self._settings = settings
-        self._services: list[ServiceDescriptor] = []
-        self._registrars: list[Registrar] = []
+        self._services: list[tuple[ServiceDescriptor, object]] = []
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._metrics: MetricsEndpoint | None = None
         self.port: int = 0
         self.metrics_port: int | None = None
 
-    def add_service(self, descriptor: ServiceDescriptor, register: Registrar) -> None:
-        """Register a servicer: `register(server)` is the generated add_*_to_server."""
-        self._services.append(descriptor)
-        self._registrars.append(register)
+    def add_service(self, descriptor: ServiceDescriptor, servicer: object) -> None:
+        """Serve `descriptor`'s methods with the servicer's methods of the same names."""
+        self._services.append((descriptor, servicer))
 
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING until `set_ready`); return the port."""
         settings = self._settings
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        interceptor = ServerInterceptor(self.name, admin_methods(self._services), token)
+        descriptors = [descriptor for descriptor, _ in self._services]
+        wrapper = HandlerWrapper(self.name, admin_methods(descriptors), token)
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(interceptors=[interceptor], options=options)
-        for register in self._registrars:
-            register(server)
+        server = grpc.aio.server(options=options)
+        for descriptor, servicer in self._services:
+            handlers = {
+                method.name: wrapper.wrap(
+                    f"/{descriptor.full_name}/{method.name}", _handler(method, servicer)
+                )
+                for method in descriptor.methods
+            }
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
+            )
+            server.add_registered_method_handlers(descriptor.full_name, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = [service.full_name for service in self._services]
+        names = [descriptor.full_name for descriptor in descriptors]
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
@@ -126,8 +134,22 @@ class GrpcServer:
 
     async def _set_all(self, status: int) -> None:
         await self._health.set("", status)
-        for service in self._services:
-            await self._health.set(service.full_name, status)
+        for descriptor, _ in self._services:
+            await self._health.set(descriptor.full_name, status)
+
+
+def _handler(method: MethodDescriptor, servicer: object) -> Handler:
+    """The gRPC handler of one method, from its descriptor and the servicer's coroutine."""
+    behavior: Any = getattr(servicer, method.name)
+    deserialize = GetMessageClass(method.input_type).FromString
+    serialize = GetMessageClass(method.output_type).SerializeToString
+    if method.client_streaming and method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(behavior, deserialize, serialize)
+    if method.client_streaming:
+        return grpc.stream_unary_rpc_method_handler(behavior, deserialize, serialize)
+    if method.server_streaming:
+        return grpc.unary_stream_rpc_method_handler(behavior, deserialize, serialize)
+    return grpc.unary_unary_rpc_method_handler(behavior, deserialize, serialize)
 
 
 def _server_credentials(settings: GrpcServerSettings) -> grpc.ServerCredentials | None:

@@ -19,7 +19,7 @@ from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import GrpcServer
 from driftloop.kit.settings import KafkaSettings
 from driftloop.models.artifacts import ArtifactStore
-from driftloop.v1 import events_pb2, inference_pb2, inference_pb2_grpc
+from driftloop.v1 import events_pb2, inference_pb2
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,7 @@ class InferenceService:
         self._server = GrpcServer("inference", settings)
         servicer = InferenceServicer(self.host, settings.max_batch_rows)
         self._server.add_service(
-            inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
-            lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-                servicer, server
-            ),
+            inference_pb2.DESCRIPTOR.services_by_name["InferenceService"], servicer
         )
         self._events: TopicTail | None = None
         if kafka is not None and bootstrap_servers is not None:

@@ -15,7 +15,7 @@ from driftloop.retrainer.events import KafkaModelEvents
 from driftloop.retrainer.registry import Registry
 from driftloop.retrainer.servicer import RegistryServicer
 from driftloop.retrainer.store import ClickHouseRegistryStore
-from driftloop.v1 import registry_pb2, registry_pb2_grpc
+from driftloop.v1 import registry_pb2
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ class RetrainerService:
         self._server = GrpcServer("retrainer", settings)
         servicer = RegistryServicer(self.registry, settings.max_artifact_bytes)
         self._server.add_service(
-            registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"],
-            lambda server: registry_pb2_grpc.add_ModelRegistryServicer_to_server(servicer, server),
+            registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"], servicer
         )
 
     @property
