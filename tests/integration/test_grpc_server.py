@@ -255,3 +255,24 @@ async def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+async def test_methods_a_servicer_lacks_answer_unimplemented() -> None:
+    from driftloop.v1 import inference_pb2, inference_pb2_grpc
+
+    class Nothing(inference_pb2_grpc.InferenceServiceServicer):
+        pass
+
+    server = GrpcServer("empty", GrpcServerSettings())
+    server.add_service(inference_pb2.DESCRIPTOR.services_by_name["InferenceService"], Nothing())
+    await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{server.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await inference_pb2_grpc.InferenceServiceStub(channel).Predict(
+                    inference_pb2.InferenceRequest(), timeout=5
+                )
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "Predict is not implemented" in (error.value.details() or "")
+    finally:
+        await server.stop(0)
