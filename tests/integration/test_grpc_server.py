@@ -264,7 +264,8 @@ async def test_methods_a_servicer_lacks_answer_unimplemented() -> None:
         pass
 
     server = GrpcServer("empty", GrpcServerSettings())
-    server.add_service(inference_pb2.DESCRIPTOR.services_by_name["InferenceService"], Nothing())
+    empty = Nothing()  # type: ignore[abstract]  # on purpose: it implements nothing
+    server.add_service(inference_pb2.DESCRIPTOR.services_by_name["InferenceService"], empty)
     await server.start()
     try:
         async with open_channel(f"127.0.0.1:{server.port}") as channel:
