@@ -84,7 +84,7 @@ clean: ## remove the environment, caches and local data
 	rm -rf $(VENV) $(CACHE) .data .mypy_cache .ruff_cache .pytest_cache
 
 bench/.venv-peers/.ready: bench/peers/mlserver_side.py | $(UV)
-	$(UV) venv -q bench/.venv-peers --python $(PYTHON)
+	$(UV) venv -q --clear bench/.venv-peers --python $(PYTHON)
 	$(UV) pip install -q --python bench/.venv-peers/bin/python "mlserver==1.7.1" "mlserver-sklearn==1.7.1" scikit-learn "uvloop<0.22"
 	@touch $@
 
