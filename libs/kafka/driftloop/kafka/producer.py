@@ -21,6 +21,7 @@ class EventProducer:
         *,
         linger_ms: int = 5,
         max_batch_bytes: int = 256 * 1024,
+        request_timeout_ms: int | None = None,
         **options: Any,
     ) -> None:
         self._producer = AIOKafkaProducer(
@@ -30,7 +31,7 @@ class EventProducer:
             enable_idempotence=True,
             linger_ms=linger_ms,
             max_batch_size=max_batch_bytes,
-            request_timeout_ms=settings.request_timeout_ms,
+            request_timeout_ms=request_timeout_ms or settings.request_timeout_ms,
             security_protocol=settings.security_protocol,
             **options,
         )

@@ -22,6 +22,12 @@ class ErrorCode(enum.Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     DATA_LOSS = "DATA_LOSS"
+    INTERNAL = "INTERNAL"
+    UNKNOWN = "UNKNOWN"
+    CANCELLED = "CANCELLED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    ABORTED = "ABORTED"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
 
 
 class DriftloopError(Exception):
@@ -77,3 +83,11 @@ class DataLoss(DriftloopError):
     """Stored data is corrupt (an artifact that fails its SHA-256 check)."""
 
     code = ErrorCode.DATA_LOSS
+
+
+class Upstream(DriftloopError):
+    """A status another service answered with, passed on to the caller unchanged."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code

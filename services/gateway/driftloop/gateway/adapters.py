@@ -1,0 +1,88 @@
+"""The gateway's adapters to the registry (champion alias) and inference (loading)."""
+
+from __future__ import annotations
+
+import grpc
+
+from driftloop.gateway.upstream import InferencePool
+from driftloop.kafka.producer import EventProducer
+from driftloop.kit.errors import ErrorCode, Unavailable, Upstream
+from driftloop.kit.grpc_client import admin_metadata
+from driftloop.v1 import common_pb2, events_pb2, inference_pb2, registry_pb2, registry_pb2_grpc
+
+CHAMPION = "champion"
+
+
+def _upstream(error: grpc.aio.AioRpcError, what: str) -> Upstream:
+    name = error.code().name
+    code = ErrorCode[name] if name in ErrorCode.__members__ else ErrorCode.UNKNOWN
+    return Upstream(code, f"{what}: {error.details()}")
+
+
+class RegistryChampions:
+    def __init__(
+        self, channel: grpc.aio.Channel, admin_token: str, timeout_s: float = 10.0
+    ) -> None:
+        self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
+        self._metadata = (*admin_metadata(admin_token), ("x-driftloop-actor", "gateway"))
+        self._timeout = timeout_s
+
+    async def current(self, model: str) -> str:
+        try:
+            history = await self._stub.GetAliasHistory(
+                registry_pb2.GetAliasHistoryRequest(model=model, alias=CHAMPION),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _upstream(error, "reading the champion from the registry") from None
+        return history.moves[-1].version if history.moves else ""
+
+    async def move(self, model: str, version: str, expected: str, reason: str) -> None:
+        try:
+            await self._stub.SetAlias(
+                registry_pb2.SetAliasRequest(
+                    model=model,
+                    alias=CHAMPION,
+                    version=version,
+                    expected_version=expected,
+                    reason=reason,
+                ),
+                timeout=self._timeout,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _upstream(error, "moving the champion alias") from None
+
+
+class InferenceLoader:
+    """Loads a version on every inference endpoint; all must report it READY."""
+
+    def __init__(self, pool: InferencePool, admin_token: str, timeout_s: float = 60.0) -> None:
+        self._pool = pool
+        self._metadata = admin_metadata(admin_token)
+        self._timeout = timeout_s
+
+    async def load(self, model: str, version: str) -> None:
+        request = inference_pb2.LoadModelRequest(
+            model=common_pb2.ModelRef(model=model, version=version)
+        )
+        for endpoint in self._pool.endpoints:
+            try:
+                status = await endpoint.stub.LoadModel(
+                    request, timeout=self._timeout, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _upstream(error, f"loading {model} v{version} on {endpoint.target}") from None
+            if status.state != inference_pb2.LOAD_STATE_READY:
+                raise Unavailable(
+                    f"{model} v{version} is not ready on {endpoint.target}: {status.error}"
+                )
+
+
+class KafkaEvents:
+    def __init__(self, producer: EventProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def publish(self, event: events_pb2.ModelEvent) -> None:
+        await self._producer.publish(self._topic, event.model, event)

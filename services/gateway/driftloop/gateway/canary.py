@@ -1,0 +1,141 @@
+"""Canary analysis: candidate against stable over the same window, and the step decision.
+
+Until the drift service offers its analysis RPC (with accuracy once labels arrive), the
+gateway analyses the traffic it served itself: error rate, p99 latency and the
+Jensen-Shannon distance between the two output distributions. The source is a
+`TrafficAnalysis` protocol, so the drift service's RPC can replace it.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from driftloop.v1 import events_pb2
+
+OUTPUT_BINS = 10
+MAX_SAMPLES = 100_000
+LATENCY_SLACK_MS = 1.0
+
+
+class Verdict(enum.Enum):
+    WAIT = "wait"
+    PASS = "pass"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    requests: int
+    errors: int
+    p99_ms: float
+    outputs: tuple[float, ...]
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    stable: VersionStats
+    candidate: VersionStats
+    output_distance: float
+
+
+class TrafficAnalysis(Protocol):
+    def stats(self, model: str, version: str, since: float) -> VersionStats: ...
+
+
+class TrafficRecorder:
+    """What this gateway served, per model version: (time, ok, latency, output value)."""
+
+    def __init__(self) -> None:
+        self._samples: dict[
+            tuple[str, str], collections.deque[tuple[float, bool, float, float]]
+        ] = {}
+
+    def record(self, model: str, version: str, ok: bool, latency_ms: float, output: float) -> None:
+        samples = self._samples.get((model, version))
+        if samples is None:
+            samples = self._samples[(model, version)] = collections.deque(maxlen=MAX_SAMPLES)
+        samples.append((time.monotonic(), ok, latency_ms, output))
+
+    def stats(self, model: str, version: str, since: float) -> VersionStats:
+        rows = [s for s in self._samples.get((model, version), ()) if s[0] >= since]
+        latencies = sorted(s[2] for s in rows)
+        p99 = (
+            latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
+            if latencies
+            else 0.0
+        )
+        return VersionStats(
+            requests=len(rows),
+            errors=sum(1 for s in rows if not s[1]),
+            p99_ms=p99,
+            outputs=tuple(s[3] for s in rows if s[1]),
+        )
+
+
+def js_distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two samples on shared bins."""
+    if not a or not b:
+        return 0.0
+    low, high = min(min(a), min(b)), max(max(a), max(b))
+    width = (high - low) / OUTPUT_BINS or 1.0
+
+    def histogram(values: tuple[float, ...]) -> list[float]:
+        counts = [0] * OUTPUT_BINS
+        for value in values:
+            counts[min(OUTPUT_BINS - 1, int((value - low) / width))] += 1
+        return [count / len(values) for count in counts]
+
+    p, q = histogram(a), histogram(b)
+    divergence = 0.0
+    for pi, qi in zip(p, q, strict=True):
+        mi = (pi + qi) / 2
+        if pi:
+            divergence += 0.5 * pi * math.log2(pi / mi)
+        if qi:
+            divergence += 0.5 * qi * math.log2(qi / mi)
+    return math.sqrt(max(0.0, divergence))
+
+
+def analyse(
+    plan: events_pb2.CanaryPlan, stable: VersionStats, candidate: VersionStats, elapsed_s: float
+) -> Analysis:
+    """The verdict on the current step. Failures are decided as soon as they show;
+    a pass needs the step's minimum requests and duration."""
+    step = plan.steps[plan.current_step]
+    distance = js_distance(stable.outputs, candidate.outputs)
+    reasons = []
+    if candidate.requests:
+        increase = candidate.error_rate - stable.error_rate
+        if increase > plan.max_error_rate_increase and candidate.errors >= 3:
+            reasons.append(
+                f"error rate {candidate.error_rate:.1%} vs stable {stable.error_rate:.1%} "
+                f"(allowed increase {plan.max_error_rate_increase:.1%})"
+            )
+        limit = plan.max_p99_latency_ratio * stable.p99_ms + LATENCY_SLACK_MS
+        if stable.requests and candidate.requests >= 20 and candidate.p99_ms > limit:
+            reasons.append(
+                f"p99 latency {candidate.p99_ms:.1f} ms vs stable {stable.p99_ms:.1f} ms "
+                f"(allowed {plan.max_p99_latency_ratio:g}x + {LATENCY_SLACK_MS:g} ms)"
+            )
+        if (
+            candidate.requests >= 50
+            and stable.requests >= 50
+            and distance > plan.max_output_distance
+        ):
+            reasons.append(f"output distance {distance:.3f} (allowed {plan.max_output_distance:g})")
+    if reasons:
+        return Analysis(Verdict.FAIL, tuple(reasons), stable, candidate, distance)
+    if candidate.requests < step.min_requests or elapsed_s < step.min_duration_s:
+        return Analysis(Verdict.WAIT, (), stable, candidate, distance)
+    return Analysis(Verdict.PASS, (), stable, candidate, distance)

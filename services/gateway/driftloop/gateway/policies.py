@@ -1,0 +1,86 @@
+"""Routing policies: validation, defaults, and the in-memory book every replica keeps.
+
+A policy is the RoutingPolicy message itself (it is also what the compacted routing
+topic carries). Every change bumps `revision`; a replica applies a policy only when it
+is newer than the one it has, so replaying the topic and hearing a change twice are
+both harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from driftloop.kit.errors import InvalidArgument
+from driftloop.models.schema import check_name
+from driftloop.v1 import events_pb2
+
+DEFAULT_STEPS = (100, 500, 2500, 5000, 10_000)  # basis points: 1%, 5%, 25%, 50%, 100%
+
+
+def now_stamp(policy: events_pb2.RoutingPolicy, actor: str) -> None:
+    policy.updated.FromDatetime(dt.datetime.now(dt.UTC))
+    policy.updated_by = actor
+
+
+def _version(field: str, version: str) -> None:
+    if not version.isdigit():
+        raise InvalidArgument(field, f"{version!r} is not a version number")
+
+
+def validate(policy: events_pb2.RoutingPolicy) -> None:
+    """Raise InvalidArgument naming the first wrong field."""
+    check_name("policy.model", policy.model, "model name")
+    _version("policy.stable_version", policy.stable_version)
+    if policy.variants:
+        names = [variant.name for variant in policy.variants]
+        if len(set(names)) != len(names):
+            raise InvalidArgument("policy.variants", "variant names must be unique")
+        for index, variant in enumerate(policy.variants):
+            check_name(f"policy.variants[{index}].name", variant.name, "variant name")
+            _version(f"policy.variants[{index}].version", variant.version)
+        total = sum(variant.weight_bp for variant in policy.variants)
+        if total != 10_000:
+            raise InvalidArgument(
+                "policy.variants", f"weights sum to {total} basis points, not 10000"
+            )
+    canary = policy.canary
+    if canary.candidate_version:
+        _version("policy.canary.candidate_version", canary.candidate_version)
+        if canary.candidate_version == policy.stable_version:
+            raise InvalidArgument(
+                "policy.canary.candidate_version", "the candidate is the stable version"
+            )
+        weights = [step.weight_bp for step in canary.steps]
+        if not weights or weights != sorted(weights) or weights[-1] > 10_000 or weights[0] == 0:
+            raise InvalidArgument(
+                "policy.canary.steps", "weights must rise, from above 0 to at most 10000"
+            )
+        if canary.current_step >= len(canary.steps):
+            raise InvalidArgument("policy.canary.current_step", "past the last step")
+    if policy.blue_green.active_version:
+        _version("policy.blue_green.active_version", policy.blue_green.active_version)
+    for index, version in enumerate(policy.shadow.versions):
+        _version(f"policy.shadow.versions[{index}]", version)
+    if policy.shadow.sample_bp > 10_000:
+        raise InvalidArgument("policy.shadow.sample_bp", "at most 10000 (100%)")
+
+
+class PolicyBook:
+    """The current policy of each model, as this replica knows it."""
+
+    def __init__(self) -> None:
+        self._policies: dict[str, events_pb2.RoutingPolicy] = {}
+
+    def get(self, model: str) -> events_pb2.RoutingPolicy | None:
+        return self._policies.get(model)
+
+    def models(self) -> list[str]:
+        return sorted(self._policies)
+
+    def apply(self, policy: events_pb2.RoutingPolicy) -> bool:
+        """Keep `policy` if it is newer than the one held; return whether it was."""
+        current = self._policies.get(policy.model)
+        if current is not None and current.revision >= policy.revision:
+            return False
+        self._policies[policy.model] = policy
+        return True

@@ -1,0 +1,170 @@
+"""Composition root of the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from google.protobuf.message import Message
+
+from driftloop.gateway import metrics
+from driftloop.gateway.adapters import InferenceLoader, KafkaEvents, RegistryChampions
+from driftloop.gateway.buffer import EventBuffer
+from driftloop.gateway.canary import TrafficRecorder
+from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.lease import ControllerLease
+from driftloop.gateway.policies import PolicyBook
+from driftloop.gateway.policy_topic import PolicyTopic
+from driftloop.gateway.rollouts import Rollouts, default_plan
+from driftloop.gateway.servicer import GatewayServicer
+from driftloop.gateway.serving import PredictionService
+from driftloop.gateway.upstream import InferencePool
+from driftloop.kafka.codecs import decode_model_event
+from driftloop.kafka.producer import EventProducer
+from driftloop.kafka.tail import TopicTail
+from driftloop.kafka.topics import TopicNames
+from driftloop.kit.grpc_client import open_channel
+from driftloop.kit.grpc_server import GrpcServer
+from driftloop.kit.settings import KafkaSettings
+from driftloop.v1 import events_pb2, gateway_pb2
+
+log = logging.getLogger(__name__)
+
+
+class GatewayService:
+    def __init__(
+        self, settings: GatewaySettings, kafka: KafkaSettings, bootstrap_servers: str
+    ) -> None:
+        self._settings = settings
+        names = TopicNames(kafka.topic_prefix)
+        token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+        self._producer = EventProducer(kafka, bootstrap_servers)
+        # Prediction logging gets a producer of its own: its short timeout surfaces a
+        # broker outage quickly without touching the producer of policies and events.
+        self._log_producer = EventProducer(
+            kafka, bootstrap_servers, request_timeout_ms=5000, linger_ms=20
+        )
+        self.book = PolicyBook()
+        self.pool = InferencePool(
+            settings.inference_targets, tls_ca_file=settings.inference_tls_ca_file
+        )
+        self.prediction_log = EventBuffer(
+            self._log_producer,
+            names.predictions,
+            capacity=settings.log_buffer,
+            name="prediction log",
+        )
+        self.shadow_mirror = EventBuffer(
+            self._log_producer,
+            names.shadow_requests,
+            capacity=settings.shadow_buffer,
+            name="shadow mirror",
+        )
+        self.recorder = TrafficRecorder()
+        self.serving = PredictionService(
+            self.book,
+            self.pool,
+            self.prediction_log,
+            self.shadow_mirror,
+            self.recorder,
+            settings.request_timeout_s,
+        )
+        self.policy_topic = PolicyTopic(
+            kafka, bootstrap_servers, names.routing, self._producer, self.book
+        )
+        self._registry_channel = open_channel(settings.registry_target)
+        self.rollouts = Rollouts(
+            self.book,
+            self.policy_topic,
+            KafkaEvents(self._producer, names.model_events),
+            RegistryChampions(self._registry_channel, token),
+            InferenceLoader(self.pool, token),
+            self.recorder,
+            defaults=default_plan(
+                min_requests=settings.canary_min_requests,
+                min_duration_s=settings.canary_min_duration_s,
+                max_error_rate_increase=settings.canary_max_error_rate_increase,
+                max_p99_latency_ratio=settings.canary_max_p99_latency_ratio,
+                max_output_distance=settings.canary_max_output_distance,
+            ),
+        )
+        self.lease = ControllerLease(
+            kafka, bootstrap_servers, names.routing, f"{kafka.topic_prefix}gateway-controller"
+        )
+        self._model_events = TopicTail(
+            kafka, bootstrap_servers, names.model_events, decode_model_event, self._on_event
+        )
+        self._server = GrpcServer("gateway", settings)
+        self._server.add_service(
+            gateway_pb2.DESCRIPTOR.services_by_name["Gateway"],
+            GatewayServicer(self.serving, self.rollouts, settings.max_batch_requests),
+        )
+        self._controller: asyncio.Task[None] | None = None
+        metrics.LOG_DROPPED.set_function(lambda: self.prediction_log.counts.dropped)
+        metrics.SHADOW_DROPPED.set_function(lambda: self.shadow_mirror.counts.dropped)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    async def start(self) -> int:
+        await self._producer.start()
+        await self._log_producer.start()
+        self.prediction_log.start()
+        self.shadow_mirror.start()
+        await self.policy_topic.start()
+        await self.lease.start()
+        await self._model_events.start()
+        port = await self._server.start()
+        await self.policy_topic.caught_up.wait()
+        await self._server.set_ready()
+        self._controller = asyncio.create_task(self._control(), name="rollout controller")
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._controller is not None:
+            self._controller.cancel()
+            await asyncio.gather(self._controller, return_exceptions=True)
+        await self._server.stop(grace)
+        await self.prediction_log.stop()
+        await self.shadow_mirror.stop()
+        await self._model_events.stop()
+        await self.lease.stop()
+        await self.policy_topic.stop()
+        await self._log_producer.stop()
+        await self._producer.stop()
+        await self.pool.close()
+        await self._registry_channel.close()
+
+    async def _control(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.controller_interval_s)
+            if self.lease.held:
+                await self.rollouts.tick()
+
+    async def _on_event(self, event: Message) -> None:
+        assert isinstance(event, events_pb2.ModelEvent)
+        mode = self._settings.auto_rollout
+        if (
+            mode == "off"
+            or event.kind != events_pb2.MODEL_EVENT_KIND_REGISTERED
+            or not self.lease.held
+        ):
+            return
+        if self.book.get(event.model) is None:
+            return
+        request = gateway_pb2.StartRolloutRequest(
+            model=event.model,
+            candidate_version=event.version,
+            strategy=gateway_pb2.ROLLOUT_STRATEGY_CANARY
+            if mode == "canary"
+            else gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+            hold_s=self._settings.blue_green_hold_s,
+            reason=f"version {event.version} registered ({event.reason})",
+        )
+        try:
+            await self.rollouts.start(request, "controller")
+        except Exception:
+            log.exception(
+                "could not start the %s rollout of %s v%s", mode, event.model, event.version
+            )

@@ -1,0 +1,98 @@
+"""The Gateway gRPC adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from driftloop.gateway.rollouts import Rollouts
+from driftloop.gateway.serving import PredictionService, Served
+from driftloop.kit.errors import InvalidArgument
+from driftloop.models.schema import check_name
+from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc
+
+ACTOR_HEADER = "x-driftloop-actor"
+
+
+def _actor(context: Any) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == ACTOR_HEADER and value:
+            return str(value)[:128]
+    return "admin"
+
+
+def _response(model: str, served: Served) -> gateway_pb2.PredictResponse:
+    return gateway_pb2.PredictResponse(
+        request_id=served.request_id,
+        model=model,
+        version=served.version,
+        variant=served.variant,
+        output=served.output,
+    )
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, serving: PredictionService, rollouts: Rollouts, max_batch: int) -> None:
+        self._serving = serving
+        self._rollouts = rollouts
+        self._max_batch = max_batch
+
+    async def _one(
+        self, request: gateway_pb2.PredictRequest, context: Any, model: str = ""
+    ) -> gateway_pb2.PredictResponse:
+        model = model or request.model
+        check_name("model", model, "model name")
+        served = await self._serving.predict(
+            model, request.request_id, request.entity_key, request.row, context.time_remaining()
+        )
+        return _response(model, served)
+
+    async def Predict(
+        self, request: gateway_pb2.PredictRequest, context: Any
+    ) -> gateway_pb2.PredictResponse:
+        return await self._one(request, context)
+
+    async def PredictBatch(
+        self, request: gateway_pb2.PredictBatchRequest, context: Any
+    ) -> gateway_pb2.PredictBatchResponse:
+        if len(request.requests) > self._max_batch:
+            raise InvalidArgument(
+                "requests", f"{len(request.requests)} is more than the limit of {self._max_batch}"
+            )
+        responses = []
+        for item in request.requests:
+            responses.append(await self._one(item, context, item.model or request.model))
+        return gateway_pb2.PredictBatchResponse(responses=responses)
+
+    async def PredictStream(
+        self, requests: AsyncIterator[gateway_pb2.PredictRequest], context: Any
+    ) -> AsyncIterator[gateway_pb2.PredictResponse]:
+        async for request in requests:
+            yield await self._one(request, context)
+
+    async def GetRoutingPolicy(
+        self, request: gateway_pb2.GetRoutingPolicyRequest, context: Any
+    ) -> events_pb2.RoutingPolicy:
+        return self._rollouts.policy(request.model)
+
+    async def SetRoutingPolicy(
+        self, request: gateway_pb2.SetRoutingPolicyRequest, context: Any
+    ) -> events_pb2.RoutingPolicy:
+        return await self._rollouts.set_policy(
+            request.policy, request.expected_revision, _actor(context)
+        )
+
+    async def StartRollout(
+        self, request: gateway_pb2.StartRolloutRequest, context: Any
+    ) -> events_pb2.RoutingPolicy:
+        return await self._rollouts.start(request, _actor(context))
+
+    async def Promote(
+        self, request: gateway_pb2.PromoteRequest, context: Any
+    ) -> events_pb2.RoutingPolicy:
+        return await self._rollouts.promote(request.model, request.reason, _actor(context))
+
+    async def Rollback(
+        self, request: gateway_pb2.RollbackRequest, context: Any
+    ) -> events_pb2.RoutingPolicy:
+        return await self._rollouts.rollback(request.model, request.reason, _actor(context))

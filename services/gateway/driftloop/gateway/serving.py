@@ -1,0 +1,162 @@
+"""The predict path: route, call inference, fall back to stable, log, mirror, record.
+
+Nothing here waits on Kafka: the prediction log and the shadow mirror are bounded
+buffers that drop (and count) rather than block. A candidate, canary or A/B variant that
+fails for a server-side reason is recorded as a failure of that version and the request
+is answered by the stable version instead, within the same deadline, so a bad rollout is
+seen by the analysis, not by the application.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import grpc
+
+from driftloop.gateway import metrics, routing
+from driftloop.gateway.buffer import EventBuffer
+from driftloop.gateway.canary import TrafficRecorder
+from driftloop.gateway.policies import PolicyBook
+from driftloop.gateway.upstream import InferencePool
+from driftloop.kit.errors import DriftloopError, ErrorCode, InvalidArgument, NotFound, Upstream
+from driftloop.v1 import common_pb2, events_pb2, inference_pb2
+
+log = logging.getLogger(__name__)
+
+CLIENT_MISTAKES = {grpc.StatusCode.INVALID_ARGUMENT}
+MAX_REQUEST_ID = 128
+MAX_ENTITY_KEY = 256
+
+
+@dataclass(frozen=True)
+class Served:
+    request_id: str
+    version: str
+    variant: str
+    output: common_pb2.Output
+
+
+class PredictionService:
+    def __init__(
+        self,
+        book: PolicyBook,
+        pool: InferencePool,
+        prediction_log: EventBuffer,
+        shadow_mirror: EventBuffer,
+        recorder: TrafficRecorder,
+        timeout_s: float,
+    ) -> None:
+        self._book = book
+        self._pool = pool
+        self._log = prediction_log
+        self._mirror = shadow_mirror
+        self._recorder = recorder
+        self._timeout = timeout_s
+
+    async def predict(
+        self,
+        model: str,
+        request_id: str,
+        entity_key: str,
+        row: common_pb2.Row,
+        budget_s: float | None,
+    ) -> Served:
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument("request_id", f"longer than {MAX_REQUEST_ID} characters")
+        if len(entity_key) > MAX_ENTITY_KEY:
+            raise InvalidArgument("entity_key", f"longer than {MAX_ENTITY_KEY} characters")
+        policy = self._book.get(model)
+        if policy is None:
+            raise NotFound(f"model {model!r} has no routing policy (set one with SetRoutingPolicy)")
+        request_id = request_id or uuid.uuid4().hex
+        chosen = routing.route(policy, entity_key, request_id)
+        budget = min(self._timeout, budget_s) if budget_s else self._timeout
+        deadline = time.monotonic() + budget
+        request = inference_pb2.InferenceRequest(
+            model=common_pb2.ModelRef(model=model, version=chosen.version),
+            request_id=request_id,
+            row=row,
+        )
+        started = time.perf_counter()
+        try:
+            response = await self._call(request, deadline)
+        except DriftloopError as error:
+            self._recorder.record(model, chosen.version, False, _ms(started), 0.0)
+            if chosen.version == policy.stable_version or error.code == ErrorCode.INVALID_ARGUMENT:
+                raise
+            metrics.FALLBACKS.labels(model, chosen.variant).inc()
+            log.warning(
+                "%s v%s failed (%s); answered by stable v%s",
+                model,
+                chosen.version,
+                error.code.value,
+                policy.stable_version,
+            )
+            chosen = routing.Route(policy.stable_version, routing.STABLE)
+            request.model.version = chosen.version
+            started = time.perf_counter()
+            response = await self._call(request, deadline)
+        latency_ms = _ms(started)
+        self._recorder.record(model, chosen.version, True, latency_ms, response.output.value)
+        metrics.REQUESTS.labels(model, chosen.variant).inc()
+        self._log_prediction(policy, request, chosen, response, entity_key, latency_ms)
+        return Served(
+            request_id, response.model.version or chosen.version, chosen.variant, response.output
+        )
+
+    async def _call(
+        self, request: inference_pb2.InferenceRequest, deadline: float
+    ) -> inference_pb2.InferenceResponse:
+        try:
+            return await self._pool.predict(request, deadline - time.monotonic())
+        except grpc.aio.AioRpcError as error:
+            code = (
+                ErrorCode[error.code().name]
+                if error.code().name in ErrorCode.__members__
+                else ErrorCode.UNKNOWN
+            )
+            raise Upstream(code, error.details() or error.code().name) from None
+
+    def _log_prediction(
+        self,
+        policy: events_pb2.RoutingPolicy,
+        request: inference_pb2.InferenceRequest,
+        chosen: routing.Route,
+        response: inference_pb2.InferenceResponse,
+        entity_key: str,
+        latency_ms: float,
+    ) -> None:
+        event = events_pb2.PredictionEvent(
+            request_id=request.request_id,
+            model=request.model.model,
+            version=chosen.version,
+            role=common_pb2.ROLE_LIVE,
+            variant=chosen.variant,
+            entity_key=entity_key,
+            output=response.output,
+            latency_us=int(latency_ms * 1000),
+        )
+        event.time.GetCurrentTime()
+        event.features.MergeFrom(request.row.features)
+        self._log.offer(request.request_id, event)
+        shadows = routing.shadow_versions(policy, request.request_id)
+        if shadows:
+            mirror = events_pb2.ShadowRequest(
+                request_id=request.request_id,
+                model=request.model.model,
+                entity_key=entity_key,
+                live=common_pb2.ModelRef(model=request.model.model, version=chosen.version),
+                live_output=response.output,
+                live_latency_us=event.latency_us,
+                shadow_versions=shadows,
+            )
+            mirror.time.CopyFrom(event.time)
+            mirror.features.MergeFrom(request.row.features)
+            self._mirror.offer(request.request_id, mirror)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

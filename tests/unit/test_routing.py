@@ -1,0 +1,185 @@
+"""Routing, policy validation, canary analysis and the event buffer: the gateway's core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from driftloop.gateway.buffer import EventBuffer
+from driftloop.gateway.canary import Verdict, VersionStats, analyse, js_distance
+from driftloop.gateway.policies import PolicyBook, validate
+from driftloop.gateway.rollouts import default_plan
+from driftloop.gateway.routing import route, shadow_versions
+from driftloop.kit.errors import InvalidArgument
+from driftloop.v1 import events_pb2
+
+
+def ab(weights: tuple[int, int]) -> events_pb2.RoutingPolicy:
+    return events_pb2.RoutingPolicy(
+        model="churn",
+        stable_version="1",
+        salt="s1",
+        variants=[
+            events_pb2.Variant(name="a", version="1", weight_bp=weights[0]),
+            events_pb2.Variant(name="b", version="2", weight_bp=weights[1]),
+        ],
+    )
+
+
+def test_ab_shares_are_kept_and_assignment_is_sticky() -> None:
+    policy = ab((7000, 3000))
+    keys = [f"user-{n}" for n in range(2000)]
+    seen: dict[str, set[str]] = {key: set() for key in keys}
+    shares: Counter[str] = Counter()
+    for n in range(20_000):
+        key = keys[n % len(keys)]
+        chosen = route(policy, key, f"request-{n}")
+        seen[key].add(chosen.variant)
+        shares[chosen.variant] += 1
+    assert all(len(variants) == 1 for variants in seen.values())
+    assert abs(shares["a"] / 20_000 - 0.70) <= 0.02
+    assert abs(shares["b"] / 20_000 - 0.30) <= 0.02
+
+
+def test_a_weight_change_moves_only_the_keys_in_the_moved_buckets() -> None:
+    keys = [f"user-{n}" for n in range(2000)]
+    before = {key: route(ab((7000, 3000)), key, "").variant for key in keys}
+    after = {key: route(ab((6000, 4000)), key, "").variant for key in keys}
+    moved = [key for key in keys if before[key] != after[key]]
+    assert all(before[key] == "a" and after[key] == "b" for key in moved)
+    assert 0.08 <= len(moved) / len(keys) <= 0.12
+
+
+def test_requests_without_a_key_are_assigned_per_request() -> None:
+    policy = ab((5000, 5000))
+    variants = {route(policy, "", f"request-{n}").variant for n in range(50)}
+    assert variants == {"a", "b"}
+
+
+def test_a_canary_ramp_only_moves_keys_to_the_candidate() -> None:
+    policy = events_pb2.RoutingPolicy(
+        model="churn", stable_version="1", salt="s", canary=default_plan()
+    )
+    policy.canary.candidate_version = "2"
+    keys = [f"user-{n}" for n in range(5000)]
+    previous = {key: "stable" for key in keys}
+    for step, expected in enumerate((0.01, 0.05, 0.25, 0.50, 1.0)):
+        policy.canary.current_step = step
+        current = {key: route(policy, key, "").variant for key in keys}
+        assert all(previous[key] == "stable" or current[key] == "canary" for key in keys)
+        assert abs(sum(v == "canary" for v in current.values()) / len(keys) - expected) < 0.02
+        previous = current
+
+
+def test_blue_green_sends_everything_to_the_active_version_and_shadow_samples() -> None:
+    policy = events_pb2.RoutingPolicy(model="churn", stable_version="1", salt="s")
+    policy.blue_green.active_version = "2"
+    assert {route(policy, f"k{n}", "").version for n in range(100)} == {"2"}
+    policy.shadow.versions.append("3")
+    policy.shadow.sample_bp = 2500
+    sampled = sum(bool(shadow_versions(policy, f"r{n}")) for n in range(4000))
+    assert abs(sampled / 4000 - 0.25) < 0.03
+    policy.shadow.sample_bp = 10_000
+    assert all(shadow_versions(policy, f"r{n}") == ["3"] for n in range(100))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda p: setattr(p, "stable_version", "x"), "policy.stable_version"),
+        (
+            lambda p: p.variants.append(
+                events_pb2.Variant(name="a", version="1", weight_bp=9_000)
+            ),
+            "policy.variants",
+        ),
+        (lambda p: setattr(p.shadow, "sample_bp", 20_000), "policy.shadow.sample_bp"),
+        (lambda p: setattr(p, "model", "bad name"), "policy.model"),
+    ],
+)
+def test_policies_are_validated(change: Any, field: str) -> None:
+    policy = events_pb2.RoutingPolicy(model="churn", stable_version="1")
+    validate(policy)
+    change(policy)
+    with pytest.raises(InvalidArgument) as error:
+        validate(policy)
+    assert error.value.field == field
+
+
+def test_the_book_keeps_only_newer_revisions() -> None:
+    book = PolicyBook()
+    assert book.apply(events_pb2.RoutingPolicy(model="m", stable_version="1", revision=2))
+    assert not book.apply(events_pb2.RoutingPolicy(model="m", stable_version="9", revision=1))
+    book_policy = book.get("m")
+    assert book_policy is not None and book_policy.stable_version == "1"
+
+
+def stats(
+    requests: int, errors: int = 0, p99: float = 1.0, outputs: tuple[float, ...] = ()
+) -> VersionStats:
+    return VersionStats(
+        requests, errors, p99, outputs or tuple(0.1 * (n % 10) for n in range(requests - errors))
+    )
+
+
+def test_canary_analysis_waits_passes_and_fails_with_reasons() -> None:
+    plan = default_plan(min_requests=100, min_duration_s=10)
+    assert analyse(plan, stats(1000), stats(50), 60).verdict == Verdict.WAIT
+    assert analyse(plan, stats(1000), stats(200), 5).verdict == Verdict.WAIT
+    assert analyse(plan, stats(1000), stats(200), 60).verdict == Verdict.PASS
+    failing = analyse(plan, stats(1000, errors=2), stats(200, errors=20), 60)
+    assert failing.verdict == Verdict.FAIL and "error rate 10.0%" in failing.reasons[0]
+    slow = analyse(plan, stats(1000, p99=2.0), stats(200, p99=40.0), 1)
+    assert slow.verdict == Verdict.FAIL and "p99 latency 40.0 ms" in slow.reasons[0]
+    shifted = analyse(plan, stats(1000), stats(200, outputs=(0.99,) * 200), 60)
+    assert shifted.verdict == Verdict.FAIL and "output distance" in shifted.reasons[0]
+
+
+def test_js_distance_is_zero_for_equal_and_one_for_disjoint_samples() -> None:
+    assert js_distance((0.1, 0.2, 0.3), (0.1, 0.2, 0.3)) == pytest.approx(0.0)
+    assert js_distance((0.0,) * 10, (1.0,) * 10) == pytest.approx(1.0)
+
+
+class FlakySender:
+    def __init__(self) -> None:
+        self.up = True
+        self.sent: list[bytes] = []
+
+    async def enqueue(self, topic: str, key: str | bytes, event: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.up:
+            self.sent.append(event)
+            future.set_result(None)
+        else:
+            future.set_exception(ConnectionError("broker down"))
+        return future
+
+
+async def test_the_buffer_never_blocks_and_its_counts_add_up() -> None:
+    sender = FlakySender()
+    buffer = EventBuffer(sender, "t", capacity=100, batch=10)
+    event = events_pb2.LabelEvent(request_id="r", label="1")
+    buffer.start()
+    for _ in range(50):
+        assert buffer.offer("r", event)
+    await asyncio.sleep(0.05)
+    sender.up = False
+    for _ in range(30):
+        buffer.offer("r", event)
+    await asyncio.sleep(0.05)
+    assert buffer._task is not None
+    buffer._task.cancel()  # stall the drain, as a hung broker connection does: the queue fills
+    await asyncio.sleep(0)
+    accepted = [buffer.offer("r", event) for _ in range(150)]
+    assert accepted.count(False) == 50
+    sender.up = True
+    buffer.start()
+    await buffer.stop()
+    counts = buffer.counts
+    assert counts.offered == 230
+    assert counts.delivered == len(sender.sent) == 150
+    assert counts.dropped_failed == 30 and counts.dropped_full == 50
+    assert counts.offered == counts.delivered + counts.dropped
