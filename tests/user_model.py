@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -17,3 +18,26 @@ class Scaled:
 
     def predict(self, rows: list[dict[str, float]]) -> list[float]:
         return [self.factor * (row["x"] + row["y"]) for row in rows]
+
+
+class Failing:
+    """A broken candidate: every prediction raises."""
+
+    @classmethod
+    def load(cls, path: Path) -> Failing:
+        return cls()
+
+    def predict(self, rows: list[dict[str, float]]) -> list[float]:
+        raise RuntimeError("this model is broken")
+
+
+class Slow:
+    """A slow candidate: 150 ms per call, then a fixed probability."""
+
+    @classmethod
+    def load(cls, path: Path) -> Slow:
+        return cls()
+
+    def predict(self, rows: list[dict[str, float]]) -> list[float]:
+        time.sleep(0.15)
+        return [0.5 for _ in rows]

@@ -17,6 +17,8 @@ SCHEMA = Schema((Feature("x", "number"),))
 
 
 class Constant:
+    inline = True
+
     def __init__(self, value: float) -> None:
         self.schema = SCHEMA
         self.output_kind: OutputKind = "regression"

@@ -91,9 +91,7 @@ def test_blue_green_sends_everything_to_the_active_version_and_shadow_samples() 
     [
         (lambda p: setattr(p, "stable_version", "x"), "policy.stable_version"),
         (
-            lambda p: p.variants.append(
-                events_pb2.Variant(name="a", version="1", weight_bp=9_000)
-            ),
+            lambda p: p.variants.append(events_pb2.Variant(name="a", version="1", weight_bp=9_000)),
             "policy.variants",
         ),
         (lambda p: setattr(p.shadow, "sample_bp", 20_000), "policy.shadow.sample_bp"),

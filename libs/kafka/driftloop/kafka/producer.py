@@ -56,5 +56,10 @@ class EventProducer:
         future: asyncio.Future[Any] = await self._producer.send(topic, value=value, key=raw_key)
         return future
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The partition ids of `topic` (waits for its metadata)."""
+        partitions: set[int] = await self._producer.partitions_for(topic)
+        return partitions
+
     async def flush(self) -> None:
         await self._producer.flush()

@@ -87,6 +87,8 @@ class Preprocessing:
 class LinearModel:
     """A trained linear model: weights (classes x width) and intercepts (classes)."""
 
+    inline = True
+
     def __init__(
         self,
         schema: Schema,

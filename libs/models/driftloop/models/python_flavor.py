@@ -33,6 +33,8 @@ def load_entry_point(entry_point: str) -> Any:
 
 
 class PythonModel:
+    inline = False
+
     def __init__(
         self, entry_point: str, artifact: Path, schema: Schema, output_kind: OutputKind
     ) -> None:

@@ -16,6 +16,8 @@ FLAVOR = "river"
 
 
 class RiverModel:
+    inline = False
+
     def __init__(self, estimator: Any, schema: Schema, output_kind: OutputKind) -> None:
         self.estimator = estimator
         self.schema = schema

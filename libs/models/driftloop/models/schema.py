@@ -114,9 +114,11 @@ class Prediction:
 
 
 class Model(Protocol):
-    """What every flavor offers the inference service."""
+    """What every flavor offers the inference service. `inline` models are fast and
+    trusted enough to run on the event loop; the others run in a worker thread."""
 
     schema: Schema
     output_kind: OutputKind
+    inline: bool
 
     def predict(self, rows: Sequence[Row]) -> list[Prediction]: ...

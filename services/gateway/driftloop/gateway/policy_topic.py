@@ -54,15 +54,13 @@ class PolicyTopic:
 
     async def start(self) -> None:
         await self._consumer.start()
-        await self._consumer.topics()  # fetches the metadata
-        partitions = [
-            TopicPartition(self._topic, p)
-            for p in sorted(self._consumer.partitions_for_topic(self._topic) or ())
-        ]
-        if not partitions:
+        try:
+            ids = await self._producer.partitions_for(self._topic)
+        except Exception as error:  # unknown topic or no broker: the same answer
             raise Unavailable(
-                f"the routing topic {self._topic} does not exist (create the topics first)"
-            )
+                f"the routing topic {self._topic} is not available: {error}"
+            ) from error
+        partitions = [TopicPartition(self._topic, p) for p in sorted(ids)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         ends = await self._consumer.end_offsets(partitions)

@@ -62,7 +62,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         row = row_from_proto(request.row)
         model.schema.validate_row(row, path)
         started = time.perf_counter_ns()
-        (prediction,) = model.predict([row])
+        (prediction,) = (
+            model.predict([row]) if model.inline else await asyncio.to_thread(model.predict, [row])
+        )
         latency_us = (time.perf_counter_ns() - started) // 1000
         metrics.ROWS.labels(name).inc()
         return inference_pb2.InferenceResponse(
@@ -127,6 +129,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
 
 async def _predict(model: Model, rows: list[Row]) -> list[Any]:
-    if len(rows) > THREAD_ROWS:
+    if not model.inline or len(rows) > THREAD_ROWS:
         return await asyncio.to_thread(model.predict, rows)
     return model.predict(rows)

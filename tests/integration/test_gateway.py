@@ -1,0 +1,431 @@
+"""The gateway with the registry and inference, against the real broker and ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
+
+from driftloop.clickhouse.client import ClickHouse
+from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.server import GatewayService
+from driftloop.inference.config import InferenceSettings
+from driftloop.inference.server import InferenceService
+from driftloop.kafka.topics import TopicNames
+from driftloop.kit.grpc_client import admin_metadata, open_channel
+from driftloop.kit.settings import KafkaSettings
+from driftloop.models.artifacts import LocalArtifactStore
+from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
+from driftloop.models.registration import version_record
+from driftloop.models.training import TrainingSpec, train_linear
+from driftloop.retrainer.config import RetrainerSettings
+from driftloop.retrainer.server import RetrainerService
+from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from tests.datasets import churn, without
+
+TOKEN = "gateway-test-token"
+ADMIN = admin_metadata(TOKEN)
+DATA = without(churn(), "segment", "spend")
+ROW = row_to_proto({f"x{i}": 0.5 for i in range(6)} | {"plan": "pro", "region": "north"})
+
+
+@dataclass
+class Stack:
+    kafka: KafkaSettings
+    store: LocalArtifactStore
+    registry: registry_pb2_grpc.ModelRegistryStub
+    inference: InferenceService
+    gateways: list[GatewayService] = field(default_factory=list)
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    async def register_linear(self, seed: int) -> str:
+        trained = train_linear(DATA, TrainingSpec(target="churned", seed=seed))
+        record = version_record(
+            trained, model="churn", artifact_sha256=self.store.put(trained.artifact), source="test"
+        )
+        return await self._register(record)
+
+    async def register_user(self, entry_point: str) -> str:
+        schema = train_linear(DATA, TrainingSpec(target="churned")).model.schema
+        record = registry_pb2.ModelVersion(
+            model="churn",
+            flavor="python",
+            artifact_sha256=self.store.put(b"-"),
+            schema=schema_to_proto(schema),
+            output_kind=OUTPUT_KINDS["binary"],
+            entry_point=entry_point,
+        )
+        return await self._register(record)
+
+    async def _register(self, record: registry_pb2.ModelVersion) -> str:
+        registered = await self.registry.RegisterModelVersion(
+            registry_pb2.RegisterModelVersionRequest(version=record), timeout=10, metadata=ADMIN
+        )
+        return str(registered.version)
+
+    async def champion(self, version: str, expected: str = "") -> None:
+        await self.registry.SetAlias(
+            registry_pb2.SetAliasRequest(
+                model="churn", alias="champion", version=version, expected_version=expected
+            ),
+            timeout=10,
+            metadata=ADMIN,
+        )
+
+    async def gateway(
+        self, bootstrap: str | None = None, **overrides: Any
+    ) -> gateway_pb2_grpc.GatewayStub:
+        settings = GatewaySettings(
+            port=0,
+            admin_token=SecretStr(TOKEN),
+            inference_targets=[f"127.0.0.1:{self.inference.port}"],
+            registry_target=self.registry_target,
+            controller_interval_s=0.1,
+            **overrides,
+        )
+        kafka = (
+            self.kafka
+            if bootstrap is None
+            else self.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        )
+        assert kafka.bootstrap_servers is not None
+        service = GatewayService(settings, kafka, kafka.bootstrap_servers)
+        await service.start()
+        self.gateways.append(service)
+        channel = open_channel(f"127.0.0.1:{service.port}")
+        self.channels.append(channel)
+        return gateway_pb2_grpc.GatewayStub(channel)
+
+    registry_target: str = ""
+
+
+@pytest.fixture
+async def stack(
+    kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    assert kafka_settings.bootstrap_servers is not None
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    retrainer = RetrainerService(
+        RetrainerSettings(port=0, admin_token=SecretStr(TOKEN)),
+        kafka_settings,
+        kafka_settings.bootstrap_servers,
+        clickhouse,
+        store,
+    )
+    await retrainer.start()
+    inference = InferenceService(
+        InferenceSettings(
+            port=0, admin_token=SecretStr(TOKEN), registry_target=f"127.0.0.1:{retrainer.port}"
+        ),
+        store,
+        kafka_settings,
+        kafka_settings.bootstrap_servers,
+    )
+    await inference.start()
+    registry_channel = open_channel(f"127.0.0.1:{retrainer.port}")
+    stack = Stack(
+        kafka_settings, store, registry_pb2_grpc.ModelRegistryStub(registry_channel), inference
+    )
+    stack.registry_target = f"127.0.0.1:{retrainer.port}"
+    yield stack
+    for channel in stack.channels:
+        await channel.close()
+    for gateway in stack.gateways:
+        await gateway.stop(0)
+    await registry_channel.close()
+    await inference.stop(0)
+    await retrainer.stop(0)
+
+
+async def set_policy(
+    gateway: gateway_pb2_grpc.GatewayStub, policy: events_pb2.RoutingPolicy, expected: int = 0
+) -> events_pb2.RoutingPolicy:
+    result: events_pb2.RoutingPolicy = await gateway.SetRoutingPolicy(
+        gateway_pb2.SetRoutingPolicyRequest(policy=policy, expected_revision=expected),
+        timeout=10,
+        metadata=ADMIN,
+    )
+    return result
+
+
+async def predict(
+    gateway: gateway_pb2_grpc.GatewayStub, key: str = "", request_id: str = ""
+) -> gateway_pb2.PredictResponse:
+    response: gateway_pb2.PredictResponse = await gateway.Predict(
+        gateway_pb2.PredictRequest(model="churn", entity_key=key, request_id=request_id, row=ROW),
+        timeout=10,
+    )
+    return response
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]],
+    seconds: float = 30,
+    traffic: gateway_pb2_grpc.GatewayStub | None = None,
+) -> None:
+    deadline = time.monotonic() + seconds
+    n = 0
+    while not await condition():
+        assert time.monotonic() < deadline, "timed out"
+        if traffic is not None:
+            await asyncio.gather(*(predict(traffic, key=f"user-{n + i}") for i in range(20)))
+            n += 20
+        else:
+            await asyncio.sleep(0.05)
+
+
+async def read_topic(
+    settings: KafkaSettings, topic: str, count: int, seconds: float = 20
+) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + seconds
+        while len(values) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            values.extend(m.value for ms in batch.values() for m in ms)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def test_ab_routing_is_sticky_and_every_prediction_is_logged(stack: Stack) -> None:
+    v1, v2 = await stack.register_linear(1), await stack.register_linear(2)
+    gateway = await stack.gateway()
+    await set_policy(
+        gateway,
+        events_pb2.RoutingPolicy(
+            model="churn",
+            stable_version=v1,
+            salt="exp-1",
+            variants=[
+                events_pb2.Variant(name="a", version=v1, weight_bp=7000),
+                events_pb2.Variant(name="b", version=v2, weight_bp=3000),
+            ],
+        ),
+    )
+    batch = gateway_pb2.PredictBatchRequest(
+        model="churn",
+        requests=[
+            gateway_pb2.PredictRequest(entity_key=f"user-{n % 200}", row=ROW) for n in range(1000)
+        ],
+    )
+    responses = (await gateway.PredictBatch(batch, timeout=30)).responses
+    by_key: dict[str, set[str]] = {}
+    for request, response in zip(batch.requests, responses, strict=True):
+        by_key.setdefault(request.entity_key, set()).add(response.variant)
+        assert response.version == (v1 if response.variant == "a" else v2)
+        assert len(response.request_id) == 32  # assigned by the gateway
+    assert all(len(variants) == 1 for variants in by_key.values())
+    share = sum(r.variant == "a" for r in responses) / len(responses)
+    assert 0.60 < share < 0.80
+    logged = await read_topic(stack.kafka, TopicNames(stack.kafka.topic_prefix).predictions, 1000)
+    events = [events_pb2.PredictionEvent.FromString(value) for value in logged]
+    assert sorted(e.request_id for e in events) == sorted(r.request_id for r in responses)
+    assert {(e.variant, e.version) for e in events} == {("a", v1), ("b", v2)}
+    assert all(e.features["plan"].category == "pro" for e in events)
+
+
+async def test_a_healthy_canary_walks_every_step_and_is_promoted(stack: Stack) -> None:
+    v1, v2 = await stack.register_linear(1), await stack.register_linear(2)
+    await stack.champion(v1)
+    gateway = await stack.gateway(canary_min_requests=15, canary_min_duration_s=0)
+    await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
+    started = await gateway.StartRollout(
+        gateway_pb2.StartRolloutRequest(
+            model="churn",
+            candidate_version=v2,
+            strategy=gateway_pb2.ROLLOUT_STRATEGY_CANARY,
+            steps=[
+                events_pb2.CanaryStep(weight_bp=w, min_requests=15) for w in (1000, 5000, 10_000)
+            ],
+        ),
+        timeout=30,
+        metadata=ADMIN,
+    )
+    assert started.canary.candidate_version == v2
+
+    async def promoted() -> bool:
+        policy = await gateway.GetRoutingPolicy(
+            gateway_pb2.GetRoutingPolicyRequest(model="churn"), timeout=5
+        )
+        return bool(policy.stable_version == v2 and not policy.canary.candidate_version)
+
+    await until(promoted, 60, traffic=gateway)
+    champion = await stack.registry.ResolveAlias(
+        registry_pb2.ResolveAliasRequest(model="churn", alias="champion"), timeout=5
+    )
+    assert champion.version == v2
+    events = [
+        events_pb2.ModelEvent.FromString(v)
+        for v in await read_topic(stack.kafka, TopicNames(stack.kafka.topic_prefix).model_events, 8)
+    ]
+    kinds = [e.kind for e in events if e.model == "churn"]
+    assert kinds.count(events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED) == 2
+    assert events_pb2.MODEL_EVENT_KIND_PROMOTED in kinds
+    assert (await predict(gateway)).version == v2
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "reason"),
+    [("tests.user_model:Failing", "error rate"), ("tests.user_model:Slow", "p99 latency")],
+)
+async def test_a_bad_canary_is_rolled_back_within_one_step(
+    stack: Stack, entry_point: str, reason: str
+) -> None:
+    v1 = await stack.register_linear(1)
+    bad = await stack.register_user(entry_point)
+    await stack.champion(v1)
+    gateway = await stack.gateway(canary_min_requests=1000, canary_min_duration_s=600)
+    await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
+    await gateway.StartRollout(
+        gateway_pb2.StartRolloutRequest(
+            model="churn",
+            candidate_version=bad,
+            strategy=gateway_pb2.ROLLOUT_STRATEGY_CANARY,
+            steps=[
+                events_pb2.CanaryStep(weight_bp=2000, min_requests=1000, min_duration_s=600),
+                events_pb2.CanaryStep(weight_bp=10_000),
+            ],
+        ),
+        timeout=30,
+        metadata=ADMIN,
+    )
+
+    async def rolled_back() -> bool:
+        policy = await gateway.GetRoutingPolicy(
+            gateway_pb2.GetRoutingPolicyRequest(model="churn"), timeout=5
+        )
+        return not policy.canary.candidate_version
+
+    await until(
+        rolled_back, 60, traffic=gateway
+    )  # traffic never fails: stable answers for the candidate
+    policy = await gateway.GetRoutingPolicy(
+        gateway_pb2.GetRoutingPolicyRequest(model="churn"), timeout=5
+    )
+    assert policy.stable_version == v1
+    events = [
+        events_pb2.ModelEvent.FromString(v)
+        for v in await read_topic(stack.kafka, TopicNames(stack.kafka.topic_prefix).model_events, 5)
+    ]
+    rollback = [e for e in events if e.kind == events_pb2.MODEL_EVENT_KIND_ROLLED_BACK]
+    assert len(rollback) == 1 and reason in rollback[0].reason and rollback[0].version == bad
+    assert not any(e.kind == events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED for e in events)
+
+
+async def test_blue_green_switch_and_rollback_take_effect_on_the_next_request(stack: Stack) -> None:
+    v1, v2 = await stack.register_linear(1), await stack.register_linear(2)
+    await stack.champion(v1)
+    gateway = await stack.gateway()
+    await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
+    assert (await predict(gateway)).version == v1
+    await gateway.StartRollout(
+        gateway_pb2.StartRolloutRequest(
+            model="churn",
+            candidate_version=v2,
+            strategy=gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+            hold_s=600,
+        ),
+        timeout=30,
+        metadata=ADMIN,
+    )
+    switched = await predict(gateway)
+    assert (switched.version, switched.variant) == (v2, "green")
+    await gateway.Rollback(
+        gateway_pb2.RollbackRequest(model="churn", reason="looks wrong"), timeout=10, metadata=ADMIN
+    )
+    assert (await predict(gateway)).version == v1
+    with pytest.raises(grpc.aio.AioRpcError) as nothing:
+        await gateway.Rollback(
+            gateway_pb2.RollbackRequest(model="churn"), timeout=10, metadata=ADMIN
+        )
+    assert nothing.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await gateway.StartRollout(
+        gateway_pb2.StartRolloutRequest(
+            model="churn",
+            candidate_version=v2,
+            strategy=gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+            hold_s=600,
+        ),
+        timeout=30,
+        metadata=ADMIN,
+    )
+    await gateway.Promote(
+        gateway_pb2.PromoteRequest(model="churn", reason="ship it"), timeout=10, metadata=ADMIN
+    )
+    assert (await predict(gateway)).version == v2
+    champion = await stack.registry.ResolveAlias(
+        registry_pb2.ResolveAliasRequest(model="churn", alias="champion"), timeout=5
+    )
+    assert champion.version == v2
+
+
+async def test_shadow_mirrors_every_request_without_changing_live_answers(stack: Stack) -> None:
+    v1, v2 = await stack.register_linear(1), await stack.register_linear(2)
+    gateway = await stack.gateway()
+    policy = await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
+    without_shadow = [await predict(gateway, request_id=f"r{n}") for n in range(50)]
+    policy.shadow.CopyFrom(events_pb2.ShadowPlan(versions=[v2], sample_bp=10_000))
+    await set_policy(gateway, policy, expected=policy.revision)
+    with_shadow = [await predict(gateway, request_id=f"r{n}") for n in range(50)]
+    assert [r.output for r in with_shadow] == [r.output for r in without_shadow]
+    assert all(r.version == v1 for r in with_shadow)
+    mirrored = [
+        events_pb2.ShadowRequest.FromString(v)
+        for v in await read_topic(
+            stack.kafka, TopicNames(stack.kafka.topic_prefix).shadow_requests, 50
+        )
+    ]
+    assert sorted(m.request_id for m in mirrored) == sorted(f"r{n}" for n in range(50))
+    assert all(
+        list(m.shadow_versions) == [v2]
+        and m.live.version == v1
+        and m.live_output == with_shadow[0].output
+        for m in mirrored
+    )
+
+
+async def test_two_replicas_route_every_key_the_same_way(stack: Stack) -> None:
+    v1, v2 = await stack.register_linear(1), await stack.register_linear(2)
+    first = await stack.gateway()
+    second = await stack.gateway()
+    policy = await set_policy(
+        first,
+        events_pb2.RoutingPolicy(
+            model="churn",
+            stable_version=v1,
+            variants=[
+                events_pb2.Variant(name="a", version=v1, weight_bp=5000),
+                events_pb2.Variant(name="b", version=v2, weight_bp=5000),
+            ],
+        ),
+    )
+
+    async def second_has_it() -> bool:
+        try:
+            seen = await second.GetRoutingPolicy(
+                gateway_pb2.GetRoutingPolicyRequest(model="churn"), timeout=5
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(seen.revision == policy.revision)
+
+    await until(second_has_it)
+    for n in range(300):
+        key = f"user-{n}"
+        assert (await predict(first, key)).variant == (await predict(second, key)).variant
+    controllers = [g.lease.held for g in stack.gateways]
+    await until(lambda: asyncio.sleep(0, result=sum(g.lease.held for g in stack.gateways) == 1))
+    assert sum(g.lease.held for g in stack.gateways) == 1, controllers
