@@ -19,7 +19,8 @@ from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.server import GatewayService
 from driftloop.inference.config import InferenceSettings
 from driftloop.inference.server import InferenceService
-from driftloop.kafka.topics import TopicNames
+from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
+from driftloop.kafka.topics import TopicNames, ensure_topics
 from driftloop.kit.grpc_client import admin_metadata, open_channel
 from driftloop.kit.settings import KafkaSettings
 from driftloop.models.artifacts import LocalArtifactStore
@@ -29,6 +30,7 @@ from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.server import RetrainerService
 from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from tests.conftest import REPO
 from tests.datasets import churn, without
 
 TOKEN = "gateway-test-token"
@@ -429,3 +431,55 @@ async def test_two_replicas_route_every_key_the_same_way(stack: Stack) -> None:
     controllers = [g.lease.held for g in stack.gateways]
     await until(lambda: asyncio.sleep(0, result=sum(g.lease.held for g in stack.gateways) == 1))
     assert sum(g.lease.held for g in stack.gateways) == 1, controllers
+
+
+async def test_a_broker_outage_costs_log_records_never_requests(
+    stack: Stack, tmp_path: Path
+) -> None:
+    broker = LocalBroker(find_kafka_libs(REPO), tmp_path / "outage-kafka")
+    await asyncio.to_thread(broker.start)
+    try:
+        kafka = stack.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+        await ensure_topics(kafka, broker.bootstrap_servers)
+        version = await stack.register_linear(1)
+        gateway = await stack.gateway(bootstrap=broker.bootstrap_servers, log_buffer=100)
+        service = stack.gateways[-1]
+        await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=version))
+        for n in range(100):
+            await predict(gateway, request_id=f"before-{n}")
+
+        await asyncio.to_thread(broker.stop)
+        during = [await predict(gateway, request_id=f"during-{n}") for n in range(300)]
+        assert all(response.version == version for response in during)  # not one failed call
+
+        await asyncio.to_thread(broker.start)
+        for n in range(100):
+            await predict(gateway, request_id=f"after-{n}")
+        counts = service.prediction_log.counts
+
+        async def drained(total: int) -> None:
+            deadline = time.monotonic() + 90
+            while service.prediction_log.queued or counts.delivered + counts.dropped < total:
+                assert time.monotonic() < deadline, f"the log never drained: {counts}"
+                await asyncio.sleep(0.2)
+
+        await drained(500)
+        assert counts.dropped > 0  # the outage cost records (100-record buffer, 300 requests)
+        dropped = counts.dropped
+        for n in range(100):  # once the broker is back, nothing more is lost
+            await predict(gateway, request_id=f"later-{n}")
+        await drained(600)
+        assert counts.dropped == dropped
+
+        names = TopicNames(kafka.topic_prefix)
+        logged = await read_topic(kafka, names.predictions, counts.delivered, seconds=30)
+        ids = [events_pb2.PredictionEvent.FromString(value).request_id for value in logged]
+        assert len(ids) == len(set(ids)) == counts.delivered  # exact: delivered = on the topic
+        assert counts.offered == 600 == counts.delivered + counts.dropped
+        assert {f"before-{n}" for n in range(100)} <= set(ids)
+        assert {f"later-{n}" for n in range(100)} <= set(ids)  # logging resumed by itself
+    finally:
+        for service in list(stack.gateways):
+            await service.stop(0)
+            stack.gateways.remove(service)
+        await asyncio.to_thread(broker.stop)
