@@ -85,14 +85,14 @@ class Stack:
     async def gateway(
         self, bootstrap: str | None = None, **overrides: Any
     ) -> gateway_pb2_grpc.GatewayStub:
-        settings = GatewaySettings(
-            port=0,
-            admin_token=SecretStr(TOKEN),
-            inference_targets=[f"127.0.0.1:{self.inference.port}"],
-            registry_target=self.registry_target,
-            controller_interval_s=0.1,
-            **overrides,
-        )
+        options: dict[str, Any] = {
+            "port": 0,
+            "admin_token": SecretStr(TOKEN),
+            "inference_targets": [f"127.0.0.1:{self.inference.port}"],
+            "registry_target": self.registry_target,
+            "controller_interval_s": 0.1,
+        }
+        settings = GatewaySettings(**(options | overrides))
         kafka = (
             self.kafka
             if bootstrap is None
@@ -483,3 +483,38 @@ async def test_a_broker_outage_costs_log_records_never_requests(
             await service.stop(0)
             stack.gateways.remove(service)
         await asyncio.to_thread(broker.stop)
+
+
+async def test_a_dead_inference_endpoint_is_skipped_within_the_deadline(stack: Stack) -> None:
+    from driftloop.kafka.local_broker import free_port
+
+    version = await stack.register_linear(1)
+    gateway = await stack.gateway(
+        inference_targets=[f"127.0.0.1:{free_port()}", f"127.0.0.1:{stack.inference.port}"]
+    )
+    await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=version))
+    responses = [await predict(gateway) for _ in range(20)]
+    assert all(r.version == version for r in responses)
+
+
+async def test_a_registered_version_starts_the_configured_rollout(stack: Stack) -> None:
+    v1 = await stack.register_linear(1)
+    await stack.champion(v1)
+    gateway = await stack.gateway(auto_rollout="blue-green", blue_green_hold_s=0)
+    await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
+    service = stack.gateways[-1]
+    await until(lambda: asyncio.sleep(0, result=service.lease.held))
+    v2 = await stack.register_linear(2)
+
+    async def promoted() -> bool:
+        policy = await gateway.GetRoutingPolicy(
+            gateway_pb2.GetRoutingPolicyRequest(model="churn"), timeout=5
+        )
+        return bool(policy.stable_version == v2)
+
+    await until(promoted, 60)
+    assert (await predict(gateway)).version == v2
+    champion = await stack.registry.ResolveAlias(
+        registry_pb2.ResolveAliasRequest(model="churn", alias="champion"), timeout=5
+    )
+    assert champion.version == v2

@@ -65,6 +65,7 @@ class Rollouts:
         analysis: TrafficAnalysis,
         *,
         defaults: events_pb2.CanaryPlan,
+        hold_default_s: int = 300,
     ) -> None:
         self._book = book
         self._publisher = publisher
@@ -73,6 +74,7 @@ class Rollouts:
         self._loader = loader
         self._analysis = analysis
         self._defaults = defaults
+        self._hold_default_s = hold_default_s
         self._step_clock: dict[str, float] = {}
 
     def policy(self, model: str) -> events_pb2.RoutingPolicy:
@@ -112,7 +114,7 @@ class Rollouts:
         await self._loader.load(request.model, candidate)  # loaded and healthy, or it raises
         now = dt.datetime.now(dt.UTC)
         if request.strategy == gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN:
-            hold = request.hold_s or 300
+            hold = request.hold_s or self._hold_default_s  # 0: the configured default
             policy.blue_green.CopyFrom(
                 events_pb2.BlueGreen(
                     active_version=candidate,

@@ -87,6 +87,7 @@ class GatewayService:
                 max_p99_latency_ratio=settings.canary_max_p99_latency_ratio,
                 max_output_distance=settings.canary_max_output_distance,
             ),
+            hold_default_s=settings.blue_green_hold_s,
         )
         self.lease = ControllerLease(
             kafka, bootstrap_servers, names.routing, f"{kafka.topic_prefix}gateway-controller"
