@@ -19,7 +19,10 @@ from driftloop.v1 import events_pb2
 
 OUTPUT_BINS = 10
 MAX_SAMPLES = 100_000
-LATENCY_SLACK_MS = 1.0
+# p99 of small samples is noisy: compare only with this many candidate requests, and
+# allow this much on top of the ratio (a real regression is far larger).
+LATENCY_MIN_REQUESTS = 50
+LATENCY_SLACK_MS = 10.0
 
 
 class Verdict(enum.Enum):
@@ -123,7 +126,11 @@ def analyse(
                 f"(allowed increase {plan.max_error_rate_increase:.1%})"
             )
         limit = plan.max_p99_latency_ratio * stable.p99_ms + LATENCY_SLACK_MS
-        if stable.requests and candidate.requests >= 20 and candidate.p99_ms > limit:
+        if (
+            stable.requests
+            and candidate.requests >= LATENCY_MIN_REQUESTS
+            and candidate.p99_ms > limit
+        ):
             reasons.append(
                 f"p99 latency {candidate.p99_ms:.1f} ms vs stable {stable.p99_ms:.1f} ms "
                 f"(allowed {plan.max_p99_latency_ratio:g}x + {LATENCY_SLACK_MS:g} ms)"
