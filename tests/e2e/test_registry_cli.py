@@ -41,7 +41,7 @@ async def wait_serving(target: str, process: asyncio.subprocess.Process) -> None
 
 @pytest.fixture
 async def services(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    registry_port, inference_port = free_port(), free_port()
+    registry_port, inference_port, gateway_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -54,17 +54,22 @@ async def services(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[dict[s
         "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
         "DRIFTLOOP_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
         "DRIFTLOOP_INFERENCE_TARGET": f"127.0.0.1:{inference_port}",
+        "DRIFTLOOP_GATEWAY_PORT": str(gateway_port),
+        "DRIFTLOOP_GATEWAY_INFERENCE_TARGETS": f"127.0.0.1:{inference_port}",
+        "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
+        "DRIFTLOOP_GATEWAY_TARGET": f"127.0.0.1:{gateway_port}",
         "DRIFTLOOP_ACTOR": "ci",
         "DRIFTLOOP_LOG_LEVEL": "WARNING",
     }
     env.pop("DRIFTLOOP_CLICKHOUSE_URL", None)
     processes = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", f"driftloop.{name}", env=env)
-        for name in ("retrainer", "inference")
+        for name in ("retrainer", "inference", "gateway")
     ]
     try:
         await wait_serving(f"127.0.0.1:{registry_port}", processes[0])
         await wait_serving(f"127.0.0.1:{inference_port}", processes[1])
+        await wait_serving(f"127.0.0.1:{gateway_port}", processes[2])
         yield env
     finally:
         for process in processes:
@@ -223,3 +228,36 @@ async def test_register_alias_history_and_predict_from_the_cli(
         json.dumps(row | {"x0": "oops"}),
     )
     assert code == 1 and "INVALID_ARGUMENT: row.x0: expected a number" in out, out
+
+    # Through the gateway: a policy, a blue-green rollout, a rollback, a promotion.
+    code, out = await cli(services, "routing", "set", "--model", "churn", "--stable", "1")
+    assert code == 0 and json.loads(out)["revision"] == "1", out
+
+    async def served_by() -> str:
+        code, out = await cli(
+            services, "predict", "--model", "churn", "--gateway", "--row", json.dumps(row)
+        )
+        assert code == 0, out
+        return str(json.loads(out)["version"])
+
+    assert await served_by() == "1"
+    code, out = await cli(
+        services,
+        "routing",
+        "rollout",
+        "--model",
+        "churn",
+        "--candidate",
+        "2",
+        "--strategy",
+        "blue-green",
+        "--hold-s",
+        "600",
+    )
+    assert code == 0, out
+    assert await served_by() == "2"
+    code, out = await cli(services, "routing", "rollback", "--model", "churn", "--reason", "check")
+    assert code == 0 and "rolled back; version 1 serves" in out, out
+    assert await served_by() == "1"
+    code, out = await cli(services, "routing", "promote", "--model", "churn")
+    assert code == 1 and "FAILED_PRECONDITION" in out, out

@@ -86,6 +86,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     rows = predict.add_mutually_exclusive_group(required=True)
     rows.add_argument("--row", help='JSON object: {"age": 41, "plan": "pro"}')
     rows.add_argument("--rows", type=Path, help="a file with one JSON object per line")
+    predict.add_argument(
+        "--gateway",
+        action="store_true",
+        help="through the gateway (routed and logged), not inference",
+    )
+    predict.add_argument("--entity-key", default="", help="with --gateway: the sticky routing key")
     predict.set_defaults(run=run_predict)
 
 
@@ -235,6 +241,9 @@ async def run_history(args: argparse.Namespace) -> int:
 
 async def run_predict(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
+        if args.gateway and args.row:
+            _print(await client.serve(args.model, json.loads(args.row), entity_key=args.entity_key))
+            return
         if args.row:
             response = await client.predict(args.model, args.version, json.loads(args.row))
             _print(response)

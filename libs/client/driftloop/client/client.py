@@ -29,6 +29,9 @@ from driftloop.models.table import read_table
 from driftloop.models.training import Task, TrainedModel, TrainingSpec, train_linear
 from driftloop.v1 import (
     common_pb2,
+    events_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     registry_pb2,
@@ -47,6 +50,7 @@ class ClientSettings(BaseSettings):
 
     registry_target: str = "127.0.0.1:50055"
     inference_target: str = "127.0.0.1:50052"
+    gateway_target: str = "127.0.0.1:50051"
     admin_token: SecretStr | None = None
     tls_ca_file: Path | None = None
     actor: str = ""
@@ -62,8 +66,12 @@ class DriftloopClient:
         self._inference_channel = open_channel(
             settings.inference_target, tls_ca_file=settings.tls_ca_file
         )
+        self._gateway_channel = open_channel(
+            settings.gateway_target, tls_ca_file=settings.tls_ca_file
+        )
         self.registry = registry_pb2_grpc.ModelRegistryStub(self._registry_channel)
         self.inference = inference_pb2_grpc.InferenceServiceStub(self._inference_channel)
+        self.gateway = gateway_pb2_grpc.GatewayStub(self._gateway_channel)
         self._timeout = settings.timeout_s
 
     async def __aenter__(self) -> DriftloopClient:
@@ -80,6 +88,7 @@ class DriftloopClient:
     async def close(self) -> None:
         await self._registry_channel.close()
         await self._inference_channel.close()
+        await self._gateway_channel.close()
 
     def _admin(self) -> tuple[tuple[str, str], ...]:
         token = self._settings.admin_token
@@ -243,3 +252,86 @@ class DriftloopClient:
             timeout=self._timeout,
         )
         return response
+
+    # The gateway: what applications call, and rollouts.
+
+    async def serve(
+        self, model: str, row: Row, *, entity_key: str = "", request_id: str = ""
+    ) -> gateway_pb2.PredictResponse:
+        """A prediction through the gateway (routed, logged)."""
+        response: gateway_pb2.PredictResponse = await self.gateway.Predict(
+            gateway_pb2.PredictRequest(
+                model=model, entity_key=entity_key, request_id=request_id, row=row_to_proto(row)
+            ),
+            timeout=self._timeout,
+        )
+        return response
+
+    async def serve_batch(
+        self, model: str, rows: Sequence[Row], entity_keys: Sequence[str] = ()
+    ) -> list[gateway_pb2.PredictResponse]:
+        keys = list(entity_keys) or [""] * len(rows)
+        batch = await self.gateway.PredictBatch(
+            gateway_pb2.PredictBatchRequest(
+                model=model,
+                requests=[
+                    gateway_pb2.PredictRequest(entity_key=k, row=row_to_proto(r))
+                    for k, r in zip(keys, rows, strict=True)
+                ],
+            ),
+            timeout=self._timeout,
+        )
+        return list(batch.responses)
+
+    async def routing_policy(self, model: str) -> events_pb2.RoutingPolicy:
+        policy: events_pb2.RoutingPolicy = await self.gateway.GetRoutingPolicy(
+            gateway_pb2.GetRoutingPolicyRequest(model=model), timeout=self._timeout
+        )
+        return policy
+
+    async def set_routing_policy(
+        self, policy: events_pb2.RoutingPolicy, expected_revision: int
+    ) -> events_pb2.RoutingPolicy:
+        result: events_pb2.RoutingPolicy = await self.gateway.SetRoutingPolicy(
+            gateway_pb2.SetRoutingPolicyRequest(policy=policy, expected_revision=expected_revision),
+            timeout=self._timeout,
+            metadata=self._admin(),
+        )
+        return result
+
+    async def start_rollout(
+        self, model: str, candidate: str, strategy: str, *, hold_s: int = 0, reason: str = ""
+    ) -> events_pb2.RoutingPolicy:
+        """strategy: "canary" (default plan) or "blue-green"."""
+        kind = {
+            "canary": gateway_pb2.ROLLOUT_STRATEGY_CANARY,
+            "blue-green": gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+        }[strategy]
+        policy: events_pb2.RoutingPolicy = await self.gateway.StartRollout(
+            gateway_pb2.StartRolloutRequest(
+                model=model,
+                candidate_version=candidate,
+                strategy=kind,
+                hold_s=hold_s,
+                reason=reason,
+            ),
+            timeout=max(self._timeout, 60.0),
+            metadata=self._admin(),
+        )
+        return policy
+
+    async def promote(self, model: str, reason: str = "") -> events_pb2.RoutingPolicy:
+        policy: events_pb2.RoutingPolicy = await self.gateway.Promote(
+            gateway_pb2.PromoteRequest(model=model, reason=reason),
+            timeout=self._timeout,
+            metadata=self._admin(),
+        )
+        return policy
+
+    async def rollback(self, model: str, reason: str = "") -> events_pb2.RoutingPolicy:
+        policy: events_pb2.RoutingPolicy = await self.gateway.Rollback(
+            gateway_pb2.RollbackRequest(model=model, reason=reason),
+            timeout=self._timeout,
+            metadata=self._admin(),
+        )
+        return policy

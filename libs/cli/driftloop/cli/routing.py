@@ -1,0 +1,150 @@
+"""`driftloop routing ...`: routing policies and rollouts through the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from driftloop.client import ClientSettings, DriftloopClient
+from driftloop.kit.settings import load_settings
+from driftloop.v1 import events_pb2
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    routing = sub.add_parser("routing", help="routing policies and rollouts (through the gateway)")
+    actions = routing.add_subparsers(dest="action", required=True)
+
+    show = actions.add_parser("show", help="the model's routing policy (JSON)")
+    show.add_argument("--model", required=True)
+    show.set_defaults(run=run_show)
+
+    stable = actions.add_parser("set", help="serve one version, or A/B variants")
+    stable.add_argument("--model", required=True)
+    stable.add_argument("--stable", required=True, help="the stable version")
+    stable.add_argument(
+        "--ab", action="append", default=[], help="name=version:percent (repeatable)"
+    )
+    stable.add_argument(
+        "--shadow", action="append", default=[], help="a shadow version (repeatable)"
+    )
+    stable.add_argument("--shadow-percent", type=float, default=100.0)
+    stable.add_argument("--salt", default="", help="the A/B hash salt (default: the model name)")
+    stable.set_defaults(run=run_set)
+
+    rollout = actions.add_parser("rollout", help="start a canary or blue-green rollout")
+    rollout.add_argument("--model", required=True)
+    rollout.add_argument("--candidate", required=True)
+    rollout.add_argument("--strategy", choices=["canary", "blue-green"], default="canary")
+    rollout.add_argument(
+        "--hold-s", type=int, default=0, help="blue-green hold period (0: the gateway's default)"
+    )
+    rollout.add_argument("--reason", default="")
+    rollout.set_defaults(run=run_rollout)
+
+    for name, helptext in (
+        ("promote", "promote the running rollout now"),
+        ("rollback", "roll the running rollout back"),
+    ):
+        command = actions.add_parser(name, help=helptext)
+        command.add_argument("--model", required=True)
+        command.add_argument("--reason", default="")
+        command.set_defaults(run=run_promote if name == "promote" else run_rollback)
+
+
+def _print(policy: events_pb2.RoutingPolicy) -> None:
+    print(json_format.MessageToJson(policy, indent=2, preserving_proto_field_name=True))
+
+
+async def _with_client(work: Any) -> int:
+    client = DriftloopClient(load_settings(ClientSettings))
+    try:
+        await work(client)
+    except grpc.aio.AioRpcError as error:
+        print(f"driftloop: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    return 0
+
+
+async def run_show(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        _print(await client.routing_policy(args.model))
+
+    return await _with_client(work)
+
+
+def _variant(text: str) -> events_pb2.Variant:
+    try:
+        name, rest = text.split("=", 1)
+        version, percent = rest.split(":", 1)
+        return events_pb2.Variant(name=name, version=version, weight_bp=round(float(percent) * 100))
+    except ValueError:
+        raise SystemExit(f"driftloop: --ab {text!r} is not name=version:percent") from None
+
+
+async def run_set(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        try:
+            current = await client.routing_policy(args.model)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            current = events_pb2.RoutingPolicy()
+        policy = events_pb2.RoutingPolicy(
+            model=args.model,
+            stable_version=args.stable,
+            salt=args.salt or current.salt or args.model,
+            variants=[_variant(item) for item in args.ab],
+            shadow=events_pb2.ShadowPlan(
+                versions=args.shadow, sample_bp=round(args.shadow_percent * 100)
+            )
+            if args.shadow
+            else None,
+        )
+        _print(await client.set_routing_policy(policy, current.revision))
+
+    return await _with_client(work)
+
+
+async def run_rollout(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        policy = await client.start_rollout(
+            args.model, args.candidate, args.strategy, hold_s=args.hold_s, reason=args.reason
+        )
+        print(
+            json.dumps(
+                {
+                    "model": policy.model,
+                    "stable": policy.stable_version,
+                    "candidate": args.candidate,
+                    "strategy": args.strategy,
+                    "revision": policy.revision,
+                }
+            )
+        )
+
+    return await _with_client(work)
+
+
+async def run_promote(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        policy = await client.promote(args.model, args.reason)
+        stable, revision = policy.stable_version, policy.revision
+        print(f"{policy.model}: version {stable} is stable (revision {revision})")
+
+    return await _with_client(work)
+
+
+async def run_rollback(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        policy = await client.rollback(args.model, args.reason)
+        stable, revision = policy.stable_version, policy.revision
+        print(f"{policy.model}: rolled back; version {stable} serves (revision {revision})")
+
+    return await _with_client(work)
