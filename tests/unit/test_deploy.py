@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 
 from driftloop.cli.__main__ import build_parser
 from driftloop.client import ClientSettings
+from driftloop.gateway.config import GatewaySettings
 from driftloop.inference.config import InferenceSettings
 from driftloop.kit.settings import (
     ArtifactSettings,
@@ -50,6 +51,7 @@ def known_variables() -> set[str]:
         ClientSettings,
         InferenceSettings,
         RetrainerSettings,
+        GatewaySettings,
     ):
         known |= variables(cls)
     for service in SERVICES:
@@ -112,7 +114,7 @@ def test_dockerfile_copies_what_exists() -> None:
 
 def test_the_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
-    documented = set(re.findall(r"`(DRIFTLOOP_[A-Z_<>]+|KAFKA_BOOTSTRAP_SERVERS)`", readme))
+    documented = set(re.findall(r"`(DRIFTLOOP_[A-Z0-9_<>]+|KAFKA_BOOTSTRAP_SERVERS)`", readme))
     documented |= {"DRIFTLOOP_<SERVICE>_TLS_KEY_FILE"}
     generic = {("DRIFTLOOP_<SERVICE>_" + name).upper() for name in GrpcServerSettings.model_fields}
     service = re.compile(r"^DRIFTLOOP_(" + "|".join(SERVICES) + ")_")
@@ -131,8 +133,14 @@ def test_compose_references_resolve() -> None:
         for mount in service.get("volumes") or []:
             source = mount.split(":", 1)[0]
             assert source in volumes, f"{name} mounts undeclared volume {source}"
-        registry = (service.get("environment") or {}).get("DRIFTLOOP_INFERENCE_REGISTRY_TARGET")
-        if registry:
-            host, _, port = registry.partition(":")
-            assert host in services
-            assert services[host]["environment"]["DRIFTLOOP_RETRAINER_PORT"] == port
+        environment = service.get("environment") or {}
+        targets = {
+            "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": "DRIFTLOOP_RETRAINER_PORT",
+            "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": "DRIFTLOOP_RETRAINER_PORT",
+            "DRIFTLOOP_GATEWAY_INFERENCE_TARGETS": "DRIFTLOOP_INFERENCE_PORT",
+        }
+        for variable, port_variable in targets.items():
+            for target in filter(None, environment.get(variable, "").split(",")):
+                host, _, port = target.partition(":")
+                assert host in services, f"{name}: {variable} names unknown service {host}"
+                assert services[host]["environment"][port_variable] == port, f"{name}: {variable}"
