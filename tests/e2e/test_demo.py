@@ -39,15 +39,24 @@ async def test_the_demo_serves_logs_and_stores_end_to_end(
             await process.wait()
     text = output.decode()
     assert process.returncode == 0, text
-    assert "[8/8] Windows read back from ClickHouse" in text
-    assert "registered version 1, alias champion -> 1" in text
-    produced = re.search(r"Served 3,000 predictions .*?, with ([\d,]+) delayed labels", text)
-    assert produced is not None, text
-    labels = int(produced[1].replace(",", ""))
-    assert f"3,000 predictions, {labels:>6,} labels in ClickHouse, 3 dead letters" in text
-    rows = re.findall(r"^\s+\d\d:\d\d\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)", text, re.MULTILINE)
-    assert len(rows) == 6
-    assert sum(int(row[0].replace(",", "")) for row in rows) == 3000
+    assert "[9/9] Windows read back from ClickHouse" in text
+    assert "canary promoted: the gateway serves v2, registry champion is v2" in text
+    logged = re.search(
+        r"\(([\d,]+) predictions logged by the gateway, 0 dropped; ([\d,]+) delayed", text
+    )
+    assert logged is not None, text
+    predictions, labels = (int(group.replace(",", "")) for group in logged.groups())
+    assert predictions >= 3000
+    assert (
+        f"{predictions:>7,} predictions, {labels:>6,} labels in ClickHouse, 3 dead letters" in text
+    )
+    rows = re.findall(
+        r"^\s+\d\d:\d\d:\d\d\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+[\d.]+\s+\S+\s+(\S+)$",
+        text,
+        re.MULTILINE,
+    )
+    assert rows, text
+    assert sum(int(row[0].replace(",", "")) for row in rows) == predictions
     assert sum(int(row[1].replace(",", "")) for row in rows) == labels
-    tenure = [float(row[2]) for row in rows]
-    assert max(tenure[3:]) < 0.75 * min(tenure[:3])  # the seeded shift shows in the windows
+    assert rows[0][3] == "v1" and "v2" in rows[-1][3]
+    assert float(rows[-1][2]) < 0.75 * float(rows[0][2])  # the seeded tenure shift shows

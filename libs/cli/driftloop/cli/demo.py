@@ -1,14 +1,15 @@
 """`driftloop demo`: the loop end to end, as far as it is built.
 
 Today: a local Kafka broker (or the configured one), the topics, ClickHouse (embedded
-unless configured), the registry and inference services in this process on free ports
-(as standalone mode runs them), a model trained on seeded data and registered as
-champion, seeded traffic whose `tenure` input shifts halfway served by the inference
-service, every served prediction logged to Kafka (the gateway's job once it exists),
-delayed labels as protobuf and as JSON, a few malformed messages, the Kafka -> ClickHouse
-sink (at-least-once, idempotent rows, dead letters), and windows read back from
-ClickHouse that show the shift. The drift, retrainer-loop, gateway and shadow services
-add their steps here as they land.
+unless configured), the registry, inference and gateway services in this process on free
+ports (as standalone mode runs them), a model trained on seeded data and made champion,
+seeded traffic through the gateway whose `tenure` input shifts halfway (every prediction
+logged by the gateway), a second version trained on the shifted data and rolled out as a
+canary that the gateway's controller ramps and promotes, delayed labels as protobuf and
+as JSON, a few malformed messages, the Kafka -> ClickHouse sink (at-least-once,
+idempotent rows, dead letters), and windows read back from ClickHouse that show the
+shift and the version change. Drift detection and the retraining loop replace the
+hand-made retrain here once the drift and retrainer services land.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pydantic import SecretStr
 from driftloop.clickhouse.client import ClickHouse, open_clickhouse
 from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.client import ClientSettings, DriftloopClient
+from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.server import GatewayService
 from driftloop.inference.config import InferenceSettings
 from driftloop.inference.server import InferenceService
 from driftloop.kafka.codecs import decode_label, decode_prediction
@@ -45,10 +48,10 @@ from driftloop.kit.settings import ClickHouseSettings, KafkaSettings, load_setti
 from driftloop.models.artifacts import LocalArtifactStore
 from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.server import RetrainerService
-from driftloop.v1 import common_pb2, events_pb2
+from driftloop.v1 import events_pb2
 
 MODEL = "demo-churn"
-STEPS = 8
+STEPS = 9
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 SPAN = dt.timedelta(hours=1)
 BATCH = 500
@@ -109,61 +112,51 @@ def write_training_csv(path: Path, rows: Sequence[tuple[Row, str]]) -> None:
             writer.writerow([row["tenure"], row["monthly_charges"], row["plan"], churned])
 
 
-async def serve_and_log(
+async def serve(
     client: DriftloopClient,
-    producer: EventProducer,
-    names: TopicNames,
     traffic: Sequence[tuple[Row, str]],
+    offset: int,
     seed: int,
     progress: Progress,
-) -> tuple[int, int]:
-    """Serve the traffic through inference (by alias `champion`), log each served prediction
-    and, for 40% of them, publish the label a day later. Returns (predictions, labels)."""
-    rng = random.Random(seed + 1)
-    deliveries = []
-    labels = 0
+) -> list[tuple[str, str]]:
+    """Send traffic through the gateway in batches; return (request id, truth) per request."""
+    rng = random.Random(seed + offset)
+    served: list[tuple[str, str]] = []
+    versions: dict[str, int] = {}
     for start in range(0, len(traffic), BATCH):
         chunk = traffic[start : start + BATCH]
-        served = await client.predict_batch(MODEL, "champion", [row for row, _ in chunk])
-        for offset, ((row, truth), output) in enumerate(zip(chunk, served.outputs, strict=True)):
-            n = start + offset
-            at = START + SPAN * (n / len(traffic))
-            event = events_pb2.PredictionEvent(
-                request_id=f"demo-{seed}-{n}",
-                model=MODEL,
-                version=served.model.version,
-                role=common_pb2.ROLE_LIVE,
-                variant="stable",
-                entity_key=f"customer-{rng.randrange(5000)}",
-                output=output,
-                latency_us=served.latency_us // max(1, len(chunk)),
-            )
-            event.time.FromDatetime(at)
-            for name, value in row.items():
-                if isinstance(value, str):
-                    event.features[name].category = value
-                else:
-                    event.features[name].number = value
-            deliveries.append(await producer.enqueue(names.predictions, event.request_id, event))
-            if rng.random() < 0.4:
-                labels += 1
-                if labels % 2:
-                    label = events_pb2.LabelEvent(
-                        request_id=event.request_id, label=truth, source="billing"
-                    )
-                    label.time.FromDatetime(at + dt.timedelta(days=1))
-                    deliveries.append(await producer.enqueue(names.labels, label.request_id, label))
-                else:  # the same, as JSON: what a producer in another language sends
-                    text = json.dumps(
-                        {"request_id": event.request_id, "label": truth, "source": "billing"}
-                    )
-                    deliveries.append(
-                        await producer.enqueue(names.labels, event.request_id, text.encode())
-                    )
-        if (start // BATCH) % 10 == 9:
-            progress.note(f"served and logged {start + len(chunk):,} of {len(traffic):,}")
+        keys = [f"customer-{rng.randrange(5000)}" for _ in chunk]
+        responses = await client.serve_batch(MODEL, [row for row, _ in chunk], keys)
+        for (_, truth), response in zip(chunk, responses, strict=True):
+            served.append((response.request_id, truth))
+            versions[response.version] = versions.get(response.version, 0) + 1
+        if (start // BATCH) % 5 == 4 or start + BATCH >= len(traffic):
+            mix = ", ".join(f"v{v}: {n:,}" for v, n in sorted(versions.items()))
+            progress.note(f"{offset + start + len(chunk):,} requests served ({mix})")
+            versions.clear()
+    return served
+
+
+async def publish_labels(
+    producer: EventProducer, names: TopicNames, served: Sequence[tuple[str, str]], seed: int
+) -> int:
+    """40% of the predictions learn their truth: half as protobuf, half as JSON."""
+    rng = random.Random(seed + 2)
+    deliveries = []
+    labels = 0
+    for request_id, truth in served:
+        if rng.random() >= 0.4:
+            continue
+        labels += 1
+        if labels % 2:
+            label = events_pb2.LabelEvent(request_id=request_id, label=truth, source="billing")
+            label.time.GetCurrentTime()
+            deliveries.append(await producer.enqueue(names.labels, request_id, label))
+        else:  # the same, as JSON: what a producer in another language sends
+            text = json.dumps({"request_id": request_id, "label": truth, "source": "billing"})
+            deliveries.append(await producer.enqueue(names.labels, request_id, text.encode()))
     await asyncio.gather(*deliveries)
-    return len(traffic), labels
+    return labels
 
 
 async def publish_malformed(producer: EventProducer, names: TopicNames) -> int:
@@ -215,27 +208,28 @@ async def sink_until_done(
 async def report(clickhouse: ClickHouse) -> None:
     params = {"model": MODEL}
     windows = await clickhouse.query(
-        "SELECT toStartOfInterval(time, INTERVAL 10 MINUTE) AS window, count() AS rows, "
-        "avg(numbers['tenure']) AS tenure, avg(output_value) AS score "
+        "SELECT toStartOfInterval(time, INTERVAL 2 SECOND) AS window, count() AS rows, "
+        "avg(numbers['tenure']) AS tenure, avg(output_value) AS score, "
+        "arrayStringConcat(arraySort(groupUniqArray(concat('v', version))), '+') AS versions "
         f"FROM {clickhouse.table('predictions')} FINAL WHERE model = {{model:String}} "
         "GROUP BY window ORDER BY window",
         params,
     )
     accuracy = await clickhouse.query(
-        "SELECT toStartOfInterval(time, INTERVAL 10 MINUTE) AS window, count() AS labelled, "
+        "SELECT toStartOfInterval(time, INTERVAL 2 SECOND) AS window, count() AS labelled, "
         "avg(output_label = truth_label) AS accuracy "
         f"FROM {clickhouse.table('predictions_labelled')} WHERE model = {{model:String}} "
         "GROUP BY window ORDER BY window",
         params,
     )
     labelled = {row[0]: row[1:] for row in accuracy.rows}
-    header = ("window (UTC)", "rows", "labelled", "mean tenure", "mean score", "accuracy")
-    print("      {:<12} {:>6} {:>8} {:>11} {:>10} {:>8}".format(*header))
-    for window, rows, tenure, score in windows.rows:
+    header = ("served at", "rows", "labelled", "mean tenure", "mean score", "accuracy", "versions")
+    print("      {:<10} {:>6} {:>8} {:>11} {:>10} {:>8}  {}".format(*header))
+    for window, rows, tenure, score, versions in windows.rows:
         count, acc = labelled.get(window, (0, float("nan")))
         print(
-            f"      {window:%H:%M}{'':<7} {rows:>6,} {count:>8,} {tenure:>11.1f} "
-            f"{score:>10.3f} {acc:>8.3f}"
+            f"      {window:%H:%M:%S}{'':<2} {rows:>6,} {count:>8,} {tenure:>11.1f} "
+            f"{score:>10.3f} {acc:>8.3f}  {versions}"
         )
 
 
@@ -248,13 +242,15 @@ def _clickhouse_settings(data_dir: Path) -> ClickHouseSettings:
 async def demo(args: argparse.Namespace) -> int:
     progress = Progress()
     print(
-        "driftloop demo: serve -> log -> ClickHouse, with a registered model (the loop so far)\n",
+        "driftloop demo: serve -> log -> ClickHouse, and a canary rollout (the loop so far)\n",
         flush=True,
     )
     kafka_settings = load_settings(KafkaSettings)
     rng = random.Random(args.seed)
+    half = args.predictions // 2
     training = customers(5000, rng, shift_from=10**9)
-    traffic = customers(args.predictions, rng, shift_from=args.predictions // 2)
+    traffic = customers(args.predictions, rng, shift_from=half)
+    retraining = customers(5000, rng, shift_from=0)  # what a retrain on recent data sees
     async with kafka(kafka_settings, args.data_dir / "kafka", progress) as bootstrap:
         settings = kafka_settings.model_copy(
             update={"topic_prefix": f"{kafka_settings.topic_prefix}demo-{int(time.time())}."}
@@ -287,10 +283,24 @@ async def demo(args: argparse.Namespace) -> int:
             bootstrap,
         )
         await inference.start()
+        gateway = GatewayService(
+            GatewaySettings(
+                port=0,
+                admin_token=token,
+                inference_targets=[f"127.0.0.1:{inference.port}"],
+                registry_target=f"127.0.0.1:{registry.port}",
+                controller_interval_s=0.2,
+                canary_max_output_distance=0.5,
+            ),
+            settings,
+            bootstrap,
+        )
+        await gateway.start()
         client = DriftloopClient(
             ClientSettings(
                 registry_target=f"127.0.0.1:{registry.port}",
                 inference_target=f"127.0.0.1:{inference.port}",
+                gateway_target=f"127.0.0.1:{gateway.port}",
                 admin_token=token,
                 actor="demo",
             )
@@ -300,32 +310,72 @@ async def demo(args: argparse.Namespace) -> int:
         try:
             progress.step(
                 4,
-                f"Services: registry on 127.0.0.1:{registry.port}, inference on "
-                f"127.0.0.1:{inference.port} (gRPC, admin token generated for this run)",
+                f"Services: gateway 127.0.0.1:{gateway.port}, "
+                f"inference 127.0.0.1:{inference.port}, "
+                f"registry 127.0.0.1:{registry.port} (gRPC; admin token generated for this run)",
             )
             data = args.data_dir / "train.csv"
             await asyncio.to_thread(write_training_csv, data, training)
-            record = await client.register_from_data(MODEL, data, target="churned", seed=args.seed)
-            move = await client.set_alias(MODEL, "champion", record.version, reason="first version")
-            metrics = ", ".join(f"{m.name} {m.value:.3f}" for m in record.metrics)
+            first = await client.register_from_data(MODEL, data, target="churned", seed=args.seed)
+            await client.set_alias(MODEL, "champion", first.version, reason="first version")
+            await client.set_routing_policy(
+                events_pb2.RoutingPolicy(model=MODEL, stable_version=first.version),
+                expected_revision=0,
+            )
+            metrics = ", ".join(
+                f"{m.name} {m.value:.3f}" for m in first.metrics if m.name in ("accuracy", "auc")
+            )
             progress.step(
                 5,
-                f"Trained {MODEL} on {data} ({record.data.row_count:,} rows), registered "
-                f"version {record.version}, alias {move.alias} -> {move.version}; "
-                f"holdout {metrics}",
+                f"Trained {MODEL} v{first.version} on {data} ({first.data.row_count:,} rows; "
+                f"holdout {metrics}), made it champion and the gateway's stable version",
             )
-            started = time.monotonic()
-            predictions, labels = await serve_and_log(
-                client, producer, names, traffic, args.seed, progress
-            )
-            malformed = await publish_malformed(producer, names)
             progress.step(
                 6,
-                f"Served {predictions:,} predictions through inference (tenure shifts down "
-                f"40% halfway) and logged them to Kafka, with {labels:,} delayed labels "
-                f"(half JSON) and {malformed} malformed messages, "
-                f"in {time.monotonic() - started:.1f} s",
+                f"Serving {half:,} requests through the gateway; halfway through the traffic "
+                "tenure shifts down 40%",
             )
+            served = await serve(client, traffic[:half], 0, args.seed, progress)
+            data = args.data_dir / "retrain.csv"
+            await asyncio.to_thread(write_training_csv, data, retraining)
+            second = await client.register_from_data(
+                MODEL, data, target="churned", seed=args.seed, parent_version=first.version
+            )
+            # The controller (the lease holder) must be up before the canary starts.
+            await asyncio.wait_for(gateway.lease.acquired.wait(), 60)
+            await client.start_rollout(
+                MODEL,
+                second.version,
+                "canary",
+                steps_percent=(10, 50, 100),
+                min_requests=100,
+                min_duration_s=1,
+                reason="retrained on recent data",
+            )
+            progress.step(
+                7,
+                f"Retrained v{second.version} on recent data (parent v{first.version}) "
+                "and started a "
+                "canary 10% -> 50% -> 100%; serving the rest of the traffic",
+            )
+            served += await serve(client, traffic[half:], half, args.seed, progress)
+            deadline = time.monotonic() + 60
+            policy = await client.routing_policy(MODEL)
+            while policy.canary.candidate_version and time.monotonic() < deadline:
+                served += await serve(
+                    client, traffic[half : half + BATCH], len(served), args.seed, progress
+                )
+                policy = await client.routing_policy(MODEL)
+            champion = await client.resolve_alias(MODEL, "champion")
+            outcome = "promoted" if policy.stable_version == second.version else "rolled back"
+            progress.note(
+                f"canary {outcome}: the gateway serves v{policy.stable_version}, registry champion "
+                f"is v{champion.version}"
+            )
+            labels = await publish_labels(producer, names, served, args.seed)
+            malformed = await publish_malformed(producer, names)
+            await gateway.prediction_log.stop()  # flush what the gateway logged
+            logged = gateway.prediction_log.counts
             log = PredictionLog(clickhouse)
 
             async def write(records: Sequence[Record]) -> None:
@@ -339,25 +389,31 @@ async def demo(args: argparse.Namespace) -> int:
                 handler=write,
                 dead_letters=DeadLetters(producer, names.dead_letter, "demo-sink"),
             )
-            progress.step(7, "Sink: Kafka -> ClickHouse (manual commits, idempotent rows)")
-            seconds = await sink_until_done(
-                consumer, clickhouse, (predictions, labels, malformed), progress
-            )
-            progress.note(f"{predictions + labels:,} events in {seconds:.1f} s")
             progress.step(
                 8,
-                "Windows read back from ClickHouse (the tenure shift shows in inputs and scores):",
+                f"Sink: Kafka -> ClickHouse ({logged.delivered:,} predictions logged by the "
+                f"gateway, {logged.dropped} dropped; {labels:,} delayed labels, half JSON; "
+                f"{malformed} malformed)",
+            )
+            seconds = await sink_until_done(
+                consumer, clickhouse, (logged.delivered, labels, malformed), progress
+            )
+            progress.note(f"{logged.delivered + labels:,} events in {seconds:.1f} s")
+            progress.step(
+                9, "Windows read back from ClickHouse: the tenure shift, and v2 taking over:"
             )
             await report(clickhouse)
         finally:
             await producer.stop()
             await client.close()
+            await gateway.stop(0)
             await inference.stop(0)
             await registry.stop(0)
             await clickhouse.close()
     print(
-        f"\ndone in {time.monotonic() - progress.started:.1f} s. Drift detection, retraining and "
-        "rollouts join this demo as the drift, retrainer-loop and gateway services land.",
+        f"\ndone in {time.monotonic() - progress.started:.1f} s. "
+        "Drift detection and the retraining loop "
+        "replace the hand-made retrain as the drift and retrainer services land.",
         flush=True,
     )
     return 0

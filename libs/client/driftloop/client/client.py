@@ -300,13 +300,28 @@ class DriftloopClient:
         return result
 
     async def start_rollout(
-        self, model: str, candidate: str, strategy: str, *, hold_s: int = 0, reason: str = ""
+        self,
+        model: str,
+        candidate: str,
+        strategy: str,
+        *,
+        hold_s: int = 0,
+        reason: str = "",
+        steps_percent: Sequence[float] = (),
+        min_requests: int = 0,
+        min_duration_s: int = 0,
     ) -> events_pb2.RoutingPolicy:
-        """strategy: "canary" (default plan) or "blue-green"."""
+        """strategy: "canary" or "blue-green". Canary steps default to the gateway's plan."""
         kind = {
             "canary": gateway_pb2.ROLLOUT_STRATEGY_CANARY,
             "blue-green": gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
         }[strategy]
+        steps = [
+            events_pb2.CanaryStep(
+                weight_bp=round(p * 100), min_requests=min_requests, min_duration_s=min_duration_s
+            )
+            for p in steps_percent
+        ]
         policy: events_pb2.RoutingPolicy = await self.gateway.StartRollout(
             gateway_pb2.StartRolloutRequest(
                 model=model,
@@ -314,6 +329,7 @@ class DriftloopClient:
                 strategy=kind,
                 hold_s=hold_s,
                 reason=reason,
+                steps=steps,
             ),
             timeout=max(self._timeout, 60.0),
             metadata=self._admin(),

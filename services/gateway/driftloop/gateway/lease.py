@@ -45,12 +45,17 @@ class ControllerLease:
             security_protocol=settings.security_protocol,
         )
         self.held = False
+        self.acquired = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def _set(self, held: bool) -> None:
         if held != self.held:
             log.info("controller lease %s", "acquired" if held else "released")
         self.held = held
+        if held:
+            self.acquired.set()
+        else:
+            self.acquired.clear()
         metrics.IS_CONTROLLER.set(1 if held else 0)
 
     async def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from driftloop.models.schema import check_name
 from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc
 
 ACTOR_HEADER = "x-driftloop-actor"
+BATCH_CONCURRENCY = 32
 
 
 def _actor(context: Any) -> str:
@@ -59,9 +61,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument(
                 "requests", f"{len(request.requests)} is more than the limit of {self._max_batch}"
             )
-        responses = []
-        for item in request.requests:
-            responses.append(await self._one(item, context, item.model or request.model))
+        limit = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(item: gateway_pb2.PredictRequest) -> gateway_pb2.PredictResponse:
+            async with limit:
+                return await self._one(item, context, item.model or request.model)
+
+        # Each row is routed and logged on its own; they go to inference side by side.
+        responses = await asyncio.gather(*(one(item) for item in request.requests))
         return gateway_pb2.PredictBatchResponse(responses=responses)
 
     async def PredictStream(
