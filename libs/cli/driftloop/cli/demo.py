@@ -332,8 +332,8 @@ async def demo(args: argparse.Namespace) -> int:
             )
             progress.step(
                 6,
-                f"Serving {half:,} requests through the gateway; halfway through the traffic "
-                "tenure shifts down 40%",
+                f"Serving {half:,} requests through the gateway (in the {half:,} after them, "
+                "tenure shifts down 40%)",
             )
             served = await serve(client, traffic[:half], 0, args.seed, progress)
             data = args.data_dir / "retrain.csv"
