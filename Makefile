@@ -15,7 +15,7 @@ UV := $(CACHE)/tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bench-inference help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
+.PHONY: bench-gateway bench-inference help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,7 +61,7 @@ lint: $(BIN)/.synced ## ruff
 	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/.synced ## mypy --strict on our code
-	$(BIN)/mypy libs services tests bench/inference_vs_mlserver.py
+	$(BIN)/mypy libs services tests bench/harness.py bench/inference_vs_mlserver.py bench/gateway_vs_direct.py
 
 lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock --python $(PYTHON)
@@ -91,3 +91,7 @@ bench/.venv-peers/.ready: bench/peers/mlserver_side.py | $(UV)
 bench-inference: setup bench/.venv-peers/.ready ## benchmark: inference service vs MLServer (h2load)
 	@command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client
 	$(BIN)/python bench/inference_vs_mlserver.py
+
+bench-gateway: setup ## benchmark: the gateway hop against calling inference directly
+	@command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client
+	$(BIN)/python bench/gateway_vs_direct.py

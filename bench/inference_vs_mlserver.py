@@ -18,12 +18,10 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, inference_pb2, registry_pb2
+from harness import framed, h2load, start, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_PYTHON = REPO / "bench" / ".venv-peers" / "bin" / "python"
@@ -50,68 +49,6 @@ def write_dataset(work: Path, rows: int = 5000, seed: int = 11) -> None:
     np.savetxt(
         work / "train.csv", np.column_stack([x, y]), delimiter=",", header=header, comments=""
     )
-
-
-def framed(message: bytes) -> bytes:
-    return b"\0" + len(message).to_bytes(4, "big") + message
-
-
-def h2load(port: int, path: str, body: Path, requests: int, in_flight: int) -> tuple[float, float]:
-    """(requests per second, mean latency in ms) from one h2load run."""
-    out = subprocess.run(
-        [
-            "h2load",
-            "-n",
-            str(requests),
-            "-c",
-            "1",
-            "-m",
-            str(in_flight),
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "-d",
-            str(body),
-            f"http://127.0.0.1:{port}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    ).stdout
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
-    if done is None or done[1] != str(requests) or done[2] != str(requests):
-        raise RuntimeError(f"h2load did not complete every request:\n{out}")
-    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    latency = re.search(
-        r"time for request:\s+([\d.]+)(us|ms)\s+([\d.]+)(us|ms)\s+([\d.]+)(us|ms)", out
-    )
-    assert rate is not None and latency is not None, out
-    mean = float(latency[5]) / (1000.0 if latency[6] == "us" else 1.0)
-    return float(rate[1]), mean
-
-
-async def start(command: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    handle = log.open("wb")
-    return await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=handle, stderr=subprocess.STDOUT
-    )
-
-
-async def wait_port(port: int, process: asyncio.subprocess.Process, what: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        if process.returncode is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not open port {port}") from None
-            await asyncio.sleep(0.2)
 
 
 async def main(args: argparse.Namespace) -> int:
