@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from driftloop.kafka.local_broker import LocalBroker
+
 
 def framed(message: bytes) -> bytes:
     return b"\0" + len(message).to_bytes(4, "big") + message
@@ -69,3 +71,16 @@ async def wait_port(port: int, process: asyncio.subprocess.Process, what: str) -
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not open port {port}") from None
             await asyncio.sleep(0.2)
+
+
+async def stop_all(processes: list[asyncio.subprocess.Process], broker: LocalBroker) -> None:
+    """Terminate the benchmark's processes (kill what does not exit), stop the broker."""
+    for process in processes:
+        if process.returncode is None:
+            process.terminate()
+    for process in processes:
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+    await asyncio.to_thread(broker.stop)

@@ -32,7 +32,7 @@ from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, inference_pb2, registry_pb2
-from harness import framed, h2load, start, wait_port
+from harness import framed, h2load, start, stop_all, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_PYTHON = REPO / "bench" / ".venv-peers" / "bin" / "python"
@@ -204,15 +204,7 @@ async def main(args: argparse.Namespace) -> int:
         (work / "results.json").write_text(json.dumps(results, indent=2))
         return 0
     finally:
-        for process in processes:
-            if process.returncode is None:
-                process.terminate()
-        for process in processes:
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-        await asyncio.to_thread(broker.stop)
+        await stop_all(processes, broker)
 
 
 if __name__ == "__main__":

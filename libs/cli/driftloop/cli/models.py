@@ -6,17 +6,14 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
-from google.protobuf.message import Message
 
-from driftloop.client import ClientSettings, DriftloopClient
-from driftloop.kit.settings import load_settings
+from driftloop.cli.calls import print_json, with_client
+from driftloop.client import DriftloopClient
 from driftloop.models.convert import OUTPUT_KINDS, schema_to_proto
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import registry_pb2
@@ -95,14 +92,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     predict.set_defaults(run=run_predict)
 
 
-def _client() -> DriftloopClient:
-    return DriftloopClient(load_settings(ClientSettings))
-
-
-def _print(message: Message) -> None:
-    print(json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True))
-
-
 def _time(stamp: Any) -> str:
     return str(stamp.ToDatetime(tzinfo=dt.UTC).isoformat(timespec="seconds"))
 
@@ -110,18 +99,6 @@ def _time(stamp: Any) -> str:
 def _moved(move: registry_pb2.AliasMove) -> str:
     was = move.previous_version or "unset"
     return f"{move.model}: alias {move.alias} -> version {move.version} (was {was})"
-
-
-async def _with_client(work: Any) -> int:
-    client = _client()
-    try:
-        await work(client)
-    except grpc.aio.AioRpcError as error:
-        print(f"driftloop: {error.code().name}: {error.details()}", file=sys.stderr)
-        return 1
-    finally:
-        await client.close()
-    return 0
 
 
 async def run_register(args: argparse.Namespace) -> int:
@@ -175,7 +152,7 @@ async def run_register(args: argparse.Namespace) -> int:
             )
             print(_moved(move))
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_list(args: argparse.Namespace) -> int:
@@ -194,7 +171,7 @@ async def run_list(args: argparse.Namespace) -> int:
                 f"{aliases:<20} {metrics}"
             )
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_show(args: argparse.Namespace) -> int:
@@ -203,11 +180,11 @@ async def run_show(args: argparse.Namespace) -> int:
         for record in chain:
             if not args.with_baseline:
                 record.ClearField("baseline")
-        _print(chain[0])
+        print_json(chain[0])
         if len(chain) > 1:
             print("lineage: " + " <- ".join(f"v{r.version}" for r in chain))
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_alias(args: argparse.Namespace) -> int:
@@ -217,7 +194,7 @@ async def run_alias(args: argparse.Namespace) -> int:
         )
         print(_moved(move))
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_history(args: argparse.Namespace) -> int:
@@ -236,17 +213,18 @@ async def run_history(args: argparse.Namespace) -> int:
                 f"by {m.actor}: {m.reason}"
             )
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_predict(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
         if args.gateway and args.row:
-            _print(await client.serve(args.model, json.loads(args.row), entity_key=args.entity_key))
+            row = json.loads(args.row)
+            print_json(await client.serve(args.model, row, entity_key=args.entity_key))
             return
         if args.row:
             response = await client.predict(args.model, args.version, json.loads(args.row))
-            _print(response)
+            print_json(response)
             return
         text = await asyncio.to_thread(args.rows.read_text)
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -254,4 +232,4 @@ async def run_predict(args: argparse.Namespace) -> int:
         for output in batch.outputs:
             print(json_format.MessageToJson(output, indent=None, preserving_proto_field_name=True))
 
-    return await _with_client(work)
+    return await with_client(work)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
-from driftloop.client import ClientSettings, DriftloopClient
-from driftloop.kit.settings import load_settings
+from driftloop.cli.calls import print_json, with_client
+from driftloop.client import DriftloopClient
 from driftloop.v1 import events_pb2
 
 
@@ -56,27 +53,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         command.set_defaults(run=run_promote if name == "promote" else run_rollback)
 
 
-def _print(policy: events_pb2.RoutingPolicy) -> None:
-    print(json_format.MessageToJson(policy, indent=2, preserving_proto_field_name=True))
-
-
-async def _with_client(work: Any) -> int:
-    client = DriftloopClient(load_settings(ClientSettings))
-    try:
-        await work(client)
-    except grpc.aio.AioRpcError as error:
-        print(f"driftloop: {error.code().name}: {error.details()}", file=sys.stderr)
-        return 1
-    finally:
-        await client.close()
-    return 0
-
-
 async def run_show(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
-        _print(await client.routing_policy(args.model))
+        print_json(await client.routing_policy(args.model))
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 def _variant(text: str) -> events_pb2.Variant:
@@ -107,9 +88,9 @@ async def run_set(args: argparse.Namespace) -> int:
             if args.shadow
             else None,
         )
-        _print(await client.set_routing_policy(policy, current.revision))
+        print_json(await client.set_routing_policy(policy, current.revision))
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_rollout(args: argparse.Namespace) -> int:
@@ -129,7 +110,7 @@ async def run_rollout(args: argparse.Namespace) -> int:
             )
         )
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_promote(args: argparse.Namespace) -> int:
@@ -138,7 +119,7 @@ async def run_promote(args: argparse.Namespace) -> int:
         stable, revision = policy.stable_version, policy.revision
         print(f"{policy.model}: version {stable} is stable (revision {revision})")
 
-    return await _with_client(work)
+    return await with_client(work)
 
 
 async def run_rollback(args: argparse.Namespace) -> int:
@@ -147,4 +128,4 @@ async def run_rollback(args: argparse.Namespace) -> int:
         stable, revision = policy.stable_version, policy.revision
         print(f"{policy.model}: rolled back; version {stable} serves (revision {revision})")
 
-    return await _with_client(work)
+    return await with_client(work)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import FileDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -26,10 +26,6 @@ from driftloop.kit.settings import GrpcServerSettings
 from driftloop.v1 import options_pb2
 
 log = logging.getLogger(__name__)
-
-
-def services_of(file: FileDescriptor) -> list[ServiceDescriptor]:
-    return list(file.services_by_name.values())
 
 
 def admin_methods(services: Iterable[ServiceDescriptor]) -> frozenset[str]:

@@ -122,12 +122,6 @@ class ModelHost:
     def statuses(self, name: str = "") -> list[Hosted]:
         return [h for (model, _), h in sorted(self._hosted.items()) if not name or model == name]
 
-    def all_ready(self, keys: list[tuple[str, str]]) -> bool:
-        return all(
-            (hosted := self._hosted.get(key)) is not None and hosted.state == "ready"
-            for key in keys
-        )
-
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.kafka.topics import ensure_topics
-from driftloop.kit.grpc_server import wait_for_signal
-from driftloop.kit.logging import configure_logging
+from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import (
     ArtifactSettings,
     ClickHouseSettings,
     ConfigError,
     KafkaSettings,
-    LoggingSettings,
     load_settings,
 )
 from driftloop.models.artifacts import LocalArtifactStore
@@ -35,26 +32,12 @@ async def run() -> None:
     await ensure_topics(kafka, kafka.bootstrap_servers)
     clickhouse = await open_clickhouse(load_settings(ClickHouseSettings))
     artifacts = LocalArtifactStore(load_settings(ArtifactSettings).path)
-    service = RetrainerService(settings, kafka, kafka.bootstrap_servers, clickhouse, artifacts)
     try:
-        await service.start()
-        received = await wait_for_signal()
-        log.info("received %s, shutting down", received.name)
+        service = RetrainerService(settings, kafka, kafka.bootstrap_servers, clickhouse, artifacts)
+        await serve_until_signal(service, log)
     finally:
-        await service.stop()
         await clickhouse.close()
 
 
-def main() -> int:
-    try:
-        logging_settings = load_settings(LoggingSettings)
-        configure_logging(logging_settings.level, logging_settings.format)
-        asyncio.run(run())
-    except ConfigError as error:
-        print(f"driftloop.retrainer: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("driftloop.retrainer", run))
