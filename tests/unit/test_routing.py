@@ -140,6 +140,10 @@ def test_canary_analysis_waits_passes_and_fails_with_reasons() -> None:
 def test_js_distance_is_zero_for_equal_and_one_for_disjoint_samples() -> None:
     assert js_distance((0.1, 0.2, 0.3), (0.1, 0.2, 0.3)) == pytest.approx(0.0)
     assert js_distance((0.0,) * 10, (1.0,) * 10) == pytest.approx(1.0)
+    assert js_distance((0.62,) * 10, (0.63,) * 10) == pytest.approx(0.0)  # one bin
+    values = tuple(float(v) for v in range(100))
+    assert js_distance(values, values) == pytest.approx(0.0)
+    assert js_distance(values, tuple(v + 1000 for v in values)) > 0.85  # all in the top bin
 
 
 class FlakySender:

@@ -8,6 +8,7 @@ Jensen-Shannon distance between the two output distributions. The source is a
 
 from __future__ import annotations
 
+import bisect
 import collections
 import enum
 import math
@@ -86,20 +87,25 @@ class TrafficRecorder:
         )
 
 
-def js_distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Jensen-Shannon distance (base 2, in [0, 1]) of two samples on shared bins."""
-    if not a or not b:
+def js_distance(stable: tuple[float, ...], candidate: tuple[float, ...]) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two output samples on fixed bins:
+    tenths of [0, 1] for probabilities, else the stable sample's deciles. Fixed bins keep
+    two nearly equal outputs in one bin (bins spanning the observed range would not)."""
+    if not stable or not candidate:
         return 0.0
-    low, high = min(min(a), min(b)), max(max(a), max(b))
-    width = (high - low) / OUTPUT_BINS or 1.0
+    if all(0.0 <= v <= 1.0 for v in stable) and all(0.0 <= v <= 1.0 for v in candidate):
+        edges = [i / OUTPUT_BINS for i in range(1, OUTPUT_BINS)]
+    else:
+        ordered = sorted(stable)
+        edges = sorted({ordered[len(ordered) * i // OUTPUT_BINS] for i in range(1, OUTPUT_BINS)})
 
     def histogram(values: tuple[float, ...]) -> list[float]:
-        counts = [0] * OUTPUT_BINS
+        counts = [0] * (len(edges) + 1)
         for value in values:
-            counts[min(OUTPUT_BINS - 1, int((value - low) / width))] += 1
+            counts[bisect.bisect_left(edges, value)] += 1
         return [count / len(values) for count in counts]
 
-    p, q = histogram(a), histogram(b)
+    p, q = histogram(stable), histogram(candidate)
     divergence = 0.0
     for pi, qi in zip(p, q, strict=True):
         mi = (pi + qi) / 2
