@@ -58,5 +58,6 @@ async def test_the_demo_serves_logs_and_stores_end_to_end(
     assert rows, text
     assert sum(int(row[0].replace(",", "")) for row in rows) == predictions
     assert sum(int(row[1].replace(",", "")) for row in rows) == labels
-    assert rows[0][3] == "v1" and "v2" in rows[-1][3]
-    assert float(rows[-1][2]) < 0.75 * float(rows[0][2])  # the seeded tenure shift shows
+    assert rows[0][3].startswith("v1") and "v2" in rows[-1][3]
+    tenure = [float(row[2]) for row in rows]
+    assert min(tenure) < 0.75 * max(tenure)  # the seeded tenure shift shows

@@ -289,7 +289,10 @@ async def test_a_bad_canary_is_rolled_back_within_one_step(
     v1 = await stack.register_linear(1)
     bad = await stack.register_user(entry_point)
     await stack.champion(v1)
-    gateway = await stack.gateway(canary_min_requests=1000, canary_min_duration_s=600)
+    # Output distance is switched off: each case is about its own signal.
+    gateway = await stack.gateway(
+        canary_min_requests=1000, canary_min_duration_s=600, canary_max_output_distance=1.0
+    )
     await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
     await gateway.StartRollout(
         gateway_pb2.StartRolloutRequest(

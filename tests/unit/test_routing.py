@@ -130,7 +130,7 @@ def test_canary_analysis_waits_passes_and_fails_with_reasons() -> None:
     assert analyse(plan, stats(1000), stats(200), 60).verdict == Verdict.PASS
     failing = analyse(plan, stats(1000, errors=2), stats(200, errors=20), 60)
     assert failing.verdict == Verdict.FAIL and "error rate 10.0%" in failing.reasons[0]
-    slow = analyse(plan, stats(1000, p99=2.0), stats(200, p99=40.0), 1)
+    slow = analyse(plan, stats(1000, p99=2.0), stats(250, p99=40.0), 1)
     assert analyse(plan, stats(1000, p99=2.0), stats(200, p99=12.0), 60).verdict == Verdict.PASS
     assert slow.verdict == Verdict.FAIL and "p99 latency 40.0 ms" in slow.reasons[0]
     shifted = analyse(plan, stats(1000), stats(200, outputs=(0.99,) * 200), 60)

@@ -22,7 +22,7 @@ OUTPUT_BINS = 10
 MAX_SAMPLES = 100_000
 # p99 of small samples is noisy: compare only with this many candidate requests, and
 # allow this much on top of the ratio (a real regression is far larger).
-LATENCY_MIN_REQUESTS = 50
+LATENCY_MIN_REQUESTS = 200
 LATENCY_SLACK_MS = 10.0
 
 
