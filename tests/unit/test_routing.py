@@ -116,11 +116,14 @@ def test_the_book_keeps_only_newer_revisions() -> None:
 
 
 def stats(
-    requests: int, errors: int = 0, p99: float = 1.0, outputs: tuple[float, ...] = ()
+    requests: int,
+    errors: int = 0,
+    p99: float = 1.0,
+    outputs: tuple[float, ...] = (),
+    p50: float = 0.5,
 ) -> VersionStats:
-    return VersionStats(
-        requests, errors, p99, outputs or tuple(0.1 * (n % 10) for n in range(requests - errors))
-    )
+    values = outputs or tuple(0.1 * (n % 10) for n in range(requests - errors))
+    return VersionStats(requests, errors, p99, values, p50)
 
 
 def test_canary_analysis_waits_passes_and_fails_with_reasons() -> None:
@@ -130,7 +133,9 @@ def test_canary_analysis_waits_passes_and_fails_with_reasons() -> None:
     assert analyse(plan, stats(1000), stats(200), 60).verdict == Verdict.PASS
     failing = analyse(plan, stats(1000, errors=2), stats(200, errors=20), 60)
     assert failing.verdict == Verdict.FAIL and "error rate 10.0%" in failing.reasons[0]
-    slow = analyse(plan, stats(1000, p99=2.0), stats(250, p99=40.0), 1)
+    slow = analyse(plan, stats(1000, p99=2.0), stats(250, p99=40.0, p50=30.0), 1)
+    tail_only = analyse(plan, stats(1000, p99=2.0), stats(250, p99=40.0, p50=0.6), 60)
+    assert tail_only.verdict == Verdict.PASS  # a slow tail alone is load noise
     assert analyse(plan, stats(1000, p99=2.0), stats(200, p99=12.0), 60).verdict == Verdict.PASS
     assert slow.verdict == Verdict.FAIL and "p99 latency 40.0 ms" in slow.reasons[0]
     shifted = analyse(plan, stats(1000), stats(200, outputs=(0.99,) * 200), 60)

@@ -38,6 +38,7 @@ class VersionStats:
     errors: int
     p99_ms: float
     outputs: tuple[float, ...]
+    p50_ms: float = 0.0
 
     @property
     def error_rate(self) -> float:
@@ -74,17 +75,18 @@ class TrafficRecorder:
     def stats(self, model: str, version: str, since: float) -> VersionStats:
         rows = [s for s in self._samples.get((model, version), ()) if s[0] >= since]
         latencies = sorted(s[2] for s in rows)
-        p99 = (
-            latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
-            if latencies
-            else 0.0
-        )
         return VersionStats(
             requests=len(rows),
             errors=sum(1 for s in rows if not s[1]),
-            p99_ms=p99,
+            p99_ms=_quantile(latencies, 0.99),
             outputs=tuple(s[3] for s in rows if s[1]),
+            p50_ms=_quantile(latencies, 0.50),
         )
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted values (nearest rank); 0 for none."""
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0
 
 
 def js_distance(stable: tuple[float, ...], candidate: tuple[float, ...]) -> float:
@@ -131,15 +133,17 @@ def analyse(
                 f"error rate {candidate.error_rate:.1%} vs stable {stable.error_rate:.1%} "
                 f"(allowed increase {plan.max_error_rate_increase:.1%})"
             )
-        limit = plan.max_p99_latency_ratio * stable.p99_ms + LATENCY_SLACK_MS
-        if (
-            stable.requests
-            and candidate.requests >= LATENCY_MIN_REQUESTS
-            and candidate.p99_ms > limit
-        ):
+        ratio = plan.max_p99_latency_ratio
+        slower_tail = candidate.p99_ms > ratio * stable.p99_ms + LATENCY_SLACK_MS
+        # A slower model is slower at the median too; a tail-only gap between two versions
+        # on the same hosts is load noise (it rolled back healthy candidates in practice).
+        slower_body = candidate.p50_ms > ratio * stable.p50_ms + LATENCY_SLACK_MS / 2
+        enough = stable.requests and candidate.requests >= LATENCY_MIN_REQUESTS
+        if enough and slower_tail and slower_body:
             reasons.append(
-                f"p99 latency {candidate.p99_ms:.1f} ms vs stable {stable.p99_ms:.1f} ms "
-                f"(allowed {plan.max_p99_latency_ratio:g}x + {LATENCY_SLACK_MS:g} ms)"
+                f"p99 latency {candidate.p99_ms:.1f} ms vs stable {stable.p99_ms:.1f} ms, "
+                f"p50 {candidate.p50_ms:.1f} vs {stable.p50_ms:.1f} ms "
+                f"(allowed {ratio:g}x + {LATENCY_SLACK_MS:g} ms)"
             )
         if (
             candidate.requests >= 50
