@@ -26,7 +26,7 @@ from driftloop.v1 import common_pb2, events_pb2, registry_pb2, registry_pb2_grpc
 from tests.datasets import churn, without
 
 TOKEN = "registry-test-token"
-ADMIN = (*admin_metadata(TOKEN), ("x-driftloop-actor", "alice"))
+ADMIN = admin_metadata(TOKEN, actor="alice")
 DATA = without(churn(), "segment", "spend")
 
 

@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from driftloop.kit.grpc_client import admin_metadata, open_channel
+from driftloop.kit.grpc_client import ACTOR_HEADER, admin_metadata, open_channel
 from driftloop.models.convert import row_to_proto
 from driftloop.models.registration import version_record
 from driftloop.models.schema import Row
@@ -92,10 +92,9 @@ class DriftloopClient:
 
     def _admin(self) -> tuple[tuple[str, str], ...]:
         token = self._settings.admin_token
-        metadata = admin_metadata(token.get_secret_value()) if token else ()
-        if self._settings.actor:
-            metadata = (*metadata, ("x-driftloop-actor", self._settings.actor))
-        return metadata
+        if token is None:
+            return ((ACTOR_HEADER, self._settings.actor),) if self._settings.actor else ()
+        return admin_metadata(token.get_secret_value(), actor=self._settings.actor)
 
     async def upload_artifact(self, data: bytes) -> str:
         async def chunks() -> AsyncIterator[registry_pb2.ArtifactChunk]:

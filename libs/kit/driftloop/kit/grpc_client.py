@@ -6,6 +6,8 @@ from pathlib import Path
 
 import grpc
 
+from driftloop.kit.errors import ErrorCode, Upstream
+
 
 def open_channel(
     target: str,
@@ -30,6 +32,18 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
-def admin_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata that authorises an admin RPC."""
-    return (("authorization", f"Bearer {token}"),)
+ACTOR_HEADER = "x-driftloop-actor"
+
+
+def admin_metadata(token: str, actor: str = "") -> tuple[tuple[str, str], ...]:
+    """Call metadata that authorises an admin RPC (and names who acts, when given)."""
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
+    return (*metadata, (ACTOR_HEADER, actor)) if actor else metadata
+
+
+def upstream_error(error: grpc.aio.AioRpcError, what: str = "") -> Upstream:
+    """Another service's status as a domain error with the same code, passed on as it is."""
+    name = error.code().name
+    code = ErrorCode[name] if name in ErrorCode.__members__ else ErrorCode.UNKNOWN
+    details = error.details() or name
+    return Upstream(code, f"{what}: {details}" if what else details)

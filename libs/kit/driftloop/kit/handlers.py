@@ -26,11 +26,20 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from driftloop.kit.errors import DriftloopError, InvalidArgument
+from driftloop.kit.grpc_client import ACTOR_HEADER
 from driftloop.kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
 
 log = logging.getLogger(__name__)
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the type stubs
+
+
+def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Who is calling: the x-driftloop-actor header (a person or a job), else "admin"."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ACTOR_HEADER and value:
+            return str(value)[:128]
+    return "admin"
 
 
 def to_rpc_status(error: DriftloopError) -> grpc.Status:

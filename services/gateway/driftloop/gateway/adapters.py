@@ -6,17 +6,11 @@ import grpc
 
 from driftloop.gateway.upstream import InferencePool
 from driftloop.kafka.producer import EventProducer
-from driftloop.kit.errors import ErrorCode, Unavailable, Upstream
-from driftloop.kit.grpc_client import admin_metadata
+from driftloop.kit.errors import Unavailable
+from driftloop.kit.grpc_client import admin_metadata, upstream_error
 from driftloop.v1 import common_pb2, events_pb2, inference_pb2, registry_pb2, registry_pb2_grpc
 
 CHAMPION = "champion"
-
-
-def _upstream(error: grpc.aio.AioRpcError, what: str) -> Upstream:
-    name = error.code().name
-    code = ErrorCode[name] if name in ErrorCode.__members__ else ErrorCode.UNKNOWN
-    return Upstream(code, f"{what}: {error.details()}")
 
 
 class RegistryChampions:
@@ -24,7 +18,7 @@ class RegistryChampions:
         self, channel: grpc.aio.Channel, admin_token: str, timeout_s: float = 10.0
     ) -> None:
         self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
-        self._metadata = (*admin_metadata(admin_token), ("x-driftloop-actor", "gateway"))
+        self._metadata = admin_metadata(admin_token, actor="gateway")
         self._timeout = timeout_s
 
     async def current(self, model: str) -> str:
@@ -34,7 +28,7 @@ class RegistryChampions:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as error:
-            raise _upstream(error, "reading the champion from the registry") from None
+            raise upstream_error(error, "reading the champion from the registry") from None
         return history.moves[-1].version if history.moves else ""
 
     async def move(self, model: str, version: str, expected: str, reason: str) -> None:
@@ -51,7 +45,7 @@ class RegistryChampions:
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as error:
-            raise _upstream(error, "moving the champion alias") from None
+            raise upstream_error(error, "moving the champion alias") from None
 
 
 class InferenceLoader:
@@ -72,7 +66,9 @@ class InferenceLoader:
                     request, timeout=self._timeout, metadata=self._metadata
                 )
             except grpc.aio.AioRpcError as error:
-                raise _upstream(error, f"loading {model} v{version} on {endpoint.target}") from None
+                raise upstream_error(
+                    error, f"loading {model} v{version} on {endpoint.target}"
+                ) from None
             if status.state != inference_pb2.LOAD_STATE_READY:
                 raise Unavailable(
                     f"{model} v{version} is not ready on {endpoint.target}: {status.error}"

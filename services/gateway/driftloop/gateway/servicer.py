@@ -9,18 +9,11 @@ from typing import Any
 from driftloop.gateway.rollouts import Rollouts
 from driftloop.gateway.serving import PredictionService, Served
 from driftloop.kit.errors import InvalidArgument
+from driftloop.kit.handlers import actor_of
 from driftloop.models.schema import check_name
 from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc
 
-ACTOR_HEADER = "x-driftloop-actor"
 BATCH_CONCURRENCY = 32
-
-
-def _actor(context: Any) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == ACTOR_HEADER and value:
-            return str(value)[:128]
-    return "admin"
 
 
 def _response(model: str, served: Served) -> gateway_pb2.PredictResponse:
@@ -86,20 +79,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.SetRoutingPolicyRequest, context: Any
     ) -> events_pb2.RoutingPolicy:
         return await self._rollouts.set_policy(
-            request.policy, request.expected_revision, _actor(context)
+            request.policy, request.expected_revision, actor_of(context)
         )
 
     async def StartRollout(
         self, request: gateway_pb2.StartRolloutRequest, context: Any
     ) -> events_pb2.RoutingPolicy:
-        return await self._rollouts.start(request, _actor(context))
+        return await self._rollouts.start(request, actor_of(context))
 
     async def Promote(
         self, request: gateway_pb2.PromoteRequest, context: Any
     ) -> events_pb2.RoutingPolicy:
-        return await self._rollouts.promote(request.model, request.reason, _actor(context))
+        return await self._rollouts.promote(request.model, request.reason, actor_of(context))
 
     async def Rollback(
         self, request: gateway_pb2.RollbackRequest, context: Any
     ) -> events_pb2.RoutingPolicy:
-        return await self._rollouts.rollback(request.model, request.reason, _actor(context))
+        return await self._rollouts.rollback(request.model, request.reason, actor_of(context))

@@ -21,12 +21,12 @@ from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
 from driftloop.gateway.policies import PolicyBook
 from driftloop.gateway.upstream import InferencePool
-from driftloop.kit.errors import DriftloopError, ErrorCode, InvalidArgument, NotFound, Upstream
+from driftloop.kit.errors import DriftloopError, ErrorCode, InvalidArgument, NotFound
+from driftloop.kit.grpc_client import upstream_error
 from driftloop.v1 import common_pb2, events_pb2, inference_pb2
 
 log = logging.getLogger(__name__)
 
-CLIENT_MISTAKES = {grpc.StatusCode.INVALID_ARGUMENT}
 MAX_REQUEST_ID = 128
 MAX_ENTITY_KEY = 256
 
@@ -113,12 +113,7 @@ class PredictionService:
         try:
             return await self._pool.predict(request, deadline - time.monotonic())
         except grpc.aio.AioRpcError as error:
-            code = (
-                ErrorCode[error.code().name]
-                if error.code().name in ErrorCode.__members__
-                else ErrorCode.UNKNOWN
-            )
-            raise Upstream(code, error.details() or error.code().name) from None
+            raise upstream_error(error) from None
 
     def _log_prediction(
         self,

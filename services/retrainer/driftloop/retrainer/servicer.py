@@ -7,18 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from driftloop.kit.errors import ResourceExhausted
+from driftloop.kit.handlers import actor_of
 from driftloop.retrainer.registry import AliasMove, Registry, timestamp
 from driftloop.v1 import registry_pb2, registry_pb2_grpc
-
-ACTOR_HEADER = "x-driftloop-actor"
-
-
-def actor_of(context: Any) -> str:
-    """Who is calling: the x-driftloop-actor header (a person or a job), else "admin"."""
-    for key, value in context.invocation_metadata() or ():
-        if key == ACTOR_HEADER and value:
-            return str(value)[:128]
-    return "admin"
 
 
 async def _limited(
