@@ -27,31 +27,33 @@ from driftloop.v1 import events_pb2 as driftloop_dot_v1_dot_events__pb2
 from driftloop.v1 import registry_pb2 as driftloop_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64riftloop/v1/drift.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x19\x64riftloop/v1/events.proto\x1a\x1b\x64riftloop/v1/registry.proto\"\x88\x01\n\x12\x44riftReportRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12\x10\n\x06last_n\x18\x02 \x01(\rH\x00\x12/\n\x0btime_window\x18\x03 \x01(\x0b\x32\x18.driftloop.v1.TimeWindowH\x00\x42\x08\n\x06window\"\xe8\x02\n\x0b\x44riftReport\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x15\n\rlabelled_rows\x18\x04 \x01(\x04\x12,\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12.\n\nprediction\x18\x06 \x01(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12)\n\x0bperformance\x18\x07 \x03(\x0b\x32\x14.driftloop.v1.Metric\x12\x12\n\ndata_drift\x18\x08 \x01(\x08\x12\x18\n\x10prediction_drift\x18\t \x01(\x08\x12\x15\n\rconcept_drift\x18\n \x01(\x08\x12\x15\n\rdrifted_share\x18\x0b \x01(\x01\";\n\x12GetBaselineRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\"[\n\x11ListAlertsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\r\n\x05limit\x18\x03 \x01(\r\">\n\x12ListAlertsResponse\x12(\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x18.driftloop.v1.DriftAlert\"\x83\x01\n\x15\x43\x61naryAnalysisRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0estable_version\x18\x02 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x03 \x01(\t\x12(\n\x06window\x18\x04 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\"\x81\x01\n\x0cVariantStats\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x16\n\x0ep99_latency_ms\x18\x04 \x01(\x01\x12\x10\n\x08labelled\x18\x05 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x06 \x01(\x01\"\xbd\x01\n\x0e\x43\x61naryAnalysis\x12*\n\x06stable\x18\x01 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12-\n\tcandidate\x18\x02 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12\x17\n\x0foutput_distance\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.driftloop.v1.Verdict\x12\x0f\n\x07reasons\x18\x05 \x03(\t*`\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x18\n\x14VERDICT_INCONCLUSIVE\x10\x01\x12\x10\n\x0cVERDICT_PASS\x10\x02\x12\x10\n\x0cVERDICT_FAIL\x10\x03\x32\xcb\x02\n\x0c\x44riftService\x12M\n\x0eGetDriftReport\x12 .driftloop.v1.DriftReportRequest\x1a\x19.driftloop.v1.DriftReport\x12G\n\x0bGetBaseline\x12 .driftloop.v1.GetBaselineRequest\x1a\x16.driftloop.v1.Baseline\x12O\n\nListAlerts\x12\x1f.driftloop.v1.ListAlertsRequest\x1a .driftloop.v1.ListAlertsResponse\x12R\n\rAnalyzeCanary\x12#.driftloop.v1.CanaryAnalysisRequest\x1a\x1c.driftloop.v1.CanaryAnalysisb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64riftloop/v1/drift.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x19\x64riftloop/v1/events.proto\x1a\x1b\x64riftloop/v1/registry.proto\"\x88\x01\n\x12\x44riftReportRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12\x10\n\x06last_n\x18\x02 \x01(\rH\x00\x12/\n\x0btime_window\x18\x03 \x01(\x0b\x32\x18.driftloop.v1.TimeWindowH\x00\x42\x08\n\x06window\"\x96\x03\n\x0b\x44riftReport\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x15\n\rlabelled_rows\x18\x04 \x01(\x04\x12,\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12.\n\nprediction\x18\x06 \x01(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12)\n\x0bperformance\x18\x07 \x03(\x0b\x32\x14.driftloop.v1.Metric\x12\x12\n\ndata_drift\x18\x08 \x01(\x08\x12\x18\n\x10prediction_drift\x18\t \x01(\x08\x12\x15\n\rconcept_drift\x18\n \x01(\x08\x12\x15\n\rdrifted_share\x18\x0b \x01(\x01\x12,\n\x0broot_causes\x18\x0c \x03(\x0b\x32\x17.driftloop.v1.RootCause\"E\n\tRootCause\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05\x64rift\x18\x02 \x01(\x01\x12\x18\n\x10performance_link\x18\x03 \x01(\x01\";\n\x12GetBaselineRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\"[\n\x11ListAlertsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\r\n\x05limit\x18\x03 \x01(\r\">\n\x12ListAlertsResponse\x12(\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x18.driftloop.v1.DriftAlert\"\x83\x01\n\x15\x43\x61naryAnalysisRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0estable_version\x18\x02 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x03 \x01(\t\x12(\n\x06window\x18\x04 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\"\x81\x01\n\x0cVariantStats\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x16\n\x0ep99_latency_ms\x18\x04 \x01(\x01\x12\x10\n\x08labelled\x18\x05 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x06 \x01(\x01\"\xbd\x01\n\x0e\x43\x61naryAnalysis\x12*\n\x06stable\x18\x01 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12-\n\tcandidate\x18\x02 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12\x17\n\x0foutput_distance\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.driftloop.v1.Verdict\x12\x0f\n\x07reasons\x18\x05 \x03(\t*`\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x18\n\x14VERDICT_INCONCLUSIVE\x10\x01\x12\x10\n\x0cVERDICT_PASS\x10\x02\x12\x10\n\x0cVERDICT_FAIL\x10\x03\x32\xcb\x02\n\x0c\x44riftService\x12M\n\x0eGetDriftReport\x12 .driftloop.v1.DriftReportRequest\x1a\x19.driftloop.v1.DriftReport\x12G\n\x0bGetBaseline\x12 .driftloop.v1.GetBaselineRequest\x1a\x16.driftloop.v1.Baseline\x12O\n\nListAlerts\x12\x1f.driftloop.v1.ListAlertsRequest\x1a .driftloop.v1.ListAlertsResponse\x12R\n\rAnalyzeCanary\x12#.driftloop.v1.CanaryAnalysisRequest\x1a\x1c.driftloop.v1.CanaryAnalysisb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'driftloop.v1.drift_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=1303
-  _globals['_VERDICT']._serialized_end=1399
+  _globals['_VERDICT']._serialized_start=1420
+  _globals['_VERDICT']._serialized_end=1516
   _globals['_DRIFTREPORTREQUEST']._serialized_start=126
   _globals['_DRIFTREPORTREQUEST']._serialized_end=262
   _globals['_DRIFTREPORT']._serialized_start=265
-  _globals['_DRIFTREPORT']._serialized_end=625
-  _globals['_GETBASELINEREQUEST']._serialized_start=627
-  _globals['_GETBASELINEREQUEST']._serialized_end=686
-  _globals['_LISTALERTSREQUEST']._serialized_start=688
-  _globals['_LISTALERTSREQUEST']._serialized_end=779
-  _globals['_LISTALERTSRESPONSE']._serialized_start=781
-  _globals['_LISTALERTSRESPONSE']._serialized_end=843
-  _globals['_CANARYANALYSISREQUEST']._serialized_start=846
-  _globals['_CANARYANALYSISREQUEST']._serialized_end=977
-  _globals['_VARIANTSTATS']._serialized_start=980
-  _globals['_VARIANTSTATS']._serialized_end=1109
-  _globals['_CANARYANALYSIS']._serialized_start=1112
-  _globals['_CANARYANALYSIS']._serialized_end=1301
-  _globals['_DRIFTSERVICE']._serialized_start=1402
-  _globals['_DRIFTSERVICE']._serialized_end=1733
+  _globals['_DRIFTREPORT']._serialized_end=671
+  _globals['_ROOTCAUSE']._serialized_start=673
+  _globals['_ROOTCAUSE']._serialized_end=742
+  _globals['_GETBASELINEREQUEST']._serialized_start=744
+  _globals['_GETBASELINEREQUEST']._serialized_end=803
+  _globals['_LISTALERTSREQUEST']._serialized_start=805
+  _globals['_LISTALERTSREQUEST']._serialized_end=896
+  _globals['_LISTALERTSRESPONSE']._serialized_start=898
+  _globals['_LISTALERTSRESPONSE']._serialized_end=960
+  _globals['_CANARYANALYSISREQUEST']._serialized_start=963
+  _globals['_CANARYANALYSISREQUEST']._serialized_end=1094
+  _globals['_VARIANTSTATS']._serialized_start=1097
+  _globals['_VARIANTSTATS']._serialized_end=1226
+  _globals['_CANARYANALYSIS']._serialized_start=1229
+  _globals['_CANARYANALYSIS']._serialized_end=1418
+  _globals['_DRIFTSERVICE']._serialized_start=1519
+  _globals['_DRIFTSERVICE']._serialized_end=1850
 # @@protoc_insertion_point(module_scope)

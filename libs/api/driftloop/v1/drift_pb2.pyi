@@ -88,6 +88,7 @@ class DriftReport(_message.Message):
     PREDICTION_DRIFT_FIELD_NUMBER: _builtins.int
     CONCEPT_DRIFT_FIELD_NUMBER: _builtins.int
     DRIFTED_SHARE_FIELD_NUMBER: _builtins.int
+    ROOT_CAUSES_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     labelled_rows: _builtins.int
     data_drift: _builtins.bool
@@ -109,6 +110,12 @@ class DriftReport(_message.Message):
     def performance(self) -> _containers.RepeatedCompositeFieldContainer[_registry_pb2.Metric]:
         """Performance on labelled rows against the holdout metrics."""
 
+    @_builtins.property
+    def root_causes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RootCause]:
+        """Features ranked by drift and, when labelled rows exist, by their link to the
+        performance drop; the most likely cause first.
+        """
+
     def __init__(
         self,
         *,
@@ -123,14 +130,45 @@ class DriftReport(_message.Message):
         prediction_drift: _builtins.bool = ...,
         concept_drift: _builtins.bool = ...,
         drifted_share: _builtins.float = ...,
+        root_causes: _abc.Iterable[Global___RootCause] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "prediction", b"prediction", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "data_drift", b"data_drift", "drifted_share", b"drifted_share", "features", b"features", "labelled_rows", b"labelled_rows", "model", b"model", "performance", b"performance", "prediction", b"prediction", "prediction_drift", b"prediction_drift", "rows", b"rows", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "data_drift", b"data_drift", "drifted_share", b"drifted_share", "features", b"features", "labelled_rows", b"labelled_rows", "model", b"model", "performance", b"performance", "prediction", b"prediction", "prediction_drift", b"prediction_drift", "root_causes", b"root_causes", "rows", b"rows", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DriftReport: _TypeAlias = DriftReport  # noqa: Y015
+
+@_typing.final
+class RootCause(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    DRIFT_FIELD_NUMBER: _builtins.int
+    PERFORMANCE_LINK_FIELD_NUMBER: _builtins.int
+    feature: _builtins.str
+    drift: _builtins.float
+    """The feature's PSI against the baseline."""
+    performance_link: _builtins.float
+    """The error-rate increase the feature's shift explains: sum over its bins of
+    (window share - baseline share) x (error rate of the window's labelled rows in that bin).
+    NaN without labelled rows.
+    """
+    def __init__(
+        self,
+        *,
+        feature: _builtins.str = ...,
+        drift: _builtins.float = ...,
+        performance_link: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drift", b"drift", "feature", b"feature", "performance_link", b"performance_link"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RootCause: _TypeAlias = RootCause  # noqa: Y015
 
 @_typing.final
 class GetBaselineRequest(_message.Message):

@@ -20,9 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.ipc
 from clickhouse_connect.driver.exceptions import ClickHouseError as ClickHouseConnectError
 
 Params = Mapping[str, Any]
+# A columnar result (statistics over large windows): column name -> numpy array.
+Columns = dict[str, npt.NDArray[Any]]
 
 
 class ClickHouseError(RuntimeError):
@@ -49,6 +54,8 @@ class ClickHouseBackend(Protocol):
     def query(self, sql: str, params: Params | None = None) -> QueryResult: ...
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int: ...
+
+    def query_columns(self, sql: str, params: Params | None = None) -> Columns: ...
 
     def close(self) -> None: ...
 
@@ -89,6 +96,17 @@ class EmbeddedBackend:
             for row in payload["data"]
         ]
         return QueryResult([column["name"] for column in meta], rows)
+
+    def query_columns(self, sql: str, params: Params | None = None) -> Columns:
+        with self._lock:
+            try:
+                result = self._session.query(  # type: ignore[no-untyped-call]  # chDB is untyped
+                    sql, "Arrow", params=_embedded_params(params)
+                )
+            except RuntimeError as error:
+                raise ClickHouseError(str(error)) from None
+            data = result.bytes()
+        return _numpy_columns(pyarrow.ipc.open_file(pa.py_buffer(data)).read_all())
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
@@ -158,6 +176,14 @@ class ServerBackend:
                 raise ClickHouseError(str(error)) from None
         return QueryResult(list(result.column_names), [tuple(row) for row in result.result_rows])
 
+    def query_columns(self, sql: str, params: Params | None = None) -> Columns:
+        with self._lock:
+            try:
+                table = self._client.query_arrow(sql, parameters=dict(params) if params else None)
+            except (ClickHouseConnectError, OSError) as error:
+                raise ClickHouseError(str(error)) from None
+        return _numpy_columns(table)
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
@@ -173,6 +199,12 @@ class ServerBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _numpy_columns(table: pa.Table) -> Columns:
+    return {
+        name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
+    }
 
 
 def _lock_folder(path: Path) -> IO[str]:

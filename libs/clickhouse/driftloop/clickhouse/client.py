@@ -9,6 +9,7 @@ from typing import Any
 
 from driftloop.clickhouse.backend import (
     ClickHouseBackend,
+    Columns,
     EmbeddedBackend,
     Params,
     QueryResult,
@@ -36,6 +37,10 @@ class ClickHouse:
 
     async def query(self, sql: str, params: Params | None = None) -> QueryResult:
         return await asyncio.to_thread(self.backend.query, sql, params)
+
+    async def query_columns(self, sql: str, params: Params | None = None) -> Columns:
+        """A columnar result as numpy arrays (for statistics over large windows)."""
+        return await asyncio.to_thread(self.backend.query_columns, sql, params)
 
     async def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]

@@ -120,3 +120,47 @@ CREATE TABLE IF NOT EXISTS driftloop.data_snapshots
 )
 ENGINE = ReplacingMergeTree(first_seen)
 ORDER BY content_sha256;
+
+-- Drift statistics over time, one row per (model, version, window, stream, test): the
+-- windowed reports and the online detectors write here, Grafana plots it. `stream` is a
+-- feature name, `__output__` (prediction drift), `__error__` (the labelled error stream)
+-- or `__dataset__` (the share of drifted features). Recomputing a window replaces its rows.
+CREATE TABLE IF NOT EXISTS driftloop.drift_metrics
+(
+    model LowCardinality(String),
+    version LowCardinality(String),
+    window_kind Enum8('last_n' = 1, 'time' = 2, 'online' = 3),
+    window_start DateTime64(6, 'UTC'),
+    window_end DateTime64(6, 'UTC'),
+    stream LowCardinality(String),
+    test LowCardinality(String),
+    value Float64,
+    p_value Float64,
+    drifted UInt8,
+    rows UInt64,
+    computed DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(computed)
+PARTITION BY toYYYYMM(window_end)
+ORDER BY (model, version, window_kind, window_end, stream, test);
+
+-- Every drift alert raised (also published to the drift-alerts topic); `record` is the
+-- DriftAlert protobuf (base64) that ListAlerts serves.
+CREATE TABLE IF NOT EXISTS driftloop.drift_alerts
+(
+    alert_id String,
+    time DateTime64(6, 'UTC'),
+    model LowCardinality(String),
+    version LowCardinality(String),
+    kind Enum8('unspecified' = 0, 'data' = 1, 'prediction' = 2, 'concept' = 3),
+    severity Enum8('unspecified' = 0, 'info' = 1, 'warning' = 2, 'critical' = 3),
+    window_start DateTime64(6, 'UTC'),
+    window_end DateTime64(6, 'UTC'),
+    window_rows UInt64,
+    features Array(String),
+    scores Array(Float64),
+    summary String,
+    record String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, time, alert_id);

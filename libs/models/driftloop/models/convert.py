@@ -126,3 +126,33 @@ def baseline_to_proto(baseline: Baseline) -> registry_pb2.Baseline:
     if baseline.output_labels is not None:
         message.output_labels.CopyFrom(_categorical_to_proto(baseline.output_labels))
     return message
+
+
+def _numeric_from_proto(item: registry_pb2.NumericBaseline) -> NumericBaseline:
+    return NumericBaseline(
+        feature=item.feature,
+        edges=list(item.edges),
+        frequencies=list(item.frequencies),
+        sample=list(item.sample),
+        mean=item.mean,
+        std=item.std,
+        nan_share=item.nan_share,
+    )
+
+
+def _categorical_from_proto(item: registry_pb2.CategoricalBaseline) -> CategoricalBaseline:
+    return CategoricalBaseline(item.feature, list(item.categories), list(item.frequencies))
+
+
+def baseline_from_proto(message: registry_pb2.Baseline) -> Baseline:
+    return Baseline(
+        numeric=[_numeric_from_proto(item) for item in message.numeric],
+        categorical=[_categorical_from_proto(item) for item in message.categorical],
+        output=_numeric_from_proto(message.output) if message.HasField("output") else None,
+        output_labels=(
+            _categorical_from_proto(message.output_labels)
+            if message.HasField("output_labels")
+            else None
+        ),
+        holdout_metrics={metric.name: metric.value for metric in message.holdout_metrics},
+    )

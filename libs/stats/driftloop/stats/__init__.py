@@ -1,0 +1,84 @@
+"""Drift statistics on frozen reference bins (pure numpy, no I/O).
+
+Modules:
+
+- `bins`: right-closed frozen bins (-inf, e_0], (e_0, e_1], ..., (e_last, inf); mergeable
+  per-window `Histogram`s (NaN counted apart) and categorical counts with an unseen bucket.
+- `divergence`: PSI, KL and Jensen-Shannon on counts or shares, scalar and per-row
+  (features x bins) forms, and the PSI thresholds (0.1 moderate, 0.2 major).
+- `ks`: exact two-sample Kolmogorov-Smirnov D against a sorted reference, from the samples or
+  from per-reference-point counts, and its asymptotic p-value.
+- `chi2`: chi-square goodness-of-fit of category counts against reference shares.
+- `multiple`: Benjamini-Hochberg correction across features.
+- `cusum`: online two-sided CUSUM over many standardised streams, batch-vectorised, with
+  its threshold set from a false-alarm budget.
+
+Smoothing: divergences and the chi-square expectation use shares smoothed as
+(p + eps) / (1 + eps * k) for k bins (eps = 1e-4), which keeps empty bins finite while each
+vector still sums to 1.
+"""
+
+from driftloop.stats._types import Counts, Flags, Floats
+from driftloop.stats.bins import Histogram, bin_counts, bin_index, category_counts, check_edges
+from driftloop.stats.chi2 import Chi2Result, chi2_sf, chi2_test, gamma_q
+from driftloop.stats.cusum import Alarm, CusumBank, threshold_for
+from driftloop.stats.divergence import (
+    EPS,
+    PSI_MAJOR,
+    PSI_MODERATE,
+    js_distance,
+    js_distance_rows,
+    js_divergence,
+    js_divergence_rows,
+    kl,
+    kl_rows,
+    psi,
+    psi_rows,
+    smooth,
+    to_shares,
+)
+from driftloop.stats.ks import (
+    kolmogorov_sf,
+    ks_counts,
+    ks_from_counts,
+    ks_p_value,
+    ks_statistic,
+)
+from driftloop.stats.multiple import benjamini_hochberg
+
+__all__ = [
+    "EPS",
+    "PSI_MAJOR",
+    "PSI_MODERATE",
+    "Alarm",
+    "Chi2Result",
+    "Counts",
+    "CusumBank",
+    "Flags",
+    "Floats",
+    "Histogram",
+    "benjamini_hochberg",
+    "bin_counts",
+    "bin_index",
+    "category_counts",
+    "check_edges",
+    "chi2_sf",
+    "chi2_test",
+    "gamma_q",
+    "js_distance",
+    "js_distance_rows",
+    "js_divergence",
+    "js_divergence_rows",
+    "kl",
+    "kl_rows",
+    "kolmogorov_sf",
+    "ks_counts",
+    "ks_from_counts",
+    "ks_p_value",
+    "ks_statistic",
+    "psi",
+    "psi_rows",
+    "smooth",
+    "threshold_for",
+    "to_shares",
+]
