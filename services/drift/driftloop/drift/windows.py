@@ -89,8 +89,7 @@ class WindowReader:
             params[f"c{index}"] = name
             columns.append(f"categories[{{c{index}:String}}] AS c{index}")
         where = (
-            "model = {model:String} AND version = {version:String} AND role = 'live' "
-            "AND error = ''"
+            "model = {model:String} AND version = {version:String} AND role = 'live' AND error = ''"
         )
         if window.last_n:
             params["n"] = window.last_n

@@ -1,0 +1,58 @@
+"""Model versions' baselines from the registry, fetched once per version and cached
+(a version's baseline is frozen at registration, so the cache never goes stale)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from driftloop.kit.grpc_client import upstream_error
+from driftloop.models.baseline import Baseline
+from driftloop.models.convert import OUTPUT_KIND_NAMES, baseline_from_proto
+from driftloop.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    model: str
+    version: str
+    output_kind: str
+    baseline: Baseline
+
+
+class BaselineSource(Protocol):
+    async def get(self, model: str, version: str) -> VersionInfo: ...
+
+
+class RegistryBaselines:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+        self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
+        self._timeout = timeout_s
+        self._cache: dict[tuple[str, str], VersionInfo] = {}
+
+    async def get(self, model: str, version: str) -> VersionInfo:
+        """The version's baseline; NOT_FOUND and other registry errors pass through."""
+        cached = self._cache.get((model, version))
+        if cached is not None:
+            return cached
+        try:
+            record: registry_pb2.ModelVersion = await self._stub.GetModelVersion(
+                registry_pb2.GetModelVersionRequest(
+                    model=common_pb2.ModelRef(model=model, version=version)
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise upstream_error(error, f"the registry on {model}:{version}") from None
+        info = VersionInfo(
+            model=record.model,
+            version=record.version,
+            output_kind=OUTPUT_KIND_NAMES.get(record.output_kind, "regression"),
+            baseline=baseline_from_proto(record.baseline),
+        )
+        # Aliases move; only a concrete version number is cached.
+        if record.version == version:
+            self._cache[(model, version)] = info
+        return info

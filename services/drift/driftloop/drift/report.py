@@ -1,0 +1,332 @@
+"""The drift report of one window against a version's frozen baseline (pure: no I/O).
+
+Per feature: PSI, Jensen-Shannon and KL on the frozen bins, and a significance test (KS
+against the reference sample for numbers, chi-squared for categories). The p-values of all
+features go through Benjamini-Hochberg; a feature drifts when its test is significant
+after that control AND its PSI reaches the threshold (with many rows every tiny
+difference is significant; PSI says whether it matters). The output gets the same
+treatment (prediction drift, no labels needed). Concept drift compares the labelled rows'
+performance with the holdout's. Root causes rank features by how much error their shift
+explains when labels exist, else by PSI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from driftloop.drift.outcomes import CLASSIFIERS, errors
+from driftloop.drift.windows import WindowData
+from driftloop.models.baseline import Baseline, CategoricalBaseline, NumericBaseline
+from driftloop.stats import (
+    benjamini_hochberg,
+    bin_counts,
+    bin_index,
+    category_counts,
+    chi2_test,
+    js_distance,
+    kl,
+    ks_p_value,
+    ks_statistic,
+    psi,
+)
+
+FloatArray = npt.NDArray[np.float64]
+OUTPUT = "__output__"
+# A test needs at least this many values in the window to say anything.
+MIN_VALUES = 30
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    fdr_alpha: float = 0.01
+    psi_threshold: float = 0.1
+    psi_major: float = 0.2
+    dataset_drift_share: float = 0.5
+    concept_tolerance: float = 0.05
+    concept_min_labelled: int = 200
+
+
+@dataclass(frozen=True)
+class Score:
+    """One test on one stream (a feature or the output)."""
+
+    stream: str
+    test: str
+    value: float
+    p_value: float = float("nan")
+    drifted: bool = False
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """All tests of one stream; `psi` decides with `p_value` (after BH for features)."""
+
+    stream: str
+    psi: float
+    js: float
+    kl: float
+    test: str
+    statistic: float
+    p_value: float
+    drifted: bool = False
+    # Window shares on the frozen bins and their baseline shares (for root causes).
+    shares: FloatArray = field(default_factory=lambda: np.zeros(0))
+    reference: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    def scores(self) -> list[Score]:
+        return [
+            Score(self.stream, "psi", self.psi, self.p_value, self.drifted),
+            Score(self.stream, "js", self.js, self.p_value, self.drifted),
+            Score(self.stream, "kl", self.kl, self.p_value, self.drifted),
+            Score(self.stream, self.test, self.statistic, self.p_value, self.drifted),
+        ]
+
+
+@dataclass(frozen=True)
+class RootCause:
+    feature: str
+    drift: float
+    performance_link: float
+
+
+@dataclass(frozen=True)
+class Report:
+    model: str
+    version: str
+    window_kind: str
+    start: dt.datetime
+    end: dt.datetime
+    rows: int
+    labelled: int
+    features: list[StreamResult]
+    prediction: StreamResult | None
+    performance: dict[str, float]
+    data_drift: bool
+    prediction_drift: bool
+    concept_drift: bool
+    drifted_share: float
+    root_causes: list[RootCause]
+    # Worth a critical alert: dataset drift, or a drifted feature with a major PSI.
+    major: bool = False
+
+    @property
+    def drifted_features(self) -> list[StreamResult]:
+        """The drifted features, largest PSI first."""
+        return sorted((f for f in self.features if f.drifted), key=lambda f: -f.psi)
+
+
+def build_report(
+    model: str,
+    version: str,
+    window_kind: str,
+    output_kind: str,
+    baseline: Baseline,
+    data: WindowData,
+    thresholds: Thresholds,
+) -> Report:
+    numeric = [
+        _numeric(item, data.numbers[item.feature])
+        for item in baseline.numeric
+        if item.feature in data.numbers and item.sample
+    ]
+    categorical = [
+        _categorical(item, data.categories[item.feature])
+        for item in baseline.categorical
+        if item.feature in data.categories
+    ]
+    features = _control_fdr([r for r in [*numeric, *categorical] if r is not None], thresholds)
+    prediction = None
+    if baseline.output is not None and baseline.output.sample:
+        result = _numeric(baseline.output, data.output_value, OUTPUT)
+        if result is not None:
+            drifted = result.p_value < thresholds.fdr_alpha and result.psi >= (
+                thresholds.psi_threshold
+            )
+            prediction = _with_decision(result, result.p_value, drifted)
+    drifted_share = sum(f.drifted for f in features) / len(features) if features else 0.0
+    errors_ = _labelled_errors(output_kind, data)
+    performance, concept = _performance(output_kind, baseline, errors_, thresholds)
+    return Report(
+        model=model,
+        version=version,
+        window_kind=window_kind,
+        start=data.start,
+        end=data.end,
+        rows=data.rows,
+        labelled=int(errors_.size),
+        features=features,
+        prediction=prediction,
+        performance=performance,
+        data_drift=any(f.drifted for f in features),
+        prediction_drift=prediction is not None and prediction.drifted,
+        concept_drift=concept,
+        drifted_share=drifted_share,
+        root_causes=_root_causes(baseline, data, features, errors_),
+        major=drifted_share >= thresholds.dataset_drift_share
+        or any(f.drifted and f.psi >= thresholds.psi_major for f in features),
+    )
+
+
+def _numeric(
+    item: NumericBaseline, values: FloatArray, stream: str | None = None
+) -> StreamResult | None:
+    finite = values[np.isfinite(values)]
+    if finite.size < MIN_VALUES:
+        return None
+    counts = bin_counts(finite, item.edges)
+    reference = np.asarray(item.frequencies, dtype=np.float64)
+    d = ks_statistic(np.asarray(item.sample, dtype=np.float64), finite)
+    return StreamResult(
+        stream=stream or item.feature,
+        psi=psi(reference, counts),
+        js=js_distance(reference, counts),
+        kl=kl(counts, reference),
+        test="ks",
+        statistic=d,
+        p_value=ks_p_value(d, finite.size, len(item.sample)),
+        shares=counts / counts.sum(),
+        reference=reference,
+    )
+
+
+def _categorical(item: CategoricalBaseline, values: npt.NDArray[np.object_]) -> StreamResult | None:
+    present = values[values != ""]
+    if present.size < MIN_VALUES:
+        return None
+    counts = category_counts(present.tolist(), item.categories)
+    # The unseen bucket had no reference mass; smoothing keeps it finite.
+    reference = np.asarray([*item.frequencies, 0.0], dtype=np.float64)
+    result = chi2_test(reference, counts)
+    return StreamResult(
+        stream=item.feature,
+        psi=psi(reference, counts),
+        js=js_distance(reference, counts),
+        kl=kl(counts, reference),
+        test="chi2",
+        statistic=result.statistic,
+        p_value=result.p_value,
+        shares=counts / counts.sum(),
+        reference=reference,
+    )
+
+
+def _control_fdr(results: list[StreamResult], thresholds: Thresholds) -> list[StreamResult]:
+    """Benjamini-Hochberg across the features; the adjusted p-value is reported."""
+    if not results:
+        return []
+    rejected, adjusted = benjamini_hochberg(
+        np.asarray([r.p_value for r in results]), thresholds.fdr_alpha
+    )
+    return [
+        _with_decision(r, float(p), bool(reject) and r.psi >= thresholds.psi_threshold)
+        for r, reject, p in zip(results, rejected, adjusted, strict=True)
+    ]
+
+
+def _with_decision(result: StreamResult, p_value: float, drifted: bool) -> StreamResult:
+    return StreamResult(
+        stream=result.stream,
+        psi=result.psi,
+        js=result.js,
+        kl=result.kl,
+        test=result.test,
+        statistic=result.statistic,
+        p_value=p_value,
+        drifted=drifted,
+        shares=result.shares,
+        reference=result.reference,
+    )
+
+
+def _labelled_errors(output_kind: str, data: WindowData) -> FloatArray:
+    mask = data.labelled
+    return errors(
+        output_kind,
+        data.output_label[mask],
+        data.output_value[mask],
+        data.truth_label[mask],
+        data.truth_value[mask],
+        data.truth_is_label[mask],
+    )
+
+
+def _performance(
+    output_kind: str, baseline: Baseline, errors_: FloatArray, thresholds: Thresholds
+) -> tuple[dict[str, float], bool]:
+    """Window performance against the holdout's, and whether it is concept drift: worse by
+    more than the tolerance, and significantly worse (one-sided z-test)."""
+    errors_ = errors_[np.isfinite(errors_)]
+    n = errors_.size
+    if n == 0:
+        return {}, False
+    if output_kind in CLASSIFIERS:
+        accuracy = float(1.0 - errors_.mean())
+        holdout = baseline.holdout_metrics.get("accuracy", float("nan"))
+        performance = {"accuracy": accuracy, "holdout_accuracy": holdout}
+        if math.isnan(holdout):
+            return performance, False
+        drop = holdout - accuracy
+        spread = math.sqrt(max(holdout * (1.0 - holdout), 1e-12) / n)
+        worse_by = drop - thresholds.concept_tolerance
+    else:
+        mae = float(errors_.mean())
+        holdout = baseline.holdout_metrics.get("mae", float("nan"))
+        performance = {"mae": mae, "holdout_mae": holdout}
+        if math.isnan(holdout):
+            return performance, False
+        drop = mae - holdout
+        spread = max(float(errors_.std()), 1e-12) / math.sqrt(n)
+        worse_by = mae - holdout * (1.0 + thresholds.concept_tolerance)
+    p_value = 0.5 * math.erfc(drop / spread / math.sqrt(2.0))
+    performance["performance_p_value"] = p_value
+    concept = (
+        n >= thresholds.concept_min_labelled and worse_by > 0 and p_value < (thresholds.fdr_alpha)
+    )
+    return performance, concept
+
+
+def _root_causes(
+    baseline: Baseline, data: WindowData, features: list[StreamResult], errors_: FloatArray
+) -> list[RootCause]:
+    """Each feature's drift and, with labels, the error its shift explains: the sum over
+    its bins of (window share - baseline share) x (the bin's error rate in the window)."""
+    labelled = data.labelled
+    finite = np.isfinite(errors_)
+    edges = {item.feature: item.edges for item in baseline.numeric}
+    categories = {item.feature: item.categories for item in baseline.categorical}
+    causes = []
+    for result in features:
+        link = float("nan")
+        if finite.any():
+            if result.stream in edges:
+                values = data.numbers[result.stream][labelled]
+                bins = bin_index(values, edges[result.stream])
+            else:
+                names = categories[result.stream]
+                index = {name: i for i, name in enumerate(names)}
+                column = data.categories[result.stream][labelled]
+                bins = np.asarray([index.get(v, len(names)) for v in column], dtype=np.intp)
+            link = _link(result, bins[finite], errors_[finite])
+        causes.append(RootCause(result.stream, result.psi, link))
+    with_labels = any(not math.isnan(c.performance_link) for c in causes)
+    return sorted(
+        causes,
+        key=lambda c: (-c.performance_link, -c.drift) if with_labels else (-c.drift, c.feature),
+    )
+
+
+def _link(result: StreamResult, bins: npt.NDArray[np.intp], errors_: FloatArray) -> float:
+    keep = bins >= 0
+    bins, errors_ = bins[keep], errors_[keep]
+    if errors_.size == 0:
+        return float("nan")
+    size = result.shares.size
+    totals = np.bincount(bins, weights=errors_, minlength=size)[:size]
+    counts = np.bincount(bins, minlength=size)[:size]
+    rates = np.where(counts > 0, totals / np.maximum(counts, 1), errors_.mean())
+    return float(np.sum((result.shares - result.reference) * rates))

@@ -1,0 +1,164 @@
+"""Composition root of the drift service: the sink consumer, online detection, the
+periodic windowed evaluation, alerts and the DriftService gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from driftloop.clickhouse.client import ClickHouse
+from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.drift import metrics
+from driftloop.drift.alerts import Alerts
+from driftloop.drift.baselines import RegistryBaselines
+from driftloop.drift.canary import CanaryAnalysis, CanaryLimits
+from driftloop.drift.config import DriftSettings
+from driftloop.drift.detection import OnlineDetection
+from driftloop.drift.evaluator import Evaluator
+from driftloop.drift.labels import LabelJoin
+from driftloop.drift.online import OnlineAlarm
+from driftloop.drift.report import Thresholds
+from driftloop.drift.servicer import DriftServicer
+from driftloop.drift.sink import LogSink
+from driftloop.drift.store import DriftStore
+from driftloop.drift.windows import WindowReader
+from driftloop.kafka.codecs import decode_label, decode_prediction
+from driftloop.kafka.consumer import BatchConsumer
+from driftloop.kafka.dead_letter import DeadLetters
+from driftloop.kafka.producer import EventProducer
+from driftloop.kafka.topics import TopicNames
+from driftloop.kit.grpc_client import open_channel
+from driftloop.kit.grpc_server import GrpcServer
+from driftloop.kit.settings import KafkaSettings
+from driftloop.v1 import drift_pb2, events_pb2
+
+log = logging.getLogger(__name__)
+_SEVERITY_NAMES = {
+    events_pb2.SEVERITY_INFO: "info",
+    events_pb2.SEVERITY_WARNING: "warning",
+    events_pb2.SEVERITY_CRITICAL: "critical",
+}
+_KIND_NAMES = {
+    events_pb2.DRIFT_KIND_DATA: "data",
+    events_pb2.DRIFT_KIND_PREDICTION: "prediction",
+    events_pb2.DRIFT_KIND_CONCEPT: "concept",
+}
+
+
+def thresholds_of(settings: DriftSettings) -> Thresholds:
+    return Thresholds(
+        fdr_alpha=settings.fdr_alpha,
+        psi_threshold=settings.psi_threshold,
+        psi_major=settings.psi_major,
+        dataset_drift_share=settings.dataset_drift_share,
+        concept_tolerance=settings.concept_tolerance,
+        concept_min_labelled=settings.concept_min_labelled,
+    )
+
+
+class DriftService:
+    """ClickHouse is passed in, so one process (standalone mode) shares its embedded
+    engine between services."""
+
+    def __init__(
+        self,
+        settings: DriftSettings,
+        kafka: KafkaSettings,
+        bootstrap_servers: str,
+        clickhouse: ClickHouse,
+    ) -> None:
+        self._settings = settings
+        self._names = TopicNames(kafka.topic_prefix)
+        self._producer = EventProducer(kafka, bootstrap_servers)
+        self.store = DriftStore(clickhouse)
+        self._registry_channel = open_channel(settings.registry_target)
+        self.baselines = RegistryBaselines(self._registry_channel, settings.registry_timeout_s)
+        self.alerts = Alerts(self._publish_alert, settings.alert_debounce_s)
+        self.join = LabelJoin(settings.label_horizon_s, settings.label_pending_max)
+        self.detection = OnlineDetection(
+            self.baselines,
+            self.join,
+            self.alerts,
+            settings.online_false_alarm_events,
+            self._record_alarm,
+        )
+        self.consumer = BatchConsumer(
+            kafka,
+            bootstrap_servers,
+            group_id=f"{kafka.topic_prefix}drift-sink",
+            decoders={
+                self._names.predictions: decode_prediction,
+                self._names.labels: decode_label,
+            },
+            handler=LogSink(PredictionLog(clickhouse), self.detection),
+            dead_letters=DeadLetters(self._producer, self._names.dead_letter, "drift-sink"),
+            max_batch=settings.sink_batch,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self.evaluator = Evaluator(
+            WindowReader(clickhouse),
+            self.store,
+            self.baselines,
+            self.alerts,
+            thresholds_of(settings),
+            settings.window_last_n,
+            settings.window_min_rows,
+        )
+        self._server = GrpcServer("drift", settings)
+        self._server.add_service(
+            drift_pb2.DESCRIPTOR.services_by_name["DriftService"],
+            DriftServicer(
+                self.evaluator,
+                self.baselines,
+                self.store,
+                CanaryAnalysis(clickhouse, CanaryLimits(alpha=settings.fdr_alpha)),
+                settings.window_last_n,
+            ),
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        metrics.LABELS_PENDING.set_function(lambda: self.join.pending)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    async def start(self) -> int:
+        await self._producer.start()
+        await self.consumer.start()
+        self._tasks = [
+            asyncio.create_task(self.consumer.run(), name="drift sink"),
+            asyncio.create_task(
+                self.evaluator.run(self._settings.evaluate_every_s), name="drift evaluation"
+            ),
+        ]
+        port = await self._server.start()
+        await self._server.set_ready()
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self._server.stop(grace)
+        for task in self._tasks:
+            if task.get_name() == "drift evaluation":
+                task.cancel()
+        # The sink finishes the batch in hand (ClickHouse, then the offset commit).
+        await self.consumer.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._producer.stop()
+        await self._registry_channel.close()
+
+    async def _publish_alert(self, alert: events_pb2.DriftAlert) -> None:
+        metrics.ALERTS.labels(
+            alert.model,
+            _KIND_NAMES.get(alert.kind, "unspecified"),
+            _SEVERITY_NAMES.get(alert.severity, "unspecified"),
+        ).inc()
+        await self.store.write_alert(alert)
+        await self._producer.publish(self._names.drift_alerts, alert.model, alert)
+
+    async def _record_alarm(self, model: str, version: str, alarm: OnlineAlarm) -> None:
+        metrics.ONLINE_ALARMS.labels(model, alarm.kind).inc()
+        await self.store.write_online(
+            model, version, alarm.stream, alarm.statistic, dt.datetime.now(dt.UTC)
+        )

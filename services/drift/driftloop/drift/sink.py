@@ -1,0 +1,39 @@
+"""The prediction-log sink: the batch handler of the predictions + labels consumer.
+
+ClickHouse first: the consumer commits the batch's offsets only after this returns, and
+the tables are keyed by the natural keys (read with FINAL), so a crash at any point
+re-delivers the batch without losing or double-counting a row. Then the online detectors,
+whose failure is logged and never holds the log up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.drift import metrics
+from driftloop.drift.detection import OnlineDetection
+from driftloop.kafka.consumer import Record
+
+log = logging.getLogger(__name__)
+
+
+class LogSink:
+    def __init__(self, prediction_log: PredictionLog, detection: OnlineDetection | None) -> None:
+        self._log = prediction_log
+        self._detection = detection
+
+    async def __call__(self, records: Sequence[Record]) -> None:
+        started = time.perf_counter()
+        events = [record.value for record in records]
+        predictions, labels = await self._log.write_events(events)
+        metrics.SINK_RECORDS.labels("prediction").inc(predictions)
+        metrics.SINK_RECORDS.labels("label").inc(labels)
+        if self._detection is not None:
+            try:
+                await self._detection.observe(events)
+            except Exception:
+                log.exception("online detection failed on a batch; the batch is logged")
+        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
