@@ -20,6 +20,7 @@ from driftloop.drift.outcomes import CLASSIFIERS
 from driftloop.drift.report import OUTPUT
 from driftloop.models.baseline import Baseline
 from driftloop.stats import CusumBank, threshold_for
+from driftloop.stats.cusum import DEFAULT_K
 
 FloatArray = npt.NDArray[np.float64]
 ERROR = "__error__"
@@ -51,9 +52,18 @@ class VersionMonitor:
         self._error_rate = 1.0 - accuracy if output_kind in CLASSIFIERS else float("nan")
         self.has_errors = 0.0 < self._error_rate < 1.0
         streams = len(means) + int(self.has_errors)
-        h = threshold_for(0.25, false_alarm_events * max(streams, 1))
-        self._inputs = CusumBank(len(means), h) if means else None
-        self._errors = CusumBank(1, h) if self.has_errors else None
+        # The baseline's mean and std are estimates: a reference value raised by two of the
+        # mean's standard errors keeps an estimation error from eating the alarm budget.
+        # The reference sample's size is a lower bound on the training rows.
+        reference = max((len(b.sample) for b in numeric), default=0)
+        k = DEFAULT_K + (2.0 / math.sqrt(reference) if reference else 0.0)
+        h = threshold_for(k, false_alarm_events * max(streams, 1))
+        self._inputs = CusumBank(len(means), h, k) if means else None
+        self._errors = (
+            CusumBank(1, threshold_for(DEFAULT_K, false_alarm_events * max(streams, 1)))
+            if self.has_errors
+            else None
+        )
 
     @property
     def streams(self) -> list[str]:

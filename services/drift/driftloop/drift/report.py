@@ -166,7 +166,7 @@ def build_report(
         prediction_drift=prediction is not None and prediction.drifted,
         concept_drift=concept,
         drifted_share=drifted_share,
-        root_causes=_root_causes(baseline, data, features, errors_),
+        root_causes=_root_causes(baseline, data, features, errors_, concept),
         major=drifted_share >= thresholds.dataset_drift_share
         or any(f.drifted and f.psi >= thresholds.psi_major for f in features),
     )
@@ -291,10 +291,15 @@ def _performance(
 
 
 def _root_causes(
-    baseline: Baseline, data: WindowData, features: list[StreamResult], errors_: FloatArray
+    baseline: Baseline,
+    data: WindowData,
+    features: list[StreamResult],
+    errors_: FloatArray,
+    performance_dropped: bool,
 ) -> list[RootCause]:
     """Each feature's drift and, with labels, the error its shift explains: the sum over
-    its bins of (window share - baseline share) x (the bin's error rate in the window)."""
+    its bins of (window share - baseline share) x (the bin's error rate in the window).
+    Ranked by that link when performance dropped, else by drift."""
     labelled = data.labelled
     finite = np.isfinite(errors_)
     edges = {item.feature: item.edges for item in baseline.numeric}
@@ -313,11 +318,9 @@ def _root_causes(
                 bins = np.asarray([index.get(v, len(names)) for v in column], dtype=np.intp)
             link = _link(result, bins[finite], errors_[finite])
         causes.append(RootCause(result.stream, result.psi, link))
-    with_labels = any(not math.isnan(c.performance_link) for c in causes)
-    return sorted(
-        causes,
-        key=lambda c: (-c.performance_link, -c.drift) if with_labels else (-c.drift, c.feature),
-    )
+    if performance_dropped:
+        return sorted(causes, key=lambda c: (-c.performance_link, -c.drift, c.feature))
+    return sorted(causes, key=lambda c: (-c.drift, c.feature))
 
 
 def _link(result: StreamResult, bins: npt.NDArray[np.intp], errors_: FloatArray) -> float:

@@ -1,0 +1,109 @@
+"""Seeded prediction and label streams with known drift, for the drift tests and benchmarks.
+
+Twenty standard-normal features; the label is drawn from a logistic model of x0, x1 and
+x2. A version is trained on 5,000 stable rows, so its baseline (frozen bins, reference
+sample, output distribution, holdout accuracy) describes the stable stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from driftloop.models.convert import baseline_to_proto
+from driftloop.models.table import Column, Table
+from driftloop.models.training import TrainedModel, TrainingSpec, train_linear
+from driftloop.v1 import common_pb2, events_pb2, registry_pb2
+
+FEATURES = 20
+NAMES = tuple(f"x{i}" for i in range(FEATURES))
+T0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+
+
+def table(
+    rows: int,
+    seed: int,
+    *,
+    shift: dict[str, float] | None = None,
+    shift_from: int = 0,
+    flip_from: int | None = None,
+) -> Table:
+    """Rows of the stable process; from row `shift_from` on, `shift` adds its offset (in
+    standard deviations) to those features; from row `flip_from` on, the label relation is
+    inverted (concept drift with the inputs unchanged)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(FEATURES, rows))
+    z = 1.5 * x[0] - x[1] + 0.5 * x[2]
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-z))).astype(np.float64)
+    if flip_from is not None:
+        labels[flip_from:] = 1.0 - labels[flip_from:]
+    for name, offset in (shift or {}).items():
+        x[NAMES.index(name), shift_from:] += offset
+    columns: dict[str, Column] = {name: x[i] for i, name in enumerate(NAMES)}
+    columns["churned"] = labels
+    return Table(columns)
+
+
+def train(seed: int = 7) -> TrainedModel:
+    return train_linear(table(5000, seed), TrainingSpec(target="churned", features=NAMES))
+
+
+def version_record(trained: TrainedModel, model: str, version: str) -> registry_pb2.ModelVersion:
+    return registry_pb2.ModelVersion(
+        model=model,
+        version=version,
+        flavor="linear",
+        output_kind=common_pb2.OUTPUT_KIND_BINARY,
+        baseline=baseline_to_proto(trained.baseline),
+    )
+
+
+@dataclass(frozen=True)
+class Stream:
+    predictions: list[events_pb2.PredictionEvent]
+    labels: list[events_pb2.LabelEvent]
+
+
+def stream(
+    trained: TrainedModel,
+    data: Table,
+    *,
+    model: str,
+    version: str,
+    prefix: str = "r",
+    first: int = 0,
+    latency_us: int = 300,
+) -> Stream:
+    """One prediction per row (one second apart from T0 + `first` s) and its label."""
+    scores: npt.NDArray[np.float64] = trained.model.predict_table(data)
+    negative, positive = trained.model.classes
+    columns = [data.columns[name] for name in NAMES]
+    truths = data.columns["churned"]
+    predictions, labels = [], []
+    for row in range(data.rows):
+        request_id = f"{prefix}-{first + row}"
+        event = events_pb2.PredictionEvent(
+            request_id=request_id,
+            model=model,
+            version=version,
+            role=common_pb2.ROLE_LIVE,
+            variant="stable",
+            latency_us=latency_us,
+        )
+        event.time.FromDatetime(T0 + dt.timedelta(seconds=first + row))
+        for name, column in zip(NAMES, columns, strict=True):
+            event.features[name].number = float(column[row])
+        score = float(scores[row])
+        event.output.kind = common_pb2.OUTPUT_KIND_BINARY
+        event.output.value = score
+        event.output.label = positive if score >= 0.5 else negative
+        predictions.append(event)
+        label = events_pb2.LabelEvent(
+            request_id=request_id, label=positive if truths[row] else negative, source="test"
+        )
+        label.time.FromDatetime(T0 + dt.timedelta(seconds=first + row, minutes=5))
+        labels.append(label)
+    return Stream(predictions, labels)

@@ -1,0 +1,205 @@
+"""The drift service's core without I/O: reports, online monitors, the label join, alerts
+and the canary verdict, on seeded streams with known drift."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from driftloop.drift.alerts import Alerts
+from driftloop.drift.canary import CanaryLimits, VariantStats, judge
+from driftloop.drift.labels import LabelJoin, Served, Truth
+from driftloop.drift.online import ERROR, OnlineAlarm, VersionMonitor
+from driftloop.drift.report import Report, Thresholds, build_report
+from driftloop.drift.windows import WindowData
+from driftloop.models.table import Table
+from driftloop.models.training import TrainedModel
+from driftloop.v1 import events_pb2
+from tests import drift_streams
+
+START = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+# The stated detection budget for a 0.5-sigma shift on one of 20 features (the median
+# delay of the default detector is ~100 events; see docs/benchmarks.md).
+HALF_SIGMA_WITHIN = 300
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    return drift_streams.train()
+
+
+def window(trained: TrainedModel, data: Table, labelled: bool = True) -> WindowData:
+    scores = trained.model.predict_table(data)
+    rows = data.rows
+    return WindowData(
+        start=START,
+        end=START + dt.timedelta(hours=1),
+        numbers={name: numbers(data, name) for name in drift_streams.NAMES},
+        categories={},
+        output_value=scores,
+        output_label=np.where(scores >= 0.5, "1", "0").astype(object),
+        labelled=np.full(rows, labelled),
+        truth_label=np.where(data.columns["churned"] == 1.0, "1", "0").astype(object),
+        truth_value=np.zeros(rows),
+        truth_is_label=np.ones(rows, dtype=bool),
+    )
+
+
+def report(trained: TrainedModel, data: Table, labelled: bool = True) -> Report:
+    data_window = window(trained, data, labelled)
+    return build_report("m", "1", "last_n", "binary", trained.baseline, data_window, Thresholds())
+
+
+def test_a_stable_window_has_no_drift(trained: TrainedModel) -> None:
+    result = report(trained, drift_streams.table(10_000, seed=11))
+    assert (result.data_drift, result.prediction_drift, result.concept_drift) == (
+        False,
+        False,
+        False,
+    )
+    assert result.rows == result.labelled == 10_000
+    assert len(result.features) == 20
+    assert result.performance["accuracy"] == pytest.approx(
+        result.performance["holdout_accuracy"], abs=0.03
+    )
+
+
+def test_a_half_sigma_shift_drifts_that_feature_only(trained: TrainedModel) -> None:
+    data = drift_streams.table(10_000, seed=12, shift={"x7": 0.5})
+    result = report(trained, data)
+    assert [f.stream for f in result.features if f.drifted] == ["x7"]
+    x7 = next(f for f in result.features if f.stream == "x7")
+    assert x7.psi > 0.2 and x7.p_value < 1e-6
+    assert result.data_drift and not result.concept_drift
+    assert result.drifted_share == pytest.approx(1 / 20)
+    assert result.root_causes[0].feature == "x7"
+
+
+def test_a_changed_label_relation_is_concept_drift_not_data_drift(trained: TrainedModel) -> None:
+    data = drift_streams.table(10_000, seed=13, flip_from=0)
+    result = report(trained, data)
+    assert result.concept_drift
+    assert not result.data_drift and not result.prediction_drift
+    assert result.performance["accuracy"] < 0.4
+    unlabelled = report(trained, data, labelled=False)
+    assert not unlabelled.concept_drift and unlabelled.performance == {}
+
+
+def test_shifting_the_label_driver_links_the_feature_to_the_performance_drop(
+    trained: TrainedModel,
+) -> None:
+    # Both move by one sigma, the labels do not follow: the model leans on x0 (errors
+    # rise), while x5 carries no weight (its link is sampling noise).
+    data = drift_streams.table(10_000, seed=14, shift={"x0": 1.0, "x5": 1.0})
+    result = report(trained, data)
+    assert {f.stream for f in result.features if f.drifted} == {"x0", "x5"}
+    assert result.concept_drift
+    links = {c.feature: c.performance_link for c in result.root_causes}
+    assert result.root_causes[0].feature == "x0" and links["x0"] > 0.02
+    assert links["x0"] > 2 * abs(links["x5"])
+
+
+def numbers(data: Table, name: str) -> npt.NDArray[np.float64]:
+    return np.asarray(data.columns[name], dtype=np.float64)
+
+
+def feed(
+    monitor: VersionMonitor, data: Table, trained: TrainedModel, batch: int = 1000
+) -> list[OnlineAlarm]:
+    features = np.column_stack([numbers(data, name) for name in monitor.features])
+    outputs = trained.model.predict_table(data)
+    alarms: list[OnlineAlarm] = []
+    for start in range(0, data.rows, batch):
+        alarms += monitor.observe(features[start : start + batch], outputs[start : start + batch])
+    return alarms
+
+
+def test_online_monitors_stay_quiet_on_100k_stable_events(trained: TrainedModel) -> None:
+    monitor = VersionMonitor(trained.baseline, "binary", 1_000_000)
+    assert len(monitor.streams) == 21
+    assert feed(monitor, drift_streams.table(100_000, seed=21), trained) == []
+
+
+def test_a_half_sigma_shift_is_caught_online_on_that_feature(trained: TrainedModel) -> None:
+    monitor = VersionMonitor(trained.baseline, "binary", 1_000_000)
+    data = drift_streams.table(6000, seed=22, shift={"x7": 0.5}, shift_from=3000)
+    alarms = feed(monitor, data, trained, batch=500)
+    assert alarms, "no alarm"
+    first = alarms[0]
+    assert {a.stream for a in alarms} == {"x7"} and first.kind == "data"
+    assert 3000 <= first.index < 3000 + HALF_SIGMA_WITHIN
+    assert first.start >= 2900  # the estimated change point is close to the true one
+
+
+def test_errors_rising_after_labels_is_an_online_concept_alarm(trained: TrainedModel) -> None:
+    monitor = VersionMonitor(trained.baseline, "binary", 1_000_000)
+    accuracy = trained.baseline.holdout_metrics["accuracy"]
+    rng = np.random.default_rng(5)
+    stable = (rng.random(20_000) > accuracy).astype(np.float64)
+    assert monitor.observe_errors(stable) == []
+    worse = (rng.random(2000) > accuracy - 0.15).astype(np.float64)
+    alarms = monitor.observe_errors(worse)
+    assert alarms and alarms[0].stream == ERROR and alarms[0].kind == "concept"
+
+
+def test_labels_join_in_either_order_within_the_horizon() -> None:
+    now = [0.0]
+    join = LabelJoin(horizon_s=60, max_pending=10, clock=lambda: now[0])
+    served = Served("m", "1", "binary", "1", 0.9)
+    assert join.prediction("a", served) is None
+    outcome = join.label("a", Truth("0", 0.0, True))
+    assert outcome is not None and outcome.error == 1.0
+    assert join.label("b", Truth("", 1.0, False)) is None  # the label came first, as a number
+    outcome = join.prediction("b", served)
+    assert outcome is not None and outcome.error == 0.0
+    assert join.prediction("c", served) is None
+    now[0] = 61.0
+    assert join.label("d", Truth("1", 0.0, True)) is None  # expires "c"
+    assert join.label("c", Truth("1", 0.0, True)) is None
+    assert join.expired == 1
+
+
+async def test_alerts_are_debounced_per_model_version_and_kind(trained: TrainedModel) -> None:
+    published: list[events_pb2.DriftAlert] = []
+
+    async def publish(alert: events_pb2.DriftAlert) -> None:
+        published.append(alert)
+
+    now = [0.0]
+    alerts = Alerts(publish, debounce_s=300, clock=lambda: now[0])
+    shifted = report(trained, drift_streams.table(5000, seed=31, shift={"x3": 0.8}))
+    first = await alerts.from_report(shifted)
+    assert [a.kind for a in first] == [events_pb2.DRIFT_KIND_DATA]
+    assert first[0].features[0].feature == "x3" and first[0].window_rows == 5000
+    assert await alerts.from_report(shifted) == [] and alerts.suppressed == 1
+    now[0] = 301.0
+    assert len(await alerts.from_report(shifted)) == 1
+    assert len(published) == 2
+
+
+def variant(version: str, accuracy: float, labelled: int = 2000) -> VariantStats:
+    return VariantStats(
+        version=version,
+        requests=5000,
+        errors=0,
+        p50_latency_ms=1.0,
+        p99_latency_ms=3.0,
+        labelled=labelled,
+        accuracy=accuracy,
+        quality_var=accuracy * (1 - accuracy),
+        outputs=np.random.default_rng(1).random(500),
+    )
+
+
+def test_the_canary_fails_on_a_significant_accuracy_drop_only() -> None:
+    limits = CanaryLimits()
+    assert judge(variant("1", 0.80), variant("2", 0.795), limits).verdict == "pass"
+    failed = judge(variant("1", 0.80), variant("2", 0.70), limits)
+    assert failed.verdict == "fail" and "quality" in failed.reasons[0]
+    few = judge(variant("1", 0.80), variant("2", 0.70, labelled=10), limits)
+    assert few.verdict == "pass"  # ten labels say nothing yet
+    quiet = VariantStats("2", requests=3)
+    assert judge(variant("1", 0.8), quiet, limits).verdict == "inconclusive"
