@@ -78,6 +78,8 @@ class OnlineDetection:
                 )
                 self.events[key] = self.events.get(key, 0) + len(served)
             alarms += monitor.observe_errors(np.asarray(outcomes.get(key, []), dtype=np.float64))
+            # A lasting shift re-alarms after every h of evidence: keep each stream's first.
+            alarms = list({alarm.stream: alarm for alarm in reversed(alarms)}.values())[::-1]
             for alarm in alarms:
                 log.warning(
                     "online drift alarm",

@@ -1,0 +1,331 @@
+"""The drift service against the real broker and the real ClickHouse engine: seeded
+streams through Kafka, the sink, online detection, windowed reports, alerts and the gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from driftloop.clickhouse.client import ClickHouse
+from driftloop.drift.config import DriftSettings
+from driftloop.drift.server import DriftService
+from driftloop.kafka.producer import EventProducer
+from driftloop.kafka.topics import TopicNames
+from driftloop.kit.errors import NotFound
+from driftloop.kit.grpc_server import GrpcServer
+from driftloop.kit.settings import GrpcServerSettings, KafkaSettings
+from driftloop.models.training import TrainedModel
+from driftloop.v1 import (
+    common_pb2,
+    drift_pb2,
+    drift_pb2_grpc,
+    events_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+from tests import drift_streams
+from tests.drift_streams import Stream
+
+MODEL = "risk"
+
+
+class VersionsRegistry(registry_pb2_grpc.ModelRegistryServicer):
+    """GetModelVersion over a dict: all the drift service asks the registry."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, str], registry_pb2.ModelVersion] = {}
+
+    async def GetModelVersion(
+        self, request: registry_pb2.GetModelVersionRequest, context: Any
+    ) -> registry_pb2.ModelVersion:
+        record = self.versions.get((request.model.model, request.model.version))
+        if record is None:
+            raise NotFound(f"{request.model.model}:{request.model.version} is not registered")
+        return record
+
+
+@dataclass
+class Drift:
+    service: DriftService
+    stub: drift_pb2_grpc.DriftServiceStub
+    producer: EventProducer
+    names: TopicNames
+    clickhouse: ClickHouse
+    registry: VersionsRegistry
+
+    def register(self, trained: TrainedModel, version: str) -> None:
+        record = drift_streams.version_record(trained, MODEL, version)
+        self.registry.versions[(MODEL, version)] = record
+
+    async def send(self, stream: Stream, labels: bool = True) -> None:
+        for event in stream.predictions:
+            await self.producer.enqueue(self.names.predictions, event.request_id, event)
+        if labels:
+            await self.send_labels(stream.labels)
+        await self.producer.flush()
+
+    async def send_labels(self, labels: Sequence[events_pb2.LabelEvent]) -> None:
+        for label in labels:
+            await self.producer.enqueue(self.names.labels, label.request_id, label)
+        await self.producer.flush()
+
+    async def count(self, table: str) -> int:
+        result = await self.clickhouse.query(
+            f"SELECT count() FROM {self.clickhouse.table(table)} FINAL"
+        )
+        return int(result.scalar())
+
+    async def logged(self, predictions: int, labels: int) -> None:
+        async def done() -> bool:
+            return (await self.count("predictions"), await self.count("labels")) == (
+                predictions,
+                labels,
+            )
+
+        await until(done, 90)
+
+    async def alerts(self) -> list[events_pb2.DriftAlert]:
+        response = await self.stub.ListAlerts(drift_pb2.ListAlertsRequest(model=MODEL), timeout=10)
+        return list(response.alerts)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    return drift_streams.train()
+
+
+@pytest.fixture
+async def drift(kafka_settings: KafkaSettings, clickhouse: ClickHouse) -> AsyncIterator[Drift]:
+    assert kafka_settings.bootstrap_servers is not None
+    registry = VersionsRegistry()
+    registry_server = GrpcServer("registry", GrpcServerSettings(host="127.0.0.1", port=0))
+    registry_server.add_service(registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"], registry)
+    registry_port = await registry_server.start()
+    settings = DriftSettings(
+        host="127.0.0.1",
+        port=0,
+        registry_target=f"127.0.0.1:{registry_port}",
+        sink_batch=5000,
+        evaluate_every_s=3600,
+        window_last_n=2000,
+    )
+    service = DriftService(settings, kafka_settings, kafka_settings.bootstrap_servers, clickhouse)
+    port = await service.start()
+    producer = EventProducer(kafka_settings, kafka_settings.bootstrap_servers)
+    await producer.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Drift(
+            service,
+            drift_pb2_grpc.DriftServiceStub(channel),
+            producer,
+            TopicNames(kafka_settings.topic_prefix),
+            clickhouse,
+            registry,
+        )
+    finally:
+        await channel.close()
+        await producer.stop()
+        await service.stop(grace=1)
+        await registry_server.stop()
+
+
+async def test_a_stable_stream_of_100k_events_raises_no_alert(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(trained, "1")
+    stream = drift_streams.stream(
+        trained, drift_streams.table(100_000, seed=41), model=MODEL, version="1"
+    )
+    await drift.send(stream, labels=False)
+    await drift.send_labels(stream.labels[:20_000])
+    await drift.logged(100_000, 20_000)
+    assert drift.service.detection.events[(MODEL, "1")] == 100_000
+    assert await drift.alerts() == []
+    report = await drift.service.evaluator.evaluate(MODEL, "1")
+    assert report is not None and report.rows == 2000
+    assert not (report.data_drift or report.prediction_drift or report.concept_drift)
+    assert await drift.alerts() == []
+    assert await drift.count("drift_metrics") > 80  # 4 tests x 21 streams, performance, share
+
+
+async def test_a_half_sigma_shift_in_one_of_20_features_is_flagged_on_it_alone(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(trained, "1")
+    data = drift_streams.table(8000, seed=42, shift={"x7": 0.5}, shift_from=4000)
+    await drift.send(drift_streams.stream(trained, data, model=MODEL, version="1"), labels=False)
+    await drift.logged(8000, 0)
+
+    async def alerted() -> bool:
+        return bool(await drift.alerts())
+
+    await until(alerted)
+    (alert,) = await drift.alerts()
+    assert alert.kind == events_pb2.DRIFT_KIND_DATA and alert.version == "1"
+    assert [f.feature for f in alert.features] == ["x7"]
+    assert alert.features[0].test == "cusum"
+
+    report = await drift.stub.GetDriftReport(
+        drift_pb2.DriftReportRequest(
+            model=common_pb2.ModelRef(model=MODEL, version="1"), last_n=3000
+        ),
+        timeout=30,
+    )
+    assert report.rows == 3000 and report.data_drift and not report.concept_drift
+    drifted = {score.feature for score in report.features if score.drifted}
+    assert drifted == {"x7"}
+    assert report.root_causes[0].feature == "x7"
+    assert report.drifted_share == pytest.approx(0.05)
+
+
+async def test_a_new_label_relation_is_concept_drift_once_labels_arrive(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(trained, "1")
+    data = drift_streams.table(6000, seed=43, flip_from=0)
+    stream = drift_streams.stream(trained, data, model=MODEL, version="1")
+    await drift.send(stream, labels=False)
+    await drift.logged(6000, 0)
+    before = await drift.service.evaluator.evaluate(MODEL, "1")
+    assert before is not None and not before.concept_drift and not before.data_drift
+    assert await drift.alerts() == []
+
+    # The labels come later, some as JSON (producers in any language).
+    for label in stream.labels[:1000]:
+        document = {"request_id": label.request_id, "label": label.label, "source": "json"}
+        await drift.producer.publish(
+            drift.names.labels, label.request_id, json.dumps(document).encode()
+        )
+    await drift.send_labels(stream.labels[1000:])
+    await drift.logged(6000, 6000)
+    after = await drift.service.evaluator.evaluate(MODEL, "1")
+    assert after is not None and after.labelled == 2000
+    assert after.concept_drift and not after.data_drift and not after.prediction_drift
+    kinds = {alert.kind for alert in await drift.alerts()}
+    assert kinds == {events_pb2.DRIFT_KIND_CONCEPT}
+
+
+async def test_malformed_labels_go_to_dead_letter_and_the_rest_is_logged(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(trained, "1")
+    stream = drift_streams.stream(
+        trained, drift_streams.table(100, seed=44), model=MODEL, version="1"
+    )
+    await drift.send(stream)
+    for raw in (b"{not json", b'{"label": "1"}', b"\xff\x00garbage"):
+        await drift.producer.publish(drift.names.labels, "bad", raw)
+    await drift.logged(100, 100)
+
+    async def dead_lettered() -> bool:
+        return drift.service.consumer.stats.dead_letters == 3
+
+    await until(dead_lettered)
+
+
+async def test_the_api_answers_with_precise_status_codes(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(trained, "1")
+    stub = drift.stub
+    ref = common_pb2.ModelRef(model=MODEL, version="1")
+    baseline = await stub.GetBaseline(drift_pb2.GetBaselineRequest(model=ref), timeout=10)
+    assert [b.feature for b in baseline.numeric] == list(drift_streams.NAMES)
+    assert len(baseline.numeric[0].edges) == 9 and baseline.holdout_metrics
+
+    async def code_of(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        return caught.value.code(), caught.value.details() or ""
+
+    bad = common_pb2.ModelRef(model="no spaces", version="1")
+    code, details = await code_of(
+        stub.GetDriftReport(drift_pb2.DriftReportRequest(model=bad), timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "model.model" in details
+    missing = common_pb2.ModelRef(model=MODEL, version="9")
+    code, _ = await code_of(
+        stub.GetDriftReport(drift_pb2.DriftReportRequest(model=missing), timeout=10)
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+    backwards = common_pb2.TimeWindow()
+    backwards.start.FromDatetime(dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
+    backwards.end.FromDatetime(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    code, details = await code_of(
+        stub.GetDriftReport(
+            drift_pb2.DriftReportRequest(model=ref, time_window=backwards), timeout=10
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "time_window" in details
+    code, details = await code_of(
+        stub.AnalyzeCanary(
+            drift_pb2.CanaryAnalysisRequest(model=MODEL, stable_version="1", candidate_version="1"),
+            timeout=10,
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "candidate_version" in details
+    code, _ = await code_of(stub.ListAlerts(drift_pb2.ListAlertsRequest(model=MODEL, limit=5000)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    # A time window over no traffic is an empty report, not an error.
+    empty = common_pb2.TimeWindow()
+    empty.start.FromDatetime(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    empty.end.FromDatetime(dt.datetime(2020, 1, 2, tzinfo=dt.UTC))
+    report = await stub.GetDriftReport(
+        drift_pb2.DriftReportRequest(model=ref, time_window=empty), timeout=10
+    )
+    assert report.rows == 0 and not report.data_drift and not report.features
+
+
+async def test_canary_analysis_fails_a_candidate_with_worse_accuracy(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(trained, "1")
+    stable = drift_streams.stream(
+        trained, drift_streams.table(3000, seed=45), model=MODEL, version="1", prefix="s"
+    )
+    # The candidate serves the same traffic, but its answers are wrong a third more often.
+    candidate = drift_streams.stream(
+        trained, drift_streams.table(3000, seed=46), model=MODEL, version="2", prefix="c"
+    )
+    for event in candidate.predictions[::3]:
+        event.output.label = "1" if event.output.label == "0" else "0"
+    await drift.send(stable)
+    await drift.send(candidate)
+    await drift.logged(6000, 6000)
+    window = common_pb2.TimeWindow()
+    window.start.FromDatetime(drift_streams.T0)
+    window.end.FromDatetime(drift_streams.T0 + dt.timedelta(days=1))
+    result = await drift.stub.AnalyzeCanary(
+        drift_pb2.CanaryAnalysisRequest(
+            model=MODEL, stable_version="1", candidate_version="2", window=window
+        ),
+        timeout=30,
+    )
+    assert result.verdict == drift_pb2.VERDICT_FAIL
+    assert result.stable.requests == result.candidate.requests == 3000
+    assert result.stable.labelled == 3000
+    assert result.candidate.accuracy < result.stable.accuracy - 0.1
+    assert any("quality" in reason for reason in result.reasons)
+    same = await drift.stub.AnalyzeCanary(
+        drift_pb2.CanaryAnalysisRequest(
+            model=MODEL, stable_version="1", candidate_version="1x", window=window
+        ),
+        timeout=30,
+    )
+    assert same.verdict == drift_pb2.VERDICT_INCONCLUSIVE
