@@ -209,7 +209,7 @@ async def test_a_new_label_relation_is_concept_drift_once_labels_arrive(
     # The labels come later, some as JSON (producers in any language).
     for label in stream.labels[:1000]:
         document = {"request_id": label.request_id, "label": label.label, "source": "json"}
-        await drift.producer.publish(
+        await drift.producer.enqueue(
             drift.names.labels, label.request_id, json.dumps(document).encode()
         )
     await drift.send_labels(stream.labels[1000:])

@@ -57,6 +57,8 @@ class ClickHouseBackend(Protocol):
 
     def query_columns(self, sql: str, params: Params | None = None) -> Columns: ...
 
+    def insert_arrow(self, table: str, data: pa.Table) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -107,6 +109,23 @@ class EmbeddedBackend:
                 raise ClickHouseError(str(error)) from None
             data = result.bytes()
         return _numpy_columns(pyarrow.ipc.open_file(pa.py_buffer(data)).read_all())
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        """Insert an Arrow table whose column names and types match the table's (fast:
+        columnar, no per-row text)."""
+        sink = pa.BufferOutputStream()
+        with pyarrow.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        with self._lock:
+            try:
+                with self._session.send_insert(
+                    f"INSERT INTO {table} ({', '.join(data.column_names)})", "ArrowStream"
+                ) as inserter:
+                    inserter.append(sink.getvalue().to_pybytes())
+                    result = inserter.finish()
+            except RuntimeError as error:
+                raise ClickHouseError(f"insert into {table} failed: {error}") from None
+        return int(result.rows_written)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
@@ -184,6 +203,15 @@ class ServerBackend:
                 raise ClickHouseError(str(error)) from None
         return _numpy_columns(table)
 
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        database, _, name = table.rpartition(".")
+        with self._lock:
+            try:
+                self._client.insert_arrow(name, data, database=database or None)
+            except (ClickHouseConnectError, OSError) as error:
+                raise ClickHouseError(f"insert into {table} failed: {error}") from None
+        return int(data.num_rows)
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
@@ -202,9 +230,7 @@ class ServerBackend:
 
 
 def _numpy_columns(table: pa.Table) -> Columns:
-    return {
-        name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
-    }
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
 def _lock_folder(path: Path) -> IO[str]:

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from driftloop.clickhouse.backend import (
     ClickHouseBackend,
     Columns,
@@ -41,6 +43,10 @@ class ClickHouse:
     async def query_columns(self, sql: str, params: Params | None = None) -> Columns:
         """A columnar result as numpy arrays (for statistics over large windows)."""
         return await asyncio.to_thread(self.backend.query_columns, sql, params)
+
+    async def insert_arrow(self, table: str, data: pa.Table) -> int:
+        """Insert an Arrow table (columns named and typed as the table's)."""
+        return await asyncio.to_thread(self.backend.insert_arrow, self.table(table), data)
 
     async def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]

@@ -8,11 +8,13 @@ event twice (a Kafka re-delivery) never counts it twice.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.v1 import common_pb2, events_pb2
@@ -34,7 +36,36 @@ PREDICTION_COLUMNS = (
     "latency_us",
     "error",
 )
-LABEL_COLUMNS = ("request_id", "time", "truth_kind", "label", "value", "source")
+TIME = pa.timestamp("us", tz="UTC")
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("time", TIME),
+        ("model", pa.string()),
+        ("version", pa.string()),
+        ("role", pa.string()),
+        ("variant", pa.string()),
+        ("entity_key", pa.string()),
+        ("numbers", pa.map_(pa.string(), pa.float64())),
+        ("categories", pa.map_(pa.string(), pa.string())),
+        ("output_kind", pa.string()),
+        ("output_value", pa.float64()),
+        ("output_label", pa.string()),
+        ("output_probabilities", pa.map_(pa.string(), pa.float64())),
+        ("latency_us", pa.uint32()),
+        ("error", pa.string()),
+    ]
+)
+LABEL_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("time", TIME),
+        ("truth_kind", pa.string()),
+        ("label", pa.string()),
+        ("value", pa.float64()),
+        ("source", pa.string()),
+    ]
+)
 
 _ROLES = {
     common_pb2.ROLE_UNSPECIFIED: "unspecified",
@@ -49,48 +80,108 @@ _OUTPUT_KINDS = {
 }
 
 
-def _time(seconds: int, nanos: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC) + dt.timedelta(microseconds=nanos // 1000)
+def _micros(stamp: Timestamp) -> int:
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
 
 
-def prediction_row(event: events_pb2.PredictionEvent) -> tuple[Any, ...]:
+def split_features(
+    features: Mapping[str, common_pb2.FeatureValue],
+) -> tuple[dict[str, float], dict[str, str]]:
+    """A feature map as (numbers, categories)."""
     numbers: dict[str, float] = {}
     categories: dict[str, str] = {}
-    for name, value in event.features.items():
-        if value.WhichOneof("kind") == "number":
+    for name in features:  # iterating the keys is C-level; .items() is not
+        value = features[name]
+        kind = value.WhichOneof("kind")
+        if kind == "number":
             numbers[name] = value.number
-        elif value.WhichOneof("kind") == "category":
+        elif kind == "category":
             categories[name] = value.category
-    output = event.output
-    return (
-        event.request_id,
-        _time(event.time.seconds, event.time.nanos),
-        event.model,
-        event.version,
-        _ROLES.get(event.role, "unspecified"),
-        event.variant,
-        event.entity_key,
-        numbers,
-        categories,
-        _OUTPUT_KINDS.get(output.kind, "unspecified"),
-        output.value,
-        output.label,
-        dict(output.probabilities),
-        event.latency_us,
-        event.error,
-    )
+    return numbers, categories
 
 
-def label_row(event: events_pb2.LabelEvent) -> tuple[Any, ...]:
-    kind = event.WhichOneof("truth")
-    return (
-        event.request_id,
-        _time(event.time.seconds, event.time.nanos),
-        "label" if kind == "label" else "value",
-        event.label,
-        event.value,
-        event.source,
-    )
+def split_events(
+    events: Iterable[Message],
+) -> tuple[list[events_pb2.PredictionEvent], list[events_pb2.LabelEvent]]:
+    """A consumer batch's events as (predictions, labels)."""
+    predictions: list[events_pb2.PredictionEvent] = []
+    labels: list[events_pb2.LabelEvent] = []
+    for event in events:
+        if isinstance(event, events_pb2.PredictionEvent):
+            predictions.append(event)
+        elif isinstance(event, events_pb2.LabelEvent):
+            labels.append(event)
+        else:
+            raise TypeError(f"not a prediction or label event: {type(event).__name__}")
+    return predictions, labels
+
+
+class _MapColumn:
+    """A Map column built flat (keys, values, offsets): much faster into Arrow than a list
+    of per-row dicts."""
+
+    def __init__(self) -> None:
+        self.offsets = [0]
+        self.keys: list[str] = []
+        self.values: list[Any] = []
+
+    def append(self, mapping: Mapping[str, Any]) -> None:
+        self.keys.extend(mapping.keys())
+        self.values.extend(mapping.values())
+        self.offsets.append(len(self.keys))
+
+    def array(self, value_type: pa.DataType) -> pa.MapArray:
+        return pa.MapArray.from_arrays(
+            pa.array(self.offsets, pa.int32()),
+            pa.array(self.keys, pa.string()),
+            pa.array(self.values, value_type),
+        )
+
+
+def prediction_table(events: Sequence[events_pb2.PredictionEvent]) -> pa.Table:
+    """Prediction events as an Arrow table of the predictions columns (the fast insert)."""
+    columns: dict[str, list[Any]] = {name: [] for name in PREDICTION_COLUMNS if name not in _MAPS}
+    maps = {name: _MapColumn() for name in _MAPS}
+    for event in events:
+        numbers, categories = split_features(event.features)
+        output = event.output
+        columns["request_id"].append(event.request_id)
+        columns["time"].append(_micros(event.time))
+        columns["model"].append(event.model)
+        columns["version"].append(event.version)
+        columns["role"].append(_ROLES.get(event.role, "unspecified"))
+        columns["variant"].append(event.variant)
+        columns["entity_key"].append(event.entity_key)
+        maps["numbers"].append(numbers)
+        maps["categories"].append(categories)
+        columns["output_kind"].append(_OUTPUT_KINDS.get(output.kind, "unspecified"))
+        columns["output_value"].append(output.value)
+        columns["output_label"].append(output.label)
+        maps["output_probabilities"].append(output.probabilities)
+        columns["latency_us"].append(event.latency_us)
+        columns["error"].append(event.error)
+    arrays = {
+        name: maps[name].array(PREDICTION_SCHEMA.field(name).type.item_type)
+        if name in maps
+        else pa.array(columns[name], PREDICTION_SCHEMA.field(name).type)
+        for name in PREDICTION_COLUMNS
+    }
+    return pa.Table.from_pydict(arrays, schema=PREDICTION_SCHEMA)
+
+
+_MAPS = ("numbers", "categories", "output_probabilities")
+
+
+def label_table(events: Sequence[events_pb2.LabelEvent]) -> pa.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in LABEL_SCHEMA.names}
+    for event in events:
+        columns["request_id"].append(event.request_id)
+        columns["time"].append(_micros(event.time))
+        columns["truth_kind"].append("label" if event.WhichOneof("truth") == "label" else "value")
+        columns["label"].append(event.label)
+        columns["value"].append(event.value)
+        columns["source"].append(event.source)
+    return pa.Table.from_pydict(columns, schema=LABEL_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -110,26 +201,19 @@ class PredictionLog:
         labels: Sequence[events_pb2.LabelEvent] = (),
     ) -> tuple[int, int]:
         """Insert the events (one batch per table); return the rows written per table."""
-        written_predictions = await self._ch.insert(
-            "predictions", PREDICTION_COLUMNS, [prediction_row(event) for event in predictions]
+        return await self.write_tables(prediction_table(predictions), label_table(labels))
+
+    async def write_tables(self, predictions: pa.Table, labels: pa.Table) -> tuple[int, int]:
+        """Insert tables built by prediction_table and label_table."""
+        written_predictions = (
+            await self._ch.insert_arrow("predictions", predictions) if predictions.num_rows else 0
         )
-        written_labels = await self._ch.insert(
-            "labels", LABEL_COLUMNS, [label_row(event) for event in labels]
-        )
+        written_labels = await self._ch.insert_arrow("labels", labels) if labels.num_rows else 0
         return written_predictions, written_labels
 
     async def write_events(self, events: Iterable[Message]) -> tuple[int, int]:
         """Insert a mixed stream of prediction and label events (as a consumer batch has)."""
-        predictions: list[events_pb2.PredictionEvent] = []
-        labels: list[events_pb2.LabelEvent] = []
-        for event in events:
-            if isinstance(event, events_pb2.PredictionEvent):
-                predictions.append(event)
-            elif isinstance(event, events_pb2.LabelEvent):
-                labels.append(event)
-            else:
-                raise TypeError(f"not a prediction or label event: {type(event).__name__}")
-        return await self.write(predictions, labels)
+        return await self.write(*split_events(events))
 
     async def last_n(
         self, model: str, version: str, n: int, role: str = "live"

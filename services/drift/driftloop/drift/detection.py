@@ -10,20 +10,30 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.message import Message
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from driftloop.drift.alerts import Alerts
 from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.labels import LabelJoin, Served, Truth
 from driftloop.drift.online import OnlineAlarm, VersionMonitor
 from driftloop.kit.errors import DriftloopError
-from driftloop.models.convert import OUTPUT_KIND_NAMES
-from driftloop.v1 import common_pb2, events_pb2
+from driftloop.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 # A version the registry could not describe is asked about again after this long.
 RETRY_UNKNOWN_S = 30.0
+_COLUMNS = (
+    "request_id",
+    "model",
+    "version",
+    "role",
+    "error",
+    "output_kind",
+    "output_value",
+    "output_label",
+)
 RecordAlarm = Callable[[str, str, OnlineAlarm], Awaitable[object]]
 
 
@@ -51,32 +61,45 @@ class OnlineDetection:
         self._unknown: dict[tuple[str, str], float] = {}
         self.events: dict[tuple[str, str], int] = {}
 
-    async def observe(self, events: Sequence[Message]) -> list[events_pb2.DriftAlert]:
-        predictions: dict[tuple[str, str], list[events_pb2.PredictionEvent]] = {}
+    async def observe(
+        self, predictions: pa.Table, labels: Sequence[events_pb2.LabelEvent]
+    ) -> list[events_pb2.DriftAlert]:
+        """Feed a batch: `predictions` as prediction_log.prediction_table builds it."""
+        column = {
+            name: predictions.column(name).to_numpy(zero_copy_only=False) for name in _COLUMNS
+        }
+        live = np.flatnonzero((column["role"] == "live") & (column["error"] == ""))
+        served_rows: dict[tuple[str, str], list[int]] = {}
         outcomes: dict[tuple[str, str], list[float]] = {}
-        for event in events:
-            outcome = None
-            if isinstance(event, events_pb2.PredictionEvent):
-                if event.role != common_pb2.ROLE_LIVE or event.error:
-                    continue
-                predictions.setdefault((event.model, event.version), []).append(event)
-                outcome = self._join.prediction(event.request_id, _served(event))
-            elif isinstance(event, events_pb2.LabelEvent):
-                outcome = self._join.label(event.request_id, _truth(event))
+        for row in live.tolist():
+            key = (column["model"][row], column["version"][row])
+            served_rows.setdefault(key, []).append(row)
+            served = Served(
+                key[0],
+                key[1],
+                column["output_kind"][row],
+                column["output_label"][row],
+                column["output_value"][row],
+            )
+            outcome = self._join.prediction(column["request_id"][row], served)
             if outcome is not None:
                 outcomes.setdefault((outcome.model, outcome.version), []).append(outcome.error)
+        for label in labels:
+            outcome = self._join.label(label.request_id, _truth(label))
+            if outcome is not None:
+                outcomes.setdefault((outcome.model, outcome.version), []).append(outcome.error)
+        numbers = predictions.column("numbers").combine_chunks()
         raised = []
-        for key in sorted(predictions.keys() | outcomes.keys()):
+        for key in sorted(served_rows.keys() | outcomes.keys()):
             monitor = await self._monitor(*key)
             if monitor is None:
                 continue
             alarms = []
-            served = predictions.get(key, [])
-            if served:
-                alarms += monitor.observe(
-                    _feature_matrix(served, monitor.features), _outputs(served)
-                )
-                self.events[key] = self.events.get(key, 0) + len(served)
+            if key in served_rows:
+                rows = np.asarray(served_rows[key])
+                matrix = feature_matrix(numbers.take(rows), monitor.features)
+                alarms += monitor.observe(matrix, column["output_value"][rows].astype(np.float64))
+                self.events[key] = self.events.get(key, 0) + rows.size
             alarms += monitor.observe_errors(np.asarray(outcomes.get(key, []), dtype=np.float64))
             # A lasting shift re-alarms after every h of evidence: keep each stream's first.
             alarms = list({alarm.stream: alarm for alarm in reversed(alarms)}.values())[::-1]
@@ -117,26 +140,24 @@ class OnlineDetection:
         return monitor
 
 
-def _served(event: events_pb2.PredictionEvent) -> Served:
-    kind = OUTPUT_KIND_NAMES.get(event.output.kind, "regression")
-    return Served(event.model, event.version, kind, event.output.label, event.output.value)
-
-
 def _truth(event: events_pb2.LabelEvent) -> Truth:
     is_label = event.WhichOneof("truth") == "label"
     return Truth(event.label, event.value, is_label)
 
 
-def _feature_matrix(
-    events: Sequence[events_pb2.PredictionEvent], names: Sequence[str]
-) -> FloatArray:
-    nan = float("nan")
-    rows = []
-    for event in events:
-        features = event.features
-        rows.append([features[name].number if name in features else nan for name in names])
-    return np.asarray(rows, dtype=np.float64).reshape(len(events), len(names))
-
-
-def _outputs(events: Sequence[events_pb2.PredictionEvent]) -> FloatArray:
-    return np.fromiter((event.output.value for event in events), np.float64, len(events))
+def feature_matrix(numbers: pa.MapArray, names: Sequence[str]) -> FloatArray:
+    """Rows x named features from a Map(String, Float64) column (NaN where absent):
+    vectorised over the flattened keys, no Python per value."""
+    matrix = np.full((len(numbers), len(names)), np.nan)
+    if not names or len(numbers) == 0:
+        return matrix
+    offsets = numbers.offsets.to_numpy()
+    first, last = int(offsets[0]), int(offsets[-1])
+    rows = np.repeat(np.arange(len(numbers)), np.diff(offsets))
+    keys = numbers.keys.slice(first, last - first)
+    values = numbers.items.slice(first, last - first).to_numpy()
+    columns = pc.index_in(keys, value_set=pa.array(list(names), pa.string()))
+    present = columns.is_valid().to_numpy(zero_copy_only=False)
+    where = columns.to_numpy(zero_copy_only=False)[present].astype(np.intp)
+    matrix[rows[present], where] = values[present]
+    return matrix

@@ -12,7 +12,12 @@ import logging
 import time
 from collections.abc import Sequence
 
-from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.clickhouse.prediction_log import (
+    PredictionLog,
+    label_table,
+    prediction_table,
+    split_events,
+)
 from driftloop.drift import metrics
 from driftloop.drift.detection import OnlineDetection
 from driftloop.kafka.consumer import Record
@@ -27,13 +32,14 @@ class LogSink:
 
     async def __call__(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
-        events = [record.value for record in records]
-        predictions, labels = await self._log.write_events(events)
-        metrics.SINK_RECORDS.labels("prediction").inc(predictions)
-        metrics.SINK_RECORDS.labels("label").inc(labels)
+        predictions, labels = split_events(record.value for record in records)
+        table = prediction_table(predictions)
+        written = await self._log.write_tables(table, label_table(labels))
+        metrics.SINK_RECORDS.labels("prediction").inc(written[0])
+        metrics.SINK_RECORDS.labels("label").inc(written[1])
         if self._detection is not None:
             try:
-                await self._detection.observe(events)
+                await self._detection.observe(table, labels)
             except Exception:
                 log.exception("online detection failed on a batch; the batch is logged")
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)

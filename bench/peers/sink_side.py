@@ -1,0 +1,188 @@
+"""One side of the sink benchmark, in its own process: `driftloop` (the drift service's
+sink: BatchConsumer + LogSink with online detection) or `faust` (a faust-streaming agent
+taking batches, decoding each record and inserting the batch with the same PredictionLog).
+
+    python bench/peers/sink_side.py driftloop|faust BOOTSTRAP PREFIX RECORDS FOLDER
+
+Prints one JSON line: rate (records/s from the first record to the last insert),
+cpu_per_100k (process CPU seconds per 100k records) and rows (count in ClickHouse, FINAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from driftloop.clickhouse.backend import EmbeddedBackend  # noqa: E402
+from driftloop.clickhouse.client import ClickHouse  # noqa: E402
+from driftloop.clickhouse.prediction_log import PredictionLog  # noqa: E402
+from driftloop.drift.alerts import Alerts  # noqa: E402
+from driftloop.drift.baselines import VersionInfo  # noqa: E402
+from driftloop.drift.detection import OnlineDetection  # noqa: E402
+from driftloop.drift.labels import LabelJoin  # noqa: E402
+from driftloop.drift.sink import LogSink  # noqa: E402
+from driftloop.kafka.codecs import decode_label, decode_prediction  # noqa: E402
+from driftloop.kafka.consumer import BatchConsumer, Record  # noqa: E402
+from driftloop.kafka.dead_letter import DeadLetters  # noqa: E402
+from driftloop.kafka.producer import EventProducer  # noqa: E402
+from driftloop.kafka.topics import TopicNames  # noqa: E402
+from driftloop.kit.settings import KafkaSettings  # noqa: E402
+from tests import drift_streams  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Progress:
+    def __init__(self, records: int) -> None:
+        self.records = records
+        self.seen = 0
+        self.first: float | None = None
+        self.cpu_first = 0.0
+        self.done = asyncio.Event()
+
+    def batch(self, size: int) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+            self.cpu_first = cpu_seconds()
+        self.seen += size
+        if self.seen >= self.records:
+            self.done.set()
+
+    def result(self, rows: int) -> dict[str, float]:
+        assert self.first is not None
+        elapsed = time.perf_counter() - self.first
+        return {
+            "rate": self.seen / elapsed,
+            "cpu_per_100k": (cpu_seconds() - self.cpu_first) / self.seen * 100_000,
+            "rows": rows,
+        }
+
+
+class StaticBaselines:
+    def __init__(self) -> None:
+        trained = drift_streams.train()
+        self._info = VersionInfo("bench", "1", "binary", trained.baseline)
+
+    async def get(self, model: str, version: str) -> VersionInfo:
+        return self._info
+
+
+async def count(clickhouse: ClickHouse) -> int:
+    result = await clickhouse.query(f"SELECT count() FROM {clickhouse.table('predictions')} FINAL")
+    return int(result.scalar())
+
+
+async def driftloop_side(
+    bootstrap: str, prefix: str, records: int, clickhouse: ClickHouse
+) -> dict[str, float]:
+    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
+    names = TopicNames(prefix)
+    producer = EventProducer(settings, bootstrap)
+    await producer.start()
+    progress = Progress(records)
+
+    async def no_alerts(alert: Any) -> None:
+        return None
+
+    async def no_record(*args: Any) -> None:
+        return None
+
+    detection = OnlineDetection(
+        StaticBaselines(),
+        LabelJoin(86_400, 1_000_000),
+        Alerts(no_alerts, 300),
+        1_000_000,
+        no_record,
+    )
+    sink = LogSink(PredictionLog(clickhouse), detection)
+
+    async def handler(batch: list[Record]) -> None:
+        await sink(batch)
+        progress.batch(len(batch))
+
+    consumer = BatchConsumer(
+        settings,
+        bootstrap,
+        group_id=f"{prefix}bench-driftloop",
+        decoders={names.predictions: decode_prediction, names.labels: decode_label},
+        handler=handler,
+        dead_letters=DeadLetters(producer, names.dead_letter, "bench"),
+        max_batch=50_000,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    await progress.done.wait()
+    result = progress.result(await count(clickhouse))
+    await consumer.stop()
+    await task
+    await producer.stop()
+    return result
+
+
+def faust_side(bootstrap: str, prefix: str, records: int, clickhouse: ClickHouse) -> None:
+    import faust
+
+    app = faust.App(
+        f"{prefix}bench-faust",
+        broker=f"kafka://{bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        store="memory://",
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=10_000,
+        stream_buffer_maxsize=50_000,
+    )
+    topic = app.topic(TopicNames(prefix).predictions, value_type=bytes, key_type=bytes)
+    log = PredictionLog(clickhouse)
+    progress = Progress(records)
+
+    @app.agent(topic)  # type: ignore[misc]  # faust is untyped
+    async def sink(stream: Any) -> None:
+        async for values in stream.take(10_000, within=1.0):
+            await log.write_events(decode_prediction(value) for value in values)
+            progress.batch(len(values))
+            if progress.done.is_set():
+                result = progress.result(await count(clickhouse))
+                print(json.dumps(result), flush=True)
+                os._exit(0)  # faust's worker has no clean "stop after N" path
+
+    from faust.worker import Worker
+
+    level = os.environ.get("BENCH_FAUST_LOG", "error")
+    Worker(app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def main() -> None:
+    side, bootstrap, prefix, records, folder = sys.argv[1:6]
+    backend = EmbeddedBackend(Path(folder))
+    clickhouse = ClickHouse(backend, "bench")
+    if side == "faust":
+        asyncio.run(clickhouse.apply_schema())
+        faust_side(bootstrap, prefix, int(records), clickhouse)
+        return
+
+    async def run() -> dict[str, float]:
+        await clickhouse.apply_schema()
+        return await driftloop_side(bootstrap, prefix, int(records), clickhouse)
+
+    print(json.dumps(asyncio.run(run())), flush=True)
+    backend.close()
+
+
+if __name__ == "__main__":
+    main()
