@@ -1,15 +1,16 @@
 """`driftloop demo`: the loop end to end, as far as it is built.
 
 Today: a local Kafka broker (or the configured one), the topics, ClickHouse (embedded
-unless configured), the registry, inference and gateway services in this process on free
-ports (as standalone mode runs them), a model trained on seeded data and made champion,
-seeded traffic through the gateway whose `tenure` input shifts halfway (every prediction
-logged by the gateway), a second version trained on the shifted data and rolled out as a
-canary that the gateway's controller ramps and promotes, delayed labels as protobuf and
-as JSON, a few malformed messages, the Kafka -> ClickHouse sink (at-least-once,
-idempotent rows, dead letters), and windows read back from ClickHouse that show the
-shift and the version change. Drift detection and the retraining loop replace the
-hand-made retrain here once the drift and retrainer services land.
+unless configured), the registry, inference, gateway and drift services in this process on
+free ports (as standalone mode runs them), a model trained on seeded data and made
+champion, seeded traffic through the gateway whose `tenure` input shifts halfway (every
+prediction logged by the gateway, sunk into ClickHouse by the drift service, whose online
+detectors raise a data-drift alert on `tenure`), a second version trained on the shifted
+data and rolled out as a canary that the gateway's controller ramps and promotes (the drift
+service's canary analysis as a second opinion), delayed labels as protobuf and as JSON, a
+few malformed messages (dead letters), the drift report of each version with its root
+causes, the alerts, and windows read back from ClickHouse. The retraining loop replaces
+the hand-made retrain here once the retrainer's training pipeline lands.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from driftloop.clickhouse.client import ClickHouse, open_clickhouse
-from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.client import ClientSettings, DriftloopClient
+from driftloop.drift.config import DriftSettings
+from driftloop.drift.report import Report
+from driftloop.drift.server import DriftService
+from driftloop.drift.windows import Window
 from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.server import GatewayService
 from driftloop.inference.config import InferenceSettings
 from driftloop.inference.server import InferenceService
-from driftloop.kafka.codecs import decode_label, decode_prediction
-from driftloop.kafka.consumer import BatchConsumer, Record
-from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames, ensure_topics
@@ -51,7 +52,7 @@ from driftloop.retrainer.server import RetrainerService
 from driftloop.v1 import events_pb2
 
 MODEL = "demo-churn"
-STEPS = 9
+STEPS = 10
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 SPAN = dt.timedelta(hours=1)
 BATCH = 500
@@ -171,38 +172,54 @@ async def publish_malformed(producer: EventProducer, names: TopicNames) -> int:
 
 
 async def sink_until_done(
-    consumer: BatchConsumer,
+    drift: DriftService,
     clickhouse: ClickHouse,
     expected: tuple[int, int, int],
     progress: Progress,
 ) -> float:
-    """Run the sink until ClickHouse holds every row and the dead letters are out."""
-    await consumer.start()
-    task = asyncio.create_task(consumer.run())
+    """Wait until the drift service's sink has every row in ClickHouse and the malformed
+    messages in dead-letter."""
     started = time.monotonic()
-    try:
-        while True:
-            rows = await clickhouse.query(
-                f"SELECT (SELECT count() FROM {clickhouse.table('predictions')} FINAL), "
-                f"(SELECT count() FROM {clickhouse.table('labels')} FINAL)"
-            )
-            predictions, labels = rows.rows[0]
-            stats = consumer.stats
-            progress.note(
-                f"{predictions:>7,} predictions, {labels:>6,} labels in ClickHouse, "
-                f"{stats.dead_letters} dead letters"
-            )
-            if (predictions, labels, stats.dead_letters) == expected:
-                return time.monotonic() - started
-            if task.done():
-                task.result()
-                raise RuntimeError("the sink stopped before it was done")
-            if time.monotonic() - started > 300:
-                raise TimeoutError("the sink did not finish in 5 minutes")
-            await asyncio.sleep(1.0)
-    finally:
-        await consumer.stop()
-        await task
+    while True:
+        rows = await clickhouse.query(
+            f"SELECT (SELECT count() FROM {clickhouse.table('predictions')} FINAL), "
+            f"(SELECT count() FROM {clickhouse.table('labels')} FINAL)"
+        )
+        predictions, labels = rows.rows[0]
+        stats = drift.consumer.stats
+        progress.note(
+            f"{predictions:>7,} predictions, {labels:>6,} labels in ClickHouse, "
+            f"{stats.dead_letters} dead letters"
+        )
+        if (predictions, labels, stats.dead_letters) == expected:
+            return time.monotonic() - started
+        if time.monotonic() - started > 300:
+            raise TimeoutError("the sink did not finish in 5 minutes")
+        await asyncio.sleep(1.0)
+
+
+def print_report(report: Report, progress: Progress) -> None:
+    kinds = [
+        name
+        for name, found in (
+            ("data", report.data_drift),
+            ("prediction", report.prediction_drift),
+            ("concept", report.concept_drift),
+        )
+        if found
+    ]
+    performance = ", ".join(f"{k} {v:.3f}" for k, v in report.performance.items() if "p_" not in k)
+    progress.note(
+        f"v{report.version}: {report.rows:,} rows ({report.labelled:,} labelled): "
+        f"drift {', '.join(kinds) or 'none'}; {performance or 'no labels yet'}"
+    )
+    for cause in report.root_causes:
+        feature = next(f for f in report.features if f.stream == cause.feature)
+        progress.note(
+            f"  {cause.feature:<16} PSI {feature.psi:6.3f}  {feature.test} p {feature.p_value:8.2g}"
+            f"  {'drifted' if feature.drifted else 'stable':<8} performance link "
+            f"{cause.performance_link:+.3f}"
+        )
 
 
 async def report(clickhouse: ClickHouse) -> None:
@@ -242,7 +259,8 @@ def _clickhouse_settings(data_dir: Path) -> ClickHouseSettings:
 async def demo(args: argparse.Namespace) -> int:
     progress = Progress()
     print(
-        "driftloop demo: serve -> log -> ClickHouse, and a canary rollout (the loop so far)\n",
+        "driftloop demo: serve -> log -> ClickHouse -> drift, and a canary rollout "
+        "(the loop so far)\n",
         flush=True,
     )
     kafka_settings = load_settings(KafkaSettings)
@@ -295,6 +313,33 @@ async def demo(args: argparse.Namespace) -> int:
             settings,
             bootstrap,
         )
+        drift = DriftService(
+            DriftSettings(
+                port=0,
+                admin_token=token,
+                registry_target=f"127.0.0.1:{registry.port}",
+                evaluate_every_s=3600,
+                sink_batch=2000,
+                window_last_n=1000,
+            ),
+            settings,
+            bootstrap,
+            clickhouse,
+        )
+        await drift.start()
+        gateway = GatewayService(
+            GatewaySettings(
+                port=0,
+                admin_token=token,
+                inference_targets=[f"127.0.0.1:{inference.port}"],
+                registry_target=f"127.0.0.1:{registry.port}",
+                drift_target=f"127.0.0.1:{drift.port}",
+                controller_interval_s=0.2,
+                canary_max_output_distance=0.5,
+            ),
+            settings,
+            bootstrap,
+        )
         await gateway.start()
         client = DriftloopClient(
             ClientSettings(
@@ -311,7 +356,7 @@ async def demo(args: argparse.Namespace) -> int:
             progress.step(
                 4,
                 f"Services: gateway 127.0.0.1:{gateway.port}, "
-                f"inference 127.0.0.1:{inference.port}, "
+                f"inference 127.0.0.1:{inference.port}, drift 127.0.0.1:{drift.port}, "
                 f"registry 127.0.0.1:{registry.port} (gRPC; admin token generated for this run)",
             )
             data = args.data_dir / "train.csv"
@@ -376,44 +421,50 @@ async def demo(args: argparse.Namespace) -> int:
             malformed = await publish_malformed(producer, names)
             await gateway.prediction_log.stop()  # flush what the gateway logged
             logged = gateway.prediction_log.counts
-            log = PredictionLog(clickhouse)
-
-            async def write(records: Sequence[Record]) -> None:
-                await log.write_events(record.value for record in records)
-
-            consumer = BatchConsumer(
-                settings,
-                bootstrap,
-                group_id=f"{settings.topic_prefix}sink",
-                decoders={names.predictions: decode_prediction, names.labels: decode_label},
-                handler=write,
-                dead_letters=DeadLetters(producer, names.dead_letter, "demo-sink"),
-            )
             progress.step(
                 8,
-                f"Sink: Kafka -> ClickHouse ({logged.delivered:,} predictions logged by the "
-                f"gateway, {logged.dropped} dropped; {labels:,} delayed labels, half JSON; "
-                f"{malformed} malformed)",
+                f"Drift service sink: Kafka -> ClickHouse ({logged.delivered:,} predictions "
+                f"logged by the gateway, {logged.dropped} dropped; {labels:,} delayed labels, "
+                f"half JSON; {malformed} malformed)",
             )
             seconds = await sink_until_done(
-                consumer, clickhouse, (logged.delivered, labels, malformed), progress
+                drift, clickhouse, (logged.delivered, labels, malformed), progress
             )
-            progress.note(f"{logged.delivered + labels:,} events in {seconds:.1f} s")
+            progress.note(f"caught up {seconds:.1f} s after the last label was published")
             progress.step(
-                9, "Windows read back from ClickHouse: the tenure shift, and v2 taking over:"
+                9,
+                "Drift reports (each version's last 1,000 predictions against its training "
+                "baseline, root causes first) and the alerts raised:",
+            )
+            for version in (first.version, second.version):
+                evaluated = await drift.evaluator.evaluate(MODEL, version)
+                if evaluated is None:
+                    evaluated = await drift.evaluator.report(MODEL, version, Window(last_n=1000))
+                print_report(evaluated, progress)
+            for alert in reversed(await drift.store.alerts(MODEL, None, None, 20)):
+                features = ", ".join(
+                    f"{f.feature} ({f.test} {f.score:.2f})" for f in alert.features
+                )
+                progress.note(
+                    f"alert v{alert.version} {events_pb2.DriftKind.Name(alert.kind)[11:].lower()} "
+                    f"{events_pb2.Severity.Name(alert.severity)[9:].lower()}: {features}"
+                )
+            progress.step(
+                10, "Windows read back from ClickHouse: the tenure shift, and v2 taking over:"
             )
             await report(clickhouse)
         finally:
             await producer.stop()
             await client.close()
             await gateway.stop(0)
+            await drift.stop(0)
             await inference.stop(0)
             await registry.stop(0)
             await clickhouse.close()
     print(
         f"\ndone in {time.monotonic() - progress.started:.1f} s. "
-        "Drift detection and the retraining loop "
-        "replace the hand-made retrain as the drift and retrainer services land.",
+        "The retraining loop replaces the hand-made retrain as the retrainer's "
+        "training pipeline lands.",
         flush=True,
     )
     return 0

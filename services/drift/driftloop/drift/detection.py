@@ -104,7 +104,7 @@ class OnlineDetection:
             # A lasting shift re-alarms after every h of evidence: keep each stream's first.
             alarms = list({alarm.stream: alarm for alarm in reversed(alarms)}.values())[::-1]
             for alarm in alarms:
-                log.warning(
+                log.info(
                     "online drift alarm",
                     extra={
                         "model": key[0],

@@ -1,6 +1,10 @@
-"""The gateway's adapters to the registry (champion alias) and inference (loading)."""
+"""The gateway's adapters to the registry (champion alias), inference (loading) and the
+drift service (canary quality)."""
 
 from __future__ import annotations
+
+import datetime as dt
+import logging
 
 import grpc
 
@@ -8,9 +12,50 @@ from driftloop.gateway.upstream import InferencePool
 from driftloop.kafka.producer import EventProducer
 from driftloop.kit.errors import Unavailable
 from driftloop.kit.grpc_client import admin_metadata, upstream_error
-from driftloop.v1 import common_pb2, events_pb2, inference_pb2, registry_pb2, registry_pb2_grpc
+from driftloop.v1 import (
+    common_pb2,
+    drift_pb2,
+    drift_pb2_grpc,
+    events_pb2,
+    inference_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 CHAMPION = "champion"
+log = logging.getLogger(__name__)
+
+
+class DriftQuality:
+    """The drift service's AnalyzeCanary as the controller's QualityCheck. An unreachable
+    drift service is logged and does not block the rollout (the local analysis still runs)."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 10.0) -> None:
+        self._stub = drift_pb2_grpc.DriftServiceStub(channel)
+        self._timeout = timeout_s
+
+    async def failures(
+        self, model: str, stable: str, candidate: str, since: dt.datetime
+    ) -> list[str]:
+        window = common_pb2.TimeWindow()
+        window.start.FromDatetime(since)
+        window.end.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+        try:
+            analysis = await self._stub.AnalyzeCanary(
+                drift_pb2.CanaryAnalysisRequest(
+                    model=model, stable_version=stable, candidate_version=candidate, window=window
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning(
+                "the drift service's canary analysis failed; using the local one only",
+                extra={"model": model, "code": error.code().name, "details": error.details()},
+            )
+            return []
+        if analysis.verdict != drift_pb2.VERDICT_FAIL:
+            return []
+        return [f"drift service: {reason}" for reason in analysis.reasons]
 
 
 class RegistryChampions:

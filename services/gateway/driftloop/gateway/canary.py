@@ -1,15 +1,16 @@
 """Canary analysis: candidate against stable over the same window, and the step decision.
 
-Until the drift service offers its analysis RPC (with accuracy once labels arrive), the
-gateway analyses the traffic it served itself: error rate, p99 latency and the
-Jensen-Shannon distance between the two output distributions. The source is a
-`TrafficAnalysis` protocol, so the drift service's RPC can replace it.
+The gateway analyses the traffic it served itself: error rate, p50/p99 latency and the
+Jensen-Shannon distance between the two output distributions (`TrafficAnalysis`). When a
+drift service is configured, its canary analysis over the logged traffic is a second
+opinion (`QualityCheck`): it adds accuracy on labelled rows, and its failure fails the step.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import datetime as dt
 import enum
 import math
 import time
@@ -56,6 +57,15 @@ class Analysis:
 
 class TrafficAnalysis(Protocol):
     def stats(self, model: str, version: str, since: float) -> VersionStats: ...
+
+
+class QualityCheck(Protocol):
+    """A second opinion on a canary step from the logged traffic (the drift service's
+    AnalyzeCanary, with accuracy once labels arrive): the reasons it fails, or none."""
+
+    async def failures(
+        self, model: str, stable: str, candidate: str, since: dt.datetime
+    ) -> list[str]: ...
 
 
 class TrafficRecorder:

@@ -25,6 +25,9 @@ class GatewaySettings(GrpcServerSettings):
     )
     inference_tls_ca_file: Path | None = None
     registry_target: str = "127.0.0.1:50055"
+    # The drift service, whose canary analysis (accuracy on labelled traffic, from the
+    # prediction log) can fail a canary step; empty: the gateway's own analysis only.
+    drift_target: str = ""
     # Deadline of one inference call (a caller's shorter deadline wins).
     request_timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     max_batch_requests: Annotated[int, Field(ge=1, le=10_000)] = 1000

@@ -18,7 +18,7 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.gateway import metrics
-from driftloop.gateway.canary import TrafficAnalysis, Verdict, analyse
+from driftloop.gateway.canary import QualityCheck, TrafficAnalysis, Verdict, analyse
 from driftloop.gateway.policies import DEFAULT_STEPS, PolicyBook, now_stamp, validate
 from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from driftloop.v1 import events_pb2, gateway_pb2
@@ -66,6 +66,7 @@ class Rollouts:
         *,
         defaults: events_pb2.CanaryPlan,
         hold_default_s: int = 300,
+        quality: QualityCheck | None = None,
     ) -> None:
         self._book = book
         self._publisher = publisher
@@ -75,6 +76,7 @@ class Rollouts:
         self._analysis = analysis
         self._defaults = defaults
         self._hold_default_s = hold_default_s
+        self._quality = quality
         self._step_clock: dict[str, float] = {}
 
     def policy(self, model: str) -> events_pb2.RoutingPolicy:
@@ -199,10 +201,20 @@ class Rollouts:
         candidate = self._analysis.stats(model, plan.candidate_version, started)
         result = analyse(plan, stable, candidate, elapsed)
         metrics.ROLLOUT_STEP.labels(model).set(plan.current_step)
-        if result.verdict == Verdict.FAIL:
+        reasons = list(result.reasons)
+        if result.verdict != Verdict.FAIL and self._quality is not None:
+            since = (
+                plan.step_started.ToDatetime(tzinfo=dt.UTC)
+                if plan.HasField("step_started")
+                else dt.datetime.now(dt.UTC) - dt.timedelta(seconds=elapsed)
+            )
+            reasons += await self._quality.failures(
+                model, policy.stable_version, plan.candidate_version, since
+            )
+        if reasons:
             self._step_clock.pop(model, None)
             await self.rollback(
-                model, "canary analysis failed: " + "; ".join(result.reasons), "controller"
+                model, "canary analysis failed: " + "; ".join(reasons), "controller"
             )
         elif result.verdict == Verdict.PASS:
             if plan.current_step + 1 >= len(plan.steps):

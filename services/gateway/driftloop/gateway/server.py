@@ -8,7 +8,12 @@ import logging
 from google.protobuf.message import Message
 
 from driftloop.gateway import metrics
-from driftloop.gateway.adapters import InferenceLoader, KafkaEvents, RegistryChampions
+from driftloop.gateway.adapters import (
+    DriftQuality,
+    InferenceLoader,
+    KafkaEvents,
+    RegistryChampions,
+)
 from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
 from driftloop.gateway.config import GatewaySettings
@@ -73,6 +78,7 @@ class GatewayService:
             kafka, bootstrap_servers, names.routing, self._producer, self.book
         )
         self._registry_channel = open_channel(settings.registry_target)
+        self._drift_channel = open_channel(settings.drift_target) if settings.drift_target else None
         self.rollouts = Rollouts(
             self.book,
             self.policy_topic,
@@ -88,6 +94,7 @@ class GatewayService:
                 max_output_distance=settings.canary_max_output_distance,
             ),
             hold_default_s=settings.blue_green_hold_s,
+            quality=DriftQuality(self._drift_channel) if self._drift_channel else None,
         )
         self.lease = ControllerLease(
             kafka, bootstrap_servers, names.routing, f"{kafka.topic_prefix}gateway-controller"
@@ -136,6 +143,8 @@ class GatewayService:
         await self._producer.stop()
         await self.pool.close()
         await self._registry_channel.close()
+        if self._drift_channel is not None:
+            await self._drift_channel.close()
 
     async def _control(self) -> None:
         while True:
