@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 
 from driftloop.cli.__main__ import build_parser
 from driftloop.client import ClientSettings
+from driftloop.drift.config import DriftSettings
 from driftloop.gateway.config import GatewaySettings
 from driftloop.inference.config import InferenceSettings
 from driftloop.kit.settings import (
@@ -52,6 +53,7 @@ def known_variables() -> set[str]:
         InferenceSettings,
         RetrainerSettings,
         GatewaySettings,
+        DriftSettings,
     ):
         known |= variables(cls)
     for service in SERVICES:
@@ -138,6 +140,8 @@ def test_compose_references_resolve() -> None:
             "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": "DRIFTLOOP_RETRAINER_PORT",
             "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": "DRIFTLOOP_RETRAINER_PORT",
             "DRIFTLOOP_GATEWAY_INFERENCE_TARGETS": "DRIFTLOOP_INFERENCE_PORT",
+            "DRIFTLOOP_GATEWAY_DRIFT_TARGET": "DRIFTLOOP_DRIFT_PORT",
+            "DRIFTLOOP_DRIFT_REGISTRY_TARGET": "DRIFTLOOP_RETRAINER_PORT",
         }
         for variable, port_variable in targets.items():
             for target in filter(None, environment.get(variable, "").split(",")):
