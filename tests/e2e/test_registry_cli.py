@@ -42,6 +42,7 @@ async def wait_serving(target: str, process: asyncio.subprocess.Process) -> None
 @pytest.fixture
 async def services(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     registry_port, inference_port, gateway_port = free_port(), free_port(), free_port()
+    drift_port = free_port()
     env = {
         **os.environ,
         "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -58,18 +59,27 @@ async def services(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[dict[s
         "DRIFTLOOP_GATEWAY_INFERENCE_TARGETS": f"127.0.0.1:{inference_port}",
         "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
         "DRIFTLOOP_GATEWAY_TARGET": f"127.0.0.1:{gateway_port}",
+        "DRIFTLOOP_GATEWAY_DRIFT_TARGET": f"127.0.0.1:{drift_port}",
+        "DRIFTLOOP_DRIFT_PORT": str(drift_port),
+        "DRIFTLOOP_DRIFT_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
+        "DRIFTLOOP_DRIFT_TARGET": f"127.0.0.1:{drift_port}",
         "DRIFTLOOP_ACTOR": "ci",
         "DRIFTLOOP_LOG_LEVEL": "WARNING",
     }
     env.pop("DRIFTLOOP_CLICKHOUSE_URL", None)
+    # One process per embedded ClickHouse folder: the drift service gets its own.
+    own = {"drift": {"DRIFTLOOP_CLICKHOUSE_PATH": str(tmp_path / "drift-clickhouse")}}
     processes = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", f"driftloop.{name}", env=env)
-        for name in ("retrainer", "inference", "gateway")
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"driftloop.{name}", env=env | own.get(name, {})
+        )
+        for name in ("retrainer", "inference", "gateway", "drift")
     ]
     try:
         await wait_serving(f"127.0.0.1:{registry_port}", processes[0])
         await wait_serving(f"127.0.0.1:{inference_port}", processes[1])
         await wait_serving(f"127.0.0.1:{gateway_port}", processes[2])
+        await wait_serving(f"127.0.0.1:{drift_port}", processes[3])
         yield env
     finally:
         for process in processes:
@@ -261,3 +271,25 @@ async def test_register_alias_history_and_predict_from_the_cli(
     assert await served_by() == "1"
     code, out = await cli(services, "routing", "promote", "--model", "churn")
     assert code == 1 and "FAILED_PRECONDITION" in out, out
+
+    # The drift service sinks what the gateway logged and reports on it.
+    code, out = await cli(services, "drift", "baseline", "--model", "churn", "--version", "1")
+    assert code == 0, out
+    baseline = json.loads(out)
+    assert [b["feature"] for b in baseline["numeric"]] == [f"x{i}" for i in range(6)]
+    assert {c["feature"] for c in baseline["categorical"]} == {"plan", "region"}
+    deadline = time.monotonic() + 30
+    while True:
+        code, out = await cli(
+            services, "drift", "report", "--model", "churn", "--version", "1", "--last", "100"
+        )
+        assert code == 0, out
+        if not out.startswith("churn v1: 0 rows") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert out.startswith("churn v1: ") and "drift: none" in out, out
+    assert not out.startswith("churn v1: 0 rows"), "the gateway's predictions never arrived"
+    code, out = await cli(services, "drift", "alerts", "--model", "churn")
+    assert code == 0 and out == "", out
+    code, out = await cli(services, "drift", "report", "--model", "churn", "--version", "9")
+    assert code == 1 and "NOT_FOUND" in out, out

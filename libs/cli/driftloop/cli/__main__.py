@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from driftloop.cli import commands, models, routing
+from driftloop.cli import commands, drift, models, routing
 from driftloop.kit.logging import configure_logging
 from driftloop.kit.settings import ConfigError, LoggingSettings, load_settings
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models.add_commands(sub)
     routing.add_commands(sub)
+    drift.add_commands(sub)
 
     demo = sub.add_parser("demo", help="the loop end to end, as far as it exists (see the README)")
     demo.add_argument("--predictions", type=int, default=20_000)

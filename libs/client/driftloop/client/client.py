@@ -1,4 +1,4 @@
-"""`DriftloopClient`: the registry and inference APIs from Python (asyncio).
+"""`DriftloopClient`: the registry, inference, gateway and drift APIs from Python (asyncio).
 
     async with DriftloopClient(ClientSettings()) as client:
         version = await client.register_from_data("churn", Path("train.csv"), target="churned")
@@ -29,6 +29,8 @@ from driftloop.models.table import read_table
 from driftloop.models.training import Task, TrainedModel, TrainingSpec, train_linear
 from driftloop.v1 import (
     common_pb2,
+    drift_pb2,
+    drift_pb2_grpc,
     events_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
@@ -51,6 +53,7 @@ class ClientSettings(BaseSettings):
     registry_target: str = "127.0.0.1:50055"
     inference_target: str = "127.0.0.1:50052"
     gateway_target: str = "127.0.0.1:50051"
+    drift_target: str = "127.0.0.1:50053"
     admin_token: SecretStr | None = None
     tls_ca_file: Path | None = None
     actor: str = ""
@@ -71,7 +74,9 @@ class DriftloopClient:
         )
         self.registry = registry_pb2_grpc.ModelRegistryStub(self._registry_channel)
         self.inference = inference_pb2_grpc.InferenceServiceStub(self._inference_channel)
+        self._drift_channel = open_channel(settings.drift_target, tls_ca_file=settings.tls_ca_file)
         self.gateway = gateway_pb2_grpc.GatewayStub(self._gateway_channel)
+        self.drift = drift_pb2_grpc.DriftServiceStub(self._drift_channel)
         self._timeout = settings.timeout_s
 
     async def __aenter__(self) -> DriftloopClient:
@@ -89,6 +94,7 @@ class DriftloopClient:
         await self._registry_channel.close()
         await self._inference_channel.close()
         await self._gateway_channel.close()
+        await self._drift_channel.close()
 
     def _admin(self) -> tuple[tuple[str, str], ...]:
         token = self._settings.admin_token
@@ -350,3 +356,53 @@ class DriftloopClient:
             metadata=self._admin(),
         )
         return policy
+
+    async def drift_report(
+        self,
+        model: str,
+        version: str,
+        last_n: int = 0,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> drift_pb2.DriftReport:
+        """A version's drift report over its last N predictions, or [start, end), or the
+        service's default window when neither is given."""
+        request = drift_pb2.DriftReportRequest(
+            model=common_pb2.ModelRef(model=model, version=version)
+        )
+        if last_n:
+            request.last_n = last_n
+        elif start is not None and end is not None:
+            request.time_window.start.FromDatetime(start)
+            request.time_window.end.FromDatetime(end)
+        report: drift_pb2.DriftReport = await self.drift.GetDriftReport(
+            request, timeout=self._timeout
+        )
+        return report
+
+    async def drift_alerts(self, model: str, limit: int = 100) -> list[events_pb2.DriftAlert]:
+        response = await self.drift.ListAlerts(
+            drift_pb2.ListAlertsRequest(model=model, limit=limit), timeout=self._timeout
+        )
+        return list(response.alerts)
+
+    async def baseline(self, model: str, version: str) -> registry_pb2.Baseline:
+        baseline: registry_pb2.Baseline = await self.drift.GetBaseline(
+            drift_pb2.GetBaselineRequest(model=common_pb2.ModelRef(model=model, version=version)),
+            timeout=self._timeout,
+        )
+        return baseline
+
+    async def analyze_canary(
+        self, model: str, stable: str, candidate: str, since: dt.datetime | None = None
+    ) -> drift_pb2.CanaryAnalysis:
+        request = drift_pb2.CanaryAnalysisRequest(
+            model=model, stable_version=stable, candidate_version=candidate
+        )
+        if since is not None:
+            request.window.start.FromDatetime(since)
+            request.window.end.FromDatetime(dt.datetime.now(dt.UTC))
+        analysis: drift_pb2.CanaryAnalysis = await self.drift.AnalyzeCanary(
+            request, timeout=self._timeout
+        )
+        return analysis

@@ -1,0 +1,117 @@
+"""`driftloop drift ...`: drift reports, baselines, alerts and canary analysis."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+
+from driftloop.cli.calls import print_json, with_client
+from driftloop.client import DriftloopClient
+from driftloop.v1 import drift_pb2, events_pb2
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    drift = sub.add_parser("drift", help="drift reports, baselines, alerts, canary analysis")
+    actions = drift.add_subparsers(dest="action", required=True)
+
+    report = actions.add_parser("report", help="a version's drift report (a table; --json)")
+    report.add_argument("--model", required=True)
+    report.add_argument("--version", required=True, help="a version number or an alias")
+    report.add_argument("--last", type=int, default=0, help="the last N predictions")
+    report.add_argument("--hours", type=float, default=0, help="or the last H hours")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(run=run_report)
+
+    baseline = actions.add_parser("baseline", help="a version's frozen baseline (JSON)")
+    baseline.add_argument("--model", required=True)
+    baseline.add_argument("--version", required=True)
+    baseline.set_defaults(run=run_baseline)
+
+    alerts = actions.add_parser("alerts", help="a model's drift alerts, newest first")
+    alerts.add_argument("--model", required=True)
+    alerts.add_argument("--limit", type=int, default=20)
+    alerts.set_defaults(run=run_alerts)
+
+    canary = actions.add_parser("canary", help="candidate against stable over the same window")
+    canary.add_argument("--model", required=True)
+    canary.add_argument("--stable", required=True)
+    canary.add_argument("--candidate", required=True)
+    canary.add_argument("--hours", type=float, default=1.0, help="the window: the last H hours")
+    canary.set_defaults(run=run_canary)
+
+
+def format_report(report: drift_pb2.DriftReport) -> str:
+    found = [
+        name
+        for name, flag in (
+            ("data", report.data_drift),
+            ("prediction", report.prediction_drift),
+            ("concept", report.concept_drift),
+        )
+        if flag
+    ]
+    lines = [
+        f"{report.model.model} v{report.model.version}: {report.rows:,} rows, "
+        f"{report.labelled_rows:,} labelled; drift: {', '.join(found) or 'none'} "
+        f"(drifted share {report.drifted_share:.0%})"
+    ]
+    lines += [f"  {m.name} {m.value:.4g}" for m in report.performance]
+    scores = {(s.feature, s.test): s for s in report.features}
+    lines.append(f"  {'feature':<20} {'PSI':>7} {'JS':>7} {'test':>5} {'p':>9}  link    drifted")
+    for cause in report.root_causes:
+        psi, js = scores[(cause.feature, "psi")], scores[(cause.feature, "js")]
+        test = next(s for (f, t), s in scores.items() if f == cause.feature and t in ("ks", "chi2"))
+        link = "" if math.isnan(cause.performance_link) else f"{cause.performance_link:+.3f}"
+        lines.append(
+            f"  {cause.feature:<20} {psi.score:7.3f} {js.score:7.3f} {test.test:>5} "
+            f"{psi.p_value:9.2g}  {link:<7} {'yes' if psi.drifted else ''}"
+        )
+    if report.HasField("prediction"):
+        p = report.prediction
+        lines.append(
+            f"  {'(output)':<20} {p.score:7.3f} {'':>7} {'ks':>5} {p.p_value:9.2g}  "
+            f"{'':<7} {'yes' if p.drifted else ''}"
+        )
+    return "\n".join(lines)
+
+
+async def run_report(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        end = dt.datetime.now(dt.UTC)
+        start = end - dt.timedelta(hours=args.hours) if args.hours else None
+        report = await client.drift_report(
+            args.model, args.version, last_n=args.last, start=start, end=end
+        )
+        if args.json:
+            print_json(report)
+        else:
+            print(format_report(report))
+
+    return await with_client(work)
+
+
+async def run_baseline(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        print_json(await client.baseline(args.model, args.version))
+
+    return await with_client(work)
+
+
+async def run_alerts(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        for alert in await client.drift_alerts(args.model, args.limit):
+            kind = events_pb2.DriftKind.Name(alert.kind).removeprefix("DRIFT_KIND_").lower()
+            severity = events_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_").lower()
+            at = alert.time.ToDatetime(dt.UTC)
+            print(f"{at:%Y-%m-%d %H:%M:%S} v{alert.version} {kind} {severity}: {alert.summary}")
+
+    return await with_client(work)
+
+
+async def run_canary(args: argparse.Namespace) -> int:
+    async def work(client: DriftloopClient) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=args.hours)
+        print_json(await client.analyze_canary(args.model, args.stable, args.candidate, since))
+
+    return await with_client(work)
