@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-async def test_the_demo_serves_logs_and_stores_end_to_end(
+async def test_the_demo_serves_logs_detects_and_stores_end_to_end(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = {
@@ -39,7 +39,12 @@ async def test_the_demo_serves_logs_and_stores_end_to_end(
             await process.wait()
     text = output.decode()
     assert process.returncode == 0, text
-    assert "[9/9] Windows read back from ClickHouse" in text
+    assert "[10/10] Windows read back from ClickHouse" in text
+    # The drift service saw the tenure shift in v1's traffic, online and in its window.
+    assert re.search(r"v1: 1,000 rows \([\d,]+ labelled\): drift data", text), text
+    assert re.search(r"^\s+tenure\s+PSI\s+[\d.]+\s+ks p\s+\S+\s+drifted", text, re.M), text
+    assert "alert v1 data warning: tenure (cusum" in text
+    assert re.search(r"v2: [\d,]+ rows \([\d,]+ labelled\): drift none", text), text
     assert "canary promoted: the gateway serves v2, registry champion is v2" in text
     logged = re.search(
         r"\(([\d,]+) predictions logged by the gateway, 0 dropped; ([\d,]+) delayed", text

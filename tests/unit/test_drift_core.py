@@ -9,8 +9,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from driftloop.clickhouse.prediction_log import prediction_table
 from driftloop.drift.alerts import Alerts
 from driftloop.drift.canary import CanaryLimits, VariantStats, judge
+from driftloop.drift.detection import feature_matrix
 from driftloop.drift.labels import LabelJoin, Served, Truth
 from driftloop.drift.online import ERROR, OnlineAlarm, VersionMonitor
 from driftloop.drift.report import Report, Thresholds, build_report
@@ -203,3 +205,18 @@ def test_the_canary_fails_on_a_significant_accuracy_drop_only() -> None:
     assert few.verdict == "pass"  # ten labels say nothing yet
     quiet = VariantStats("2", requests=3)
     assert judge(variant("1", 0.8), quiet, limits).verdict == "inconclusive"
+
+
+def test_the_feature_matrix_reads_the_logged_map_column_by_name(trained: TrainedModel) -> None:
+    data = drift_streams.table(50, seed=61)
+    stream = drift_streams.stream(trained, data, model="m", version="1")
+    del stream.predictions[3].features["x2"]  # a missing feature is NaN
+    logged = prediction_table(stream.predictions).column("numbers").combine_chunks()
+    cases = ((logged.take(np.asarray([1, 3, 5])), [1, 3, 5]), (logged.slice(2, 4), [2, 3, 4, 5]))
+    for part, rows in cases:
+        matrix = feature_matrix(part, ["x0", "x2", "nope"])
+        expected = np.column_stack([numbers(data, "x0")[rows], numbers(data, "x2")[rows]])
+        if 3 in rows:
+            expected[rows.index(3), 1] = np.nan
+        np.testing.assert_array_equal(matrix[:, :2], expected)
+        assert np.isnan(matrix[:, 2]).all()

@@ -23,6 +23,13 @@ _KINDS = {
     "prediction": events_pb2.DRIFT_KIND_PREDICTION,
     "concept": events_pb2.DRIFT_KIND_CONCEPT,
 }
+# The names the drift_alerts table and the metrics use.
+KIND_NAMES: dict[events_pb2.DriftKind.ValueType, str] = {v: k for k, v in _KINDS.items()}
+SEVERITY_NAMES: dict[events_pb2.Severity.ValueType, str] = {
+    events_pb2.SEVERITY_INFO: "info",
+    events_pb2.SEVERITY_WARNING: "warning",
+    events_pb2.SEVERITY_CRITICAL: "critical",
+}
 
 
 class Alerts:

@@ -10,7 +10,7 @@ import logging
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.drift import metrics
-from driftloop.drift.alerts import Alerts
+from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES, Alerts
 from driftloop.drift.baselines import RegistryBaselines
 from driftloop.drift.canary import CanaryAnalysis, CanaryLimits
 from driftloop.drift.config import DriftSettings
@@ -34,16 +34,6 @@ from driftloop.kit.settings import KafkaSettings
 from driftloop.v1 import drift_pb2, events_pb2
 
 log = logging.getLogger(__name__)
-_SEVERITY_NAMES = {
-    events_pb2.SEVERITY_INFO: "info",
-    events_pb2.SEVERITY_WARNING: "warning",
-    events_pb2.SEVERITY_CRITICAL: "critical",
-}
-_KIND_NAMES = {
-    events_pb2.DRIFT_KIND_DATA: "data",
-    events_pb2.DRIFT_KIND_PREDICTION: "prediction",
-    events_pb2.DRIFT_KIND_CONCEPT: "concept",
-}
 
 
 def thresholds_of(settings: DriftSettings) -> Thresholds:
@@ -151,8 +141,8 @@ class DriftService:
     async def _publish_alert(self, alert: events_pb2.DriftAlert) -> None:
         metrics.ALERTS.labels(
             alert.model,
-            _KIND_NAMES.get(alert.kind, "unspecified"),
-            _SEVERITY_NAMES.get(alert.severity, "unspecified"),
+            KIND_NAMES.get(alert.kind, "unspecified"),
+            SEVERITY_NAMES.get(alert.severity, "unspecified"),
         ).inc()
         await self.store.write_alert(alert)
         await self._producer.publish(self._names.drift_alerts, alert.model, alert)

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from driftloop.clickhouse.client import ClickHouse
+from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES
 from driftloop.drift.report import Report
 from driftloop.v1 import events_pb2
 
@@ -40,16 +41,6 @@ ALERT_COLUMNS = (
     "summary",
     "record",
 )
-_KINDS = {
-    events_pb2.DRIFT_KIND_DATA: "data",
-    events_pb2.DRIFT_KIND_PREDICTION: "prediction",
-    events_pb2.DRIFT_KIND_CONCEPT: "concept",
-}
-_SEVERITIES = {
-    events_pb2.SEVERITY_INFO: "info",
-    events_pb2.SEVERITY_WARNING: "warning",
-    events_pb2.SEVERITY_CRITICAL: "critical",
-}
 
 
 def metric_rows(report: Report, computed: dt.datetime) -> list[tuple[Any, ...]]:
@@ -124,8 +115,8 @@ class DriftStore:
             alert.time.ToDatetime(dt.UTC),
             alert.model,
             alert.version,
-            _KINDS.get(alert.kind, "unspecified"),
-            _SEVERITIES.get(alert.severity, "unspecified"),
+            KIND_NAMES.get(alert.kind, "unspecified"),
+            SEVERITY_NAMES.get(alert.severity, "unspecified"),
             alert.window.start.ToDatetime(dt.UTC),
             alert.window.end.ToDatetime(dt.UTC),
             alert.window_rows,
