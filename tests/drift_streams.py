@@ -76,8 +76,9 @@ def stream(
     prefix: str = "r",
     first: int = 0,
     latency_us: int = 300,
+    start: dt.datetime = T0,
 ) -> Stream:
-    """One prediction per row (one second apart from T0 + `first` s) and its label."""
+    """One prediction per row (one second apart from `start` + `first` s) and its label."""
     scores: npt.NDArray[np.float64] = trained.model.predict_table(data)
     negative, positive = trained.model.classes
     columns = [data.columns[name] for name in NAMES]
@@ -93,7 +94,7 @@ def stream(
             variant="stable",
             latency_us=latency_us,
         )
-        event.time.FromDatetime(T0 + dt.timedelta(seconds=first + row))
+        event.time.FromDatetime(start + dt.timedelta(seconds=first + row))
         for name, column in zip(NAMES, columns, strict=True):
             event.features[name].number = float(column[row])
         score = float(scores[row])
@@ -104,6 +105,6 @@ def stream(
         label = events_pb2.LabelEvent(
             request_id=request_id, label=positive if truths[row] else negative, source="test"
         )
-        label.time.FromDatetime(T0 + dt.timedelta(seconds=first + row, minutes=5))
+        label.time.FromDatetime(start + dt.timedelta(seconds=first + row, minutes=5))
         labels.append(label)
     return Stream(predictions, labels)
