@@ -15,7 +15,7 @@ UV := $(CACHE)/tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bench-gateway bench-inference help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
+.PHONY: bench-drift-sink bench-drift-window bench-gateway bench-inference bench-online help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,7 +61,8 @@ lint: $(BIN)/.synced ## ruff
 	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/.synced ## mypy --strict on our code
-	$(BIN)/mypy libs services tests bench/harness.py bench/inference_vs_mlserver.py bench/gateway_vs_direct.py
+	$(BIN)/mypy libs services tests bench/harness.py bench/inference_vs_mlserver.py bench/gateway_vs_direct.py \
+	    bench/drift_window_vs_evidently.py bench/online_vs_river.py bench/drift_sink.py
 
 lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock --python $(PYTHON)
@@ -83,9 +84,10 @@ proto-check: $(BIN)/.synced ## fail when the generated code in libs/api is stale
 clean: ## remove the environment, caches and local data
 	rm -rf $(VENV) $(CACHE) .data .mypy_cache .ruff_cache .pytest_cache
 
-bench/.venv-peers/.ready: bench/peers/mlserver_side.py | $(UV)
+bench/.venv-peers/.ready: bench/peers/mlserver_side.py bench/peers/evidently_side.py | $(UV)
 	$(UV) venv -q --clear bench/.venv-peers --python $(PYTHON)
 	$(UV) pip install -q --python bench/.venv-peers/bin/python "mlserver==1.7.1" "mlserver-sklearn==1.7.1" scikit-learn "uvloop<0.22"
+	$(UV) pip install -q --python bench/.venv-peers/bin/python "evidently==0.7.*" "pandas<3"
 	@touch $@
 
 bench-inference: setup bench/.venv-peers/.ready ## benchmark: inference service vs MLServer (h2load)
@@ -95,3 +97,12 @@ bench-inference: setup bench/.venv-peers/.ready ## benchmark: inference service 
 bench-gateway: setup ## benchmark: the gateway hop against calling inference directly
 	@command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client
 	$(BIN)/python bench/gateway_vs_direct.py
+
+bench-drift-window: setup bench/.venv-peers/.ready ## benchmark: a 100k x 20 drift window vs Evidently
+	$(BIN)/python bench/drift_window_vs_evidently.py
+
+bench-online: setup ## benchmark: online CUSUM vs river ADWIN (cost, delay)
+	$(BIN)/python bench/online_vs_river.py
+
+bench-drift-sink: setup ## benchmark: the drift sink (Kafka -> ClickHouse) vs a faust-streaming agent
+	$(BIN)/python bench/drift_sink.py
