@@ -331,11 +331,14 @@ async def test_canary_analysis_fails_a_candidate_with_worse_accuracy(
     assert same.verdict == drift_pb2.VERDICT_INCONCLUSIVE
 
 
-async def test_the_periodic_round_evaluates_versions_with_recent_traffic(
+async def test_the_periodic_round_stores_last_n_and_fixed_time_windows(
     drift: Drift, trained: TrainedModel
 ) -> None:
     drift.register(trained, "1")
-    recent = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    # Inside the last complete hour, so that the fixed time window holds every row.
+    hour = drift.service.evaluator.last_time_window(dt.datetime.now(dt.UTC))
+    assert hour.start is not None
+    recent = hour.start + dt.timedelta(minutes=30)
     data = drift_streams.table(1000, seed=47, shift={"x4": 1.0})
     await drift.send(
         drift_streams.stream(trained, data, model=MODEL, version="1", start=recent),
@@ -343,10 +346,13 @@ async def test_the_periodic_round_evaluates_versions_with_recent_traffic(
     )
     await drift.logged(1000, 0)
     assert await drift.service.evaluator.evaluate_active() == 1
-    result = await drift.clickhouse.query(
-        f"SELECT stream, value, drifted FROM {drift.clickhouse.table('drift_metrics')} FINAL "
-        "WHERE window_kind = 'last_n' AND test = 'psi' AND drifted = 1"
-    )
-    assert [row[0] for row in result.rows] == ["x4"] and result.rows[0][1] > 0.2
+    for kind in ("last_n", "time"):
+        result = await drift.clickhouse.query(
+            f"SELECT stream, value, rows FROM {drift.clickhouse.table('drift_metrics')} FINAL "
+            "WHERE window_kind = {kind:String} AND test = 'psi' AND drifted = 1",
+            {"kind": kind},
+        )
+        assert [row[0] for row in result.rows] == ["x4"] and result.rows[0][1] > 0.2
+        assert result.rows[0][2] == 1000
     kinds = {alert.kind for alert in await drift.alerts()}
     assert events_pb2.DRIFT_KIND_DATA in kinds

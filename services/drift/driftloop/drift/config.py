@@ -30,6 +30,8 @@ class DriftSettings(GrpcServerSettings):
     evaluate_every_s: Annotated[float, Field(gt=0)] = 60.0
     window_last_n: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
     window_min_rows: Annotated[int, Field(ge=10)] = 500
+    # Fixed time windows, aligned to the epoch: each complete one is evaluated and stored once.
+    time_window_s: Annotated[float, Field(ge=60)] = 3600.0
     # Tests: Benjamini-Hochberg false discovery rate across features; a feature drifts when
     # its test is significant after that control AND its PSI reaches psi_threshold (with
     # enough rows every tiny difference is significant; PSI says whether it matters).

@@ -30,6 +30,7 @@ class Evaluator:
         thresholds: Thresholds,
         last_n: int,
         min_rows: int,
+        time_window: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
         self._reader = reader
         self._store = store
@@ -38,6 +39,8 @@ class Evaluator:
         self._thresholds = thresholds
         self._last_n = last_n
         self._min_rows = min_rows
+        self._time_window = time_window
+        self._recorded: set[tuple[str, str, dt.datetime]] = set()
 
     async def report(self, model: str, version: str, window: Window) -> Report:
         """The drift report of a version over a window (NOT_FOUND for an unknown version)."""
@@ -64,9 +67,18 @@ class Evaluator:
         metrics.REPORT_SECONDS.observe(time.perf_counter() - started)
         return report
 
-    async def evaluate(self, model: str, version: str) -> Report | None:
-        """Report on the last N rows, record it and alert on it (None: too few rows)."""
-        report = await self.report(model, version, Window(last_n=self._last_n))
+    def last_time_window(self, now: dt.datetime) -> Window:
+        """The last complete fixed time window before `now` (aligned to the epoch)."""
+        period = self._time_window.total_seconds()
+        end = dt.datetime.fromtimestamp(now.timestamp() // period * period, tz=dt.UTC)
+        return Window(start=end - self._time_window, end=end)
+
+    async def evaluate(
+        self, model: str, version: str, window: Window | None = None
+    ) -> Report | None:
+        """Report on a window (default: the last N rows), record it in drift_metrics and
+        alert on it (None: too few rows)."""
+        report = await self.report(model, version, window or Window(last_n=self._last_n))
         if report.rows < self._min_rows:
             return None
         await self._store.write_report(report, dt.datetime.now(dt.UTC))
@@ -81,10 +93,16 @@ class Evaluator:
         """One round over the active versions; a failing version does not stop the round."""
         since = dt.datetime.now(dt.UTC) - ACTIVE_WITHIN
         done = 0
+        fixed = self.last_time_window(dt.datetime.now(dt.UTC))
         for model, version in await self._store.active_versions(since):
             try:
                 if await self.evaluate(model, version) is not None:
                     done += 1
+                # Each complete fixed window once (a restart recomputes it: same rows).
+                assert fixed.end is not None
+                if (model, version, fixed.end) not in self._recorded:
+                    await self.evaluate(model, version, fixed)
+                    self._recorded.add((model, version, fixed.end))
             except Exception:
                 log.exception("drift evaluation of %s v%s failed", model, version)
         return done

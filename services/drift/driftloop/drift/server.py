@@ -95,6 +95,7 @@ class DriftService:
             thresholds_of(settings),
             settings.window_last_n,
             settings.window_min_rows,
+            dt.timedelta(seconds=settings.time_window_s),
         )
         self._server = GrpcServer("drift", settings)
         self._server.add_service(
