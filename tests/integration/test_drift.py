@@ -29,7 +29,6 @@ from driftloop.v1 import (
     drift_pb2_grpc,
     events_pb2,
     registry_pb2,
-    registry_pb2_grpc,
 )
 from tests import drift_streams
 from tests.drift_streams import Stream
@@ -37,8 +36,9 @@ from tests.drift_streams import Stream
 MODEL = "risk"
 
 
-class VersionsRegistry(registry_pb2_grpc.ModelRegistryServicer):
-    """GetModelVersion over a dict: all the drift service asks the registry."""
+class VersionsRegistry:
+    """GetModelVersion over a dict: all the drift service asks the registry (the server kit
+    answers UNIMPLEMENTED for the rest)."""
 
     def __init__(self) -> None:
         self.versions: dict[tuple[str, str], registry_pb2.ModelVersion] = {}
