@@ -136,7 +136,9 @@ class GrpcServer:
 
 def _handler(method: MethodDescriptor, servicer: object) -> Handler:
     """The gRPC handler of one method, from its descriptor and the servicer's coroutine."""
-    behavior: Any = getattr(servicer, method.name)
+    # A method the servicer lacks gets a sync placeholder, which the wrapper turns into
+    # UNIMPLEMENTED (as it does the generated base class's placeholders).
+    behavior: Any = getattr(servicer, method.name, _missing)
     deserialize = GetMessageClass(method.input_type).FromString
     serialize = GetMessageClass(method.output_type).SerializeToString
     if method.client_streaming and method.server_streaming:
@@ -146,6 +148,10 @@ def _handler(method: MethodDescriptor, servicer: object) -> Handler:
     if method.server_streaming:
         return grpc.unary_stream_rpc_method_handler(behavior, deserialize, serialize)
     return grpc.unary_unary_rpc_method_handler(behavior, deserialize, serialize)
+
+
+def _missing(request: Any, context: Any) -> None:
+    """Stands for a method the servicer does not have (never called: see _handler)."""
 
 
 def _server_credentials(settings: GrpcServerSettings) -> grpc.ServerCredentials | None:
