@@ -29,7 +29,7 @@ async def test_parameters_are_bound_not_formatted(clickhouse: ClickHouse) -> Non
 
 async def test_schema_is_idempotent(clickhouse: ClickHouse) -> None:
     await PredictionLog(clickhouse).write([prediction(1)])
-    assert await clickhouse.apply_schema() == 9
+    assert await clickhouse.apply_schema() == 10
     result = await clickhouse.query(f"SELECT count() FROM {clickhouse.table('predictions')}")
     assert result.scalar() == 1
 

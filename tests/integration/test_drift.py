@@ -356,3 +356,8 @@ async def test_the_periodic_round_stores_last_n_and_fixed_time_windows(
         assert result.rows[0][2] == 1000
     kinds = {alert.kind for alert in await drift.alerts()}
     assert events_pb2.DRIFT_KIND_DATA in kinds
+    causes = await drift.clickhouse.query(
+        f"SELECT feature, rank, feature_drifted FROM {drift.clickhouse.table('drift_root_causes')} "
+        "WHERE window_kind = 'time' ORDER BY rank"
+    )
+    assert len(causes.rows) == 20 and causes.rows[0][:3] == ("x4", 1, 1)

@@ -164,3 +164,25 @@ CREATE TABLE IF NOT EXISTS driftloop.drift_alerts
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (model, time, alert_id);
+
+-- The root-cause view: per model version and evaluated window, each feature's drift (PSI),
+-- its link to the performance drop (when labels existed) and its rank: by link when the
+-- window showed concept drift, else by PSI. Grafana reads the newest window from here.
+CREATE VIEW IF NOT EXISTS driftloop.drift_root_causes AS
+SELECT
+    model,
+    version,
+    window_kind,
+    window_end,
+    stream AS feature,
+    maxIf(value, test = 'psi') AS psi,
+    maxIf(drifted, test = 'psi') AS feature_drifted,
+    if(countIf(test = 'link') > 0, anyIf(value, test = 'link'), nan) AS performance_link,
+    maxIf(drifted, test = 'link') AS performance_dropped,
+    row_number() OVER (
+        PARTITION BY model, version, window_kind, window_end
+        ORDER BY if(performance_dropped = 1, performance_link, psi) DESC, feature
+    ) AS rank
+FROM driftloop.drift_metrics FINAL
+WHERE NOT startsWith(stream, '__')
+GROUP BY model, version, window_kind, window_end, stream;

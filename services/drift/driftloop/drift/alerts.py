@@ -115,7 +115,9 @@ class Alerts:
                 f"{min(a.start for a in fired)} detected at event {max(a.index for a in fired)}",
             )
             alert.window_rows = events
-            alert.window.end.GetCurrentTime()
+            # An online alarm is a point in time: the window is that instant.
+            alert.window.start.CopyFrom(alert.time)
+            alert.window.end.CopyFrom(alert.time)
             alert.features.extend(
                 events_pb2.FeatureScore(
                     feature=a.stream, test="cusum", score=a.statistic, drifted=True

@@ -44,8 +44,9 @@ ALERT_COLUMNS = (
 
 
 def metric_rows(report: Report, computed: dt.datetime) -> list[tuple[Any, ...]]:
-    """The report as drift_metrics rows: every test of every stream, the performance
-    metrics (stream __performance__) and the drifted share (stream __dataset__)."""
+    """The report as drift_metrics rows: every test of every stream, each feature's link
+    to the performance drop (test "link", with labels), the performance metrics (stream
+    __performance__) and the drifted share (stream __dataset__)."""
     head = (report.model, report.version, report.window_kind, report.start, report.end)
     rows = []
     streams = [*report.features, *([report.prediction] if report.prediction else [])]
