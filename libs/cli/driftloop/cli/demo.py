@@ -301,18 +301,6 @@ async def demo(args: argparse.Namespace) -> int:
             bootstrap,
         )
         await inference.start()
-        gateway = GatewayService(
-            GatewaySettings(
-                port=0,
-                admin_token=token,
-                inference_targets=[f"127.0.0.1:{inference.port}"],
-                registry_target=f"127.0.0.1:{registry.port}",
-                controller_interval_s=0.2,
-                canary_max_output_distance=0.5,
-            ),
-            settings,
-            bootstrap,
-        )
         drift = DriftService(
             DriftSettings(
                 port=0,

@@ -12,6 +12,7 @@ explains when labels exist, else by PSI.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -229,18 +230,7 @@ def _control_fdr(results: list[StreamResult], thresholds: Thresholds) -> list[St
 
 
 def _with_decision(result: StreamResult, p_value: float, drifted: bool) -> StreamResult:
-    return StreamResult(
-        stream=result.stream,
-        psi=result.psi,
-        js=result.js,
-        kl=result.kl,
-        test=result.test,
-        statistic=result.statistic,
-        p_value=p_value,
-        drifted=drifted,
-        shares=result.shares,
-        reference=result.reference,
-    )
+    return dataclasses.replace(result, p_value=p_value, drifted=drifted)
 
 
 def _labelled_errors(output_kind: str, data: WindowData) -> FloatArray:
