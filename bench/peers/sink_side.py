@@ -1,8 +1,9 @@
-"""One side of the sink benchmark, in its own process: `driftloop` (the drift service's
-sink: BatchConsumer + LogSink with online detection) or `faust` (a faust-streaming agent
-taking batches, decoding each record and inserting the batch with the same PredictionLog).
+"""One side of the sink benchmark, in its own process: the drift service's sink (LogSink:
+decode, Arrow tables, one ClickHouse insert per table, online detection) driven by the
+`aiokafka` engine (BatchConsumer, the default) or the `faust` engine (a faust-streaming
+agent taking event batches, FaustSink): the same work, two drivers.
 
-    python bench/peers/sink_side.py driftloop|faust BOOTSTRAP PREFIX RECORDS FOLDER
+    python bench/peers/sink_side.py aiokafka|faust BOOTSTRAP PREFIX RECORDS FOLDER
 
 Prints one JSON line: rate (records/s from the first record to the last insert),
 cpu_per_100k (process CPU seconds per 100k records) and rows (count in ClickHouse, FINAL).
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from driftloop.clickhouse.prediction_log import PredictionLog  # noqa: E402
 from driftloop.drift.alerts import Alerts  # noqa: E402
 from driftloop.drift.baselines import VersionInfo  # noqa: E402
 from driftloop.drift.detection import OnlineDetection  # noqa: E402
+from driftloop.drift.faust_sink import FaustSink  # noqa: E402
 from driftloop.drift.labels import LabelJoin  # noqa: E402
 from driftloop.drift.sink import LogSink  # noqa: E402
 from driftloop.kafka.codecs import decode_label, decode_prediction  # noqa: E402
@@ -84,9 +86,10 @@ async def count(clickhouse: ClickHouse) -> int:
     return int(result.scalar())
 
 
-async def driftloop_side(
-    bootstrap: str, prefix: str, records: int, clickhouse: ClickHouse
+async def run_sink(
+    engine: str, bootstrap: str, prefix: str, records: int, clickhouse: ClickHouse
 ) -> dict[str, float]:
+    """The drift service's sink (LogSink with online detection) driven by `engine`."""
     settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
     names = TopicNames(prefix)
     producer = EventProducer(settings, bootstrap)
@@ -108,21 +111,34 @@ async def driftloop_side(
     )
     sink = LogSink(PredictionLog(clickhouse), detection)
 
-    async def handler(batch: list[Record]) -> None:
+    async def handler(batch: Sequence[Record]) -> None:
         await sink(batch)
         progress.batch(len(batch))
 
-    consumer = BatchConsumer(
-        settings,
-        bootstrap,
-        group_id=f"{prefix}bench-driftloop",
-        decoders={names.predictions: decode_prediction, names.labels: decode_label},
-        handler=handler,
-        dead_letters=DeadLetters(producer, names.dead_letter, "bench"),
-        max_batch=50_000,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
+    decoders = {names.predictions: decode_prediction, names.labels: decode_label}
+    dead_letters = DeadLetters(producer, names.dead_letter, "bench")
+    consumer: BatchConsumer | FaustSink
+    if engine == "faust":
+        consumer = FaustSink(
+            f"{prefix}bench-faust",
+            bootstrap,
+            decoders=decoders,
+            handler=handler,
+            dead_letters=dead_letters,
+            max_batch=50_000,
+        )
+    else:
+        consumer = BatchConsumer(
+            settings,
+            bootstrap,
+            group_id=f"{prefix}bench-aiokafka",
+            decoders=decoders,
+            handler=handler,
+            dead_letters=dead_letters,
+            max_batch=50_000,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
     await progress.done.wait()
@@ -133,52 +149,14 @@ async def driftloop_side(
     return result
 
 
-def faust_side(bootstrap: str, prefix: str, records: int, clickhouse: ClickHouse) -> None:
-    import faust
-
-    app = faust.App(
-        f"{prefix}bench-faust",
-        broker=f"kafka://{bootstrap}",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        store="memory://",
-        consumer_auto_offset_reset="earliest",
-        broker_max_poll_records=10_000,
-        stream_buffer_maxsize=50_000,
-    )
-    topic = app.topic(TopicNames(prefix).predictions, value_type=bytes, key_type=bytes)
-    log = PredictionLog(clickhouse)
-    progress = Progress(records)
-
-    @app.agent(topic)  # type: ignore[misc]  # faust is untyped
-    async def sink(stream: Any) -> None:
-        async for values in stream.take(10_000, within=1.0):
-            await log.write_events(decode_prediction(value) for value in values)
-            progress.batch(len(values))
-            if progress.done.is_set():
-                result = progress.result(await count(clickhouse))
-                print(json.dumps(result), flush=True)
-                os._exit(0)  # faust's worker has no clean "stop after N" path
-
-    from faust.worker import Worker
-
-    level = os.environ.get("BENCH_FAUST_LOG", "error")
-    Worker(app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
-
-
 def main() -> None:
-    side, bootstrap, prefix, records, folder = sys.argv[1:6]
+    engine, bootstrap, prefix, records, folder = sys.argv[1:6]
     backend = EmbeddedBackend(Path(folder))
     clickhouse = ClickHouse(backend, "bench")
-    if side == "faust":
-        asyncio.run(clickhouse.apply_schema())
-        faust_side(bootstrap, prefix, int(records), clickhouse)
-        return
 
     async def run() -> dict[str, float]:
         await clickhouse.apply_schema()
-        return await driftloop_side(bootstrap, prefix, int(records), clickhouse)
+        return await run_sink(engine, bootstrap, prefix, int(records), clickhouse)
 
     print(json.dumps(asyncio.run(run())), flush=True)
     backend.close()

@@ -1,6 +1,6 @@
 """The drift service as its own process, killed with SIGKILL mid-stream and restarted:
 ClickHouse ends with exactly the produced predictions and labels (no loss, no duplicates),
-labels that came before their prediction included."""
+labels that came before their prediction included; with either sink engine."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -93,8 +94,9 @@ async def until(condition: Callable[[], Awaitable[bool]], seconds: float) -> Non
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("engine", ["aiokafka", "faust"])
 async def test_a_sink_killed_mid_stream_loses_and_duplicates_nothing(
-    kafka_settings: KafkaSettings, tmp_path: Path
+    kafka_settings: KafkaSettings, tmp_path: Path, engine: str
 ) -> None:
     await produce(kafka_settings)
     group = f"{kafka_settings.topic_prefix}drift-sink"
@@ -107,6 +109,7 @@ async def test_a_sink_killed_mid_stream_loses_and_duplicates_nothing(
         "DRIFTLOOP_DRIFT_PORT": str(port),
         # Small batches: many commits, so the kill lands between two of them.
         "DRIFTLOOP_DRIFT_SINK_BATCH": "1000",
+        "DRIFTLOOP_DRIFT_SINK_ENGINE": engine,
         "DRIFTLOOP_DRIFT_REGISTRY_TARGET": f"127.0.0.1:{free_port()}",  # nobody: no baselines
         "DRIFTLOOP_LOG_LEVEL": "ERROR",
     }

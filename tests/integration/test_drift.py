@@ -110,7 +110,9 @@ def trained() -> TrainedModel:
 
 
 @pytest.fixture
-async def drift(kafka_settings: KafkaSettings, clickhouse: ClickHouse) -> AsyncIterator[Drift]:
+async def drift(
+    kafka_settings: KafkaSettings, clickhouse: ClickHouse, request: pytest.FixtureRequest
+) -> AsyncIterator[Drift]:
     assert kafka_settings.bootstrap_servers is not None
     registry = VersionsRegistry()
     registry_server = GrpcServer("registry", GrpcServerSettings(host="127.0.0.1", port=0))
@@ -123,6 +125,7 @@ async def drift(kafka_settings: KafkaSettings, clickhouse: ClickHouse) -> AsyncI
         sink_batch=5000,
         evaluate_every_s=3600,
         window_last_n=2000,
+        sink_engine=getattr(request, "param", "aiokafka"),
     )
     service = DriftService(settings, kafka_settings, kafka_settings.bootstrap_servers, clickhouse)
     port = await service.start()
@@ -221,6 +224,7 @@ async def test_a_new_label_relation_is_concept_drift_once_labels_arrive(
     assert kinds == {events_pb2.DRIFT_KIND_CONCEPT}
 
 
+@pytest.mark.parametrize("drift", ["aiokafka", "faust"], indirect=True)
 async def test_malformed_labels_go_to_dead_letter_and_the_rest_is_logged(
     drift: Drift, trained: TrainedModel
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -20,8 +20,11 @@ class DriftSettings(GrpcServerSettings):
     port: int = DEFAULT_PORT
     registry_target: str = "127.0.0.1:50055"
     registry_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
-    # The sink: records per ClickHouse insert (ClickHouse wants few, large inserts).
+    # The sink: records per ClickHouse insert (ClickHouse wants few, large inserts), and
+    # what drives it: the project's aiokafka BatchConsumer, or a faust-streaming agent
+    # (same guarantees, about a quarter of the throughput).
     sink_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
+    sink_engine: Literal["aiokafka", "faust"] = "aiokafka"
     # How long a prediction waits for its label (and a label for its prediction) in the
     # online error stream. ClickHouse joins labels of any age; this bounds memory only.
     label_horizon_s: Annotated[float, Field(gt=0)] = 86_400.0

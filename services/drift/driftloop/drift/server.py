@@ -16,6 +16,7 @@ from driftloop.drift.canary import CanaryAnalysis, CanaryLimits
 from driftloop.drift.config import DriftSettings
 from driftloop.drift.detection import OnlineDetection
 from driftloop.drift.evaluator import Evaluator
+from driftloop.drift.faust_sink import FaustSink
 from driftloop.drift.labels import LabelJoin
 from driftloop.drift.online import OnlineAlarm
 from driftloop.drift.report import Thresholds
@@ -73,20 +74,32 @@ class DriftService:
             settings.online_false_alarm_events,
             self._record_alarm,
         )
-        self.consumer = BatchConsumer(
-            kafka,
-            bootstrap_servers,
-            group_id=f"{kafka.topic_prefix}drift-sink",
-            decoders={
-                self._names.predictions: decode_prediction,
-                self._names.labels: decode_label,
-            },
-            handler=LogSink(PredictionLog(clickhouse), self.detection),
-            dead_letters=DeadLetters(self._producer, self._names.dead_letter, "drift-sink"),
-            max_batch=settings.sink_batch,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
-        )
+        decoders = {self._names.predictions: decode_prediction, self._names.labels: decode_label}
+        group = f"{kafka.topic_prefix}drift-sink"
+        handler = LogSink(PredictionLog(clickhouse), self.detection)
+        dead_letters = DeadLetters(self._producer, self._names.dead_letter, "drift-sink")
+        self.consumer: BatchConsumer | FaustSink
+        if settings.sink_engine == "faust":
+            self.consumer = FaustSink(
+                group,
+                bootstrap_servers,
+                decoders=decoders,
+                handler=handler,
+                dead_letters=dead_letters,
+                max_batch=settings.sink_batch,
+            )
+        else:
+            self.consumer = BatchConsumer(
+                kafka,
+                bootstrap_servers,
+                group_id=group,
+                decoders=decoders,
+                handler=handler,
+                dead_letters=dead_letters,
+                max_batch=settings.sink_batch,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024,
+            )
         self.evaluator = Evaluator(
             WindowReader(clickhouse),
             self.store,
