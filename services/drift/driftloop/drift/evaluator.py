@@ -14,6 +14,7 @@ from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.report import Report, Thresholds, build_report
 from driftloop.drift.store import DriftStore
 from driftloop.drift.windows import Window, WindowReader
+from driftloop.kit.errors import DriftloopError
 
 log = logging.getLogger(__name__)
 # Versions with live predictions in this period are evaluated each round.
@@ -103,6 +104,12 @@ class Evaluator:
                 if (model, version, fixed.end) not in self._recorded:
                     await self.evaluate(model, version, fixed)
                     self._recorded.add((model, version, fixed.end))
+            except DriftloopError as error:
+                # E.g. a version the registry does not know: say so, without a traceback.
+                log.warning(
+                    "drift evaluation skipped",
+                    extra={"model": model, "version": version, "error": str(error)},
+                )
             except Exception:
                 log.exception("drift evaluation of %s v%s failed", model, version)
         return done
