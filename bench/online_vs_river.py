@@ -6,8 +6,8 @@ alarms. Same seeded data for every detector, same machine, same run.
     .venv/bin/python bench/online_vs_river.py [--runs 200] [--stable 1000000]
 
 driftloop is configured as the drift service configures it (driftloop.drift.online):
-  service: k = 0.25 + 2/sqrt(2000), h = threshold_for(k, 1,000,000 x 21), the default
-           model-wide budget of one false alarm per 1M events shared by 21 streams;
+  service: k = 0.25 + 2/sqrt(2000), h = threshold_for(k, 10,000,000 x 21), the default
+           model-wide budget of one false alarm per 10M events shared by 21 streams;
   budget:  k = 0.25, h = threshold_for(0.25, 10,000), one false alarm per 10,000 events
            per stream (the stated budget itself).
 CusumBank is fed batches of 1,000 events (as the service feeds consumer batches); river's
@@ -57,7 +57,7 @@ REFERENCE_ROWS = 2000
 RIVER_STABLE = 100_000
 SERVICE_K = DEFAULT_K + 2.0 / math.sqrt(REFERENCE_ROWS)
 CONFIGS = {
-    "service": (SERVICE_K, threshold_for(SERVICE_K, 1_000_000 * 21)),
+    "service": (SERVICE_K, threshold_for(SERVICE_K, 10_000_000 * 21)),
     "budget": (DEFAULT_K, threshold_for(DEFAULT_K, 10_000)),
 }
 

@@ -106,7 +106,7 @@ async def run_sink(
         StaticBaselines(),
         LabelJoin(86_400, 1_000_000),
         Alerts(no_alerts, 300),
-        1_000_000,
+        10_000_000,
         no_record,
     )
     sink = LogSink(PredictionLog(clickhouse), detection)

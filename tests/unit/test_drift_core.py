@@ -120,13 +120,13 @@ def feed(
 
 
 def test_online_monitors_stay_quiet_on_100k_stable_events(trained: TrainedModel) -> None:
-    monitor = VersionMonitor(trained.baseline, "binary", 1_000_000)
+    monitor = VersionMonitor(trained.baseline, "binary", 10_000_000)
     assert len(monitor.streams) == 21
     assert feed(monitor, drift_streams.table(100_000, seed=21), trained) == []
 
 
 def test_a_half_sigma_shift_is_caught_online_on_that_feature(trained: TrainedModel) -> None:
-    monitor = VersionMonitor(trained.baseline, "binary", 1_000_000)
+    monitor = VersionMonitor(trained.baseline, "binary", 10_000_000)
     data = drift_streams.table(6000, seed=22, shift={"x7": 0.5}, shift_from=3000)
     alarms = feed(monitor, data, trained, batch=500)
     assert alarms, "no alarm"
@@ -137,7 +137,7 @@ def test_a_half_sigma_shift_is_caught_online_on_that_feature(trained: TrainedMod
 
 
 def test_errors_rising_after_labels_is_an_online_concept_alarm(trained: TrainedModel) -> None:
-    monitor = VersionMonitor(trained.baseline, "binary", 1_000_000)
+    monitor = VersionMonitor(trained.baseline, "binary", 10_000_000)
     accuracy = trained.baseline.holdout_metrics["accuracy"]
     rng = np.random.default_rng(5)
     stable = (rng.random(20_000) > accuracy).astype(np.float64)

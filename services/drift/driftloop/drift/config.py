@@ -48,8 +48,9 @@ class DriftSettings(GrpcServerSettings):
     concept_tolerance: Annotated[float, Field(ge=0)] = 0.05
     concept_min_labelled: Annotated[int, Field(ge=10)] = 200
     # Online detectors: expected stable events between two false alarms of one model, all
-    # its streams together. Each stream then gets (streams x this) events per false alarm,
+    # its streams together (a 100,000-event stable stream then alarms with probability
+    # about 1%). Each stream gets (streams x this) events per false alarm,
     # far inside the budget of 1 per 10,000 stable events per stream (the minimum here).
-    online_false_alarm_events: Annotated[float, Field(ge=10_000)] = 1_000_000.0
+    online_false_alarm_events: Annotated[float, Field(ge=10_000)] = 10_000_000.0
     # At most one alert per (model, version, kind) in this many seconds.
     alert_debounce_s: Annotated[float, Field(ge=0)] = 300.0

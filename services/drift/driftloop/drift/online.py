@@ -4,7 +4,7 @@ on the error stream once labels join (driftloop.stats.cusum).
 Streams are standardised with the baseline (feature and output mean and std; the holdout
 error rate for classifiers). The false-alarm budget is shared: the model as a whole gets
 `false_alarm_events` stable events between false alarms on average, so each of its m
-streams gets m times that (with the default 1,000,000 and 22 streams: 1 in 22 million per
+streams gets m times that (with the default 10,000,000 and 22 streams: 1 in 220 million per
 stream, against a budget of 1 in 10,000).
 """
 
