@@ -365,3 +365,31 @@ async def test_the_periodic_round_stores_last_n_and_fixed_time_windows(
         "WHERE window_kind = 'time' ORDER BY rank"
     )
     assert len(causes.rows) == 20 and causes.rows[0][:3] == ("x4", 1, 1)
+
+
+async def test_one_replica_at_a_time_runs_the_periodic_evaluation(
+    drift: Drift, kafka_settings: KafkaSettings, clickhouse: ClickHouse
+) -> None:
+    assert kafka_settings.bootstrap_servers is not None
+    settings = DriftSettings(host="127.0.0.1", port=0, registry_target="127.0.0.1:1")
+    second = DriftService(settings, kafka_settings, kafka_settings.bootstrap_servers, clickhouse)
+    await second.start()
+    try:
+        topic = drift.names.predictions
+
+        def owned(service: DriftService) -> int:
+            return sum(service.consumer.owns(topic, p) for p in range(kafka_settings.partitions))
+
+        async def split() -> bool:
+            # Both hold partitions (the group rebalanced), and one of them holds partition 0.
+            both = owned(drift.service) > 0 and owned(second) > 0
+            return both and drift.service.evaluates() != second.evaluates()
+
+        await until(split, 60)
+    finally:
+        await second.stop(grace=1)
+
+    async def back_to_one() -> bool:
+        return drift.service.evaluates()
+
+    await until(back_to_one, 60)  # the group gives partition 0 back to the survivor

@@ -92,6 +92,10 @@ class BatchConsumer:
     async def start(self) -> None:
         await self._consumer.start()
 
+    def owns(self, topic: str, partition: int) -> bool:
+        """Whether the group assigned this partition to this consumer now."""
+        return TopicPartition(topic, partition) in self._consumer.assignment()
+
     async def stop(self) -> None:
         """Finish the batch in hand (handler and commit), then leave the group."""
         self._stopping.set()

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 
 from driftloop.drift import metrics
 from driftloop.drift.alerts import Alerts
@@ -114,9 +115,12 @@ class Evaluator:
                 log.exception("drift evaluation of %s v%s failed", model, version)
         return done
 
-    async def run(self, every_s: float) -> None:
+    async def run(self, every_s: float, mine: Callable[[], bool] = lambda: True) -> None:
+        """Evaluate every `every_s` while `mine()` says this replica is the one to."""
         while True:
             await asyncio.sleep(every_s)
+            if not mine():
+                continue
             try:
                 await self.evaluate_active()
             except Exception:

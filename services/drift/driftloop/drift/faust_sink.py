@@ -71,6 +71,12 @@ class FaustSink:
     async def start(self) -> None:
         await self.app.start()
 
+    def owns(self, topic: str, partition: int) -> bool:
+        """Whether the group assigned this partition to this app now."""
+        return any(
+            tp.topic == topic and tp.partition == partition for tp in self.app.consumer.assignment()
+        )
+
     async def run(self) -> None:
         """The agent runs inside the app; this waits until the app stops."""
         await self.app.wait_until_stopped()

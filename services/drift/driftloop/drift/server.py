@@ -134,7 +134,8 @@ class DriftService:
         self._tasks = [
             asyncio.create_task(self.consumer.run(), name="drift sink"),
             asyncio.create_task(
-                self.evaluator.run(self._settings.evaluate_every_s), name="drift evaluation"
+                self.evaluator.run(self._settings.evaluate_every_s, self.evaluates),
+                name="drift evaluation",
             ),
         ]
         port = await self._server.start()
@@ -151,6 +152,11 @@ class DriftService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._producer.stop()
         await self._registry_channel.close()
+
+    def evaluates(self) -> bool:
+        """Whether this replica runs the periodic evaluation: the one the sink's consumer
+        group gave partition 0 of predictions (one replica at a time, no extra election)."""
+        return self.consumer.owns(self._names.predictions, 0)
 
     async def _publish_alert(self, alert: events_pb2.DriftAlert) -> None:
         metrics.ALERTS.labels(
