@@ -32,6 +32,7 @@ from driftloop.v1 import (
 )
 from tests import drift_streams
 from tests.drift_streams import Stream
+from tests.integration.test_gateway import read_topic
 
 MODEL = "risk"
 
@@ -54,6 +55,7 @@ class VersionsRegistry:
 
 @dataclass
 class Drift:
+    kafka: KafkaSettings
     service: DriftService
     stub: drift_pb2_grpc.DriftServiceStub
     producer: EventProducer
@@ -134,6 +136,7 @@ async def drift(
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         yield Drift(
+            kafka_settings,
             service,
             drift_pb2_grpc.DriftServiceStub(channel),
             producer,
@@ -183,6 +186,9 @@ async def test_a_half_sigma_shift_in_one_of_20_features_is_flagged_on_it_alone(
     assert alert.kind == events_pb2.DRIFT_KIND_DATA and alert.version == "1"
     assert [f.feature for f in alert.features] == ["x7"]
     assert alert.features[0].test == "cusum"
+    # The same alert went to the drift-alerts topic.
+    published = await read_topic(drift.kafka, drift.names.drift_alerts, 1)
+    assert [events_pb2.DriftAlert.FromString(v) for v in published] == [alert]
 
     report = await drift.stub.GetDriftReport(
         drift_pb2.DriftReportRequest(
