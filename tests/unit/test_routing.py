@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from driftloop.gateway.buffer import EventBuffer
-from driftloop.gateway.canary import Verdict, VersionStats, analyse, js_distance
+from driftloop.gateway.canary import Verdict, VersionStats, analyse
 from driftloop.gateway.policies import PolicyBook, validate
 from driftloop.gateway.rollouts import default_plan
 from driftloop.gateway.routing import route, shadow_versions
 from driftloop.kit.errors import InvalidArgument
+from driftloop.stats import output_distance
 from driftloop.v1 import events_pb2
 
 
@@ -143,12 +144,12 @@ def test_canary_analysis_waits_passes_and_fails_with_reasons() -> None:
 
 
 def test_js_distance_is_zero_for_equal_and_one_for_disjoint_samples() -> None:
-    assert js_distance((0.1, 0.2, 0.3), (0.1, 0.2, 0.3)) == pytest.approx(0.0)
-    assert js_distance((0.0,) * 10, (1.0,) * 10) == pytest.approx(1.0)
-    assert js_distance((0.62,) * 10, (0.63,) * 10) == pytest.approx(0.0)  # one bin
+    assert output_distance((0.1, 0.2, 0.3), (0.1, 0.2, 0.3)) == pytest.approx(0.0)
+    assert output_distance((0.0,) * 10, (1.0,) * 10) == pytest.approx(1.0)
+    assert output_distance((0.62,) * 10, (0.63,) * 10) == pytest.approx(0.0)  # one bin
     values = tuple(float(v) for v in range(100))
-    assert js_distance(values, values) == pytest.approx(0.0)
-    assert js_distance(values, tuple(v + 1000 for v in values)) > 0.85  # all in the top bin
+    assert output_distance(values, values) == pytest.approx(0.0)
+    assert output_distance(values, tuple(v + 1000 for v in values)) > 0.85  # all in the top bin
 
 
 class FlakySender:

@@ -20,7 +20,7 @@ from aiokafka.errors import CommitFailedError
 from google.protobuf.message import Message
 
 from driftloop.kafka.codecs import DecodeError, Decoder
-from driftloop.kafka.dead_letter import DeadLetters
+from driftloop.kafka.dead_letter import DeadLetters, RawRecord
 from driftloop.kit.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,47 @@ class Record:
 
 
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+async def decode_record(
+    message: RawRecord, decode: Decoder, dead_letters: DeadLetters, timestamp_ms: int
+) -> Record | None:
+    """The record decoded, or None once an undecodable one is in dead-letter (acked)."""
+    try:
+        value = decode(message.value or b"")
+    except DecodeError as error:
+        await dead_letters.publish(message, str(error))
+        return None
+    return Record(
+        message.topic, message.partition, message.offset, message.key, timestamp_ms, value
+    )
+
+
+async def handle_until_done(
+    handler: BatchHandler,
+    records: Sequence[Record],
+    backoff_s: tuple[float, float],
+    stopping: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Run the handler until it succeeds (True), retrying with backoff, never skipping;
+    False when it failed while `stopping()` (the batch is then left uncommitted)."""
+    delay, longest = backoff_s
+    attempt = 0
+    while True:
+        try:
+            await handler(records)
+            return True
+        except Exception:
+            if stopping():
+                log.exception("batch handler failed while stopping; batch left uncommitted")
+                return False
+            attempt += 1
+            log.exception(
+                "batch handler failed; retrying",
+                extra={"attempt": attempt, "records": len(records)},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
 
 
 @dataclass(frozen=True)
@@ -119,22 +160,12 @@ class BatchConsumer:
             decode = self._decoders[partition.topic]
             for message in messages:
                 offsets[partition] = message.offset + 1
-                try:
-                    value = decode(message.value or b"")
-                except DecodeError as error:
-                    await self._dead_letters.publish(message, str(error))
-                    continue
-                accepted.append(
-                    Record(
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        message.timestamp,
-                        value,
-                    )
-                )
-        if accepted and not await self._handle_until_done(accepted):
+                record = await decode_record(message, decode, self._dead_letters, message.timestamp)
+                if record is not None:
+                    accepted.append(record)
+        if accepted and not await handle_until_done(
+            self._handler, accepted, self._backoff, self._stopping.is_set
+        ):
             return  # stopping: the batch is not committed, so it is read again next time
         try:
             await self._consumer.commit(offsets)
@@ -144,23 +175,3 @@ class BatchConsumer:
             log.warning("offset commit failed after a rebalance; records will be re-read")
         self._batches += 1
         self._records += len(accepted)
-
-    async def _handle_until_done(self, records: Sequence[Record]) -> bool:
-        """Run the handler until it succeeds (True) or the consumer is stopping (False)."""
-        delay, longest = self._backoff
-        attempt = 0
-        while True:
-            try:
-                await self._handler(records)
-                return True
-            except Exception:
-                if self._stopping.is_set():
-                    log.exception("batch handler failed while stopping; batch left uncommitted")
-                    return False
-                attempt += 1
-                log.exception(
-                    "batch handler failed; retrying",
-                    extra={"attempt": attempt, "records": len(records)},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)

@@ -82,15 +82,6 @@ class CusumBank:
         self._s = np.zeros((2, streams))
         self._zero_at = np.zeros((2, streams), dtype=np.int64)
 
-    @property
-    def statistics(self) -> FloatArray:
-        """The larger side's statistic per stream (for metrics)."""
-        return np.asarray(self._s.max(axis=0), dtype=np.float64)
-
-    def reset(self, stream: int) -> None:
-        self._s[:, stream] = 0.0
-        self._zero_at[:, stream] = self.events
-
     def update(self, z: FloatArray) -> list[Alarm]:
         """Feed a batch (events x streams, standardised values); return the alarms in order."""
         if z.ndim != 2 or z.shape[1] != self.streams:

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from driftloop.stats._types import Floats
+from driftloop.stats.bins import bin_counts
 
 EPS = 1e-4
 PSI_MODERATE = 0.1
@@ -42,9 +43,11 @@ def to_shares(counts: ArrayLike) -> Floats:
 
 
 def smooth(shares: ArrayLike, eps: float = EPS) -> Floats:
-    """(p + eps) / (1 + eps * k) along the last axis of k bins; rows that sum to 1 still do."""
-    if not eps > 0:
-        raise ValueError("eps must be positive")
+    """(p + eps) / (1 + eps * k) along the last axis of k bins; rows that sum to 1 still do.
+    eps = 0 leaves the shares as they are (fine for Jensen-Shannon, whose mixture is never
+    empty where a side is not; PSI and KL are then infinite on an empty bin)."""
+    if not eps >= 0:
+        raise ValueError("eps must not be negative")
     p = np.asarray(shares, dtype=np.float64)
     bins: int = p.shape[-1]
     return (p + eps) / (1.0 + eps * bins)
@@ -64,7 +67,9 @@ def _row_sums(terms: Floats) -> Floats:
 
 
 def _kl_nats(p: Floats, q: Floats) -> Floats:
-    return _row_sums(p * np.log(p / q))
+    # 0 * ln(0 / q) is 0: an empty bin adds nothing (only unsmoothed shares have them).
+    ratio = np.divide(p, q, out=np.ones_like(p), where=p > 0)
+    return _row_sums(p * np.log(ratio))
 
 
 def psi_rows(reference: ArrayLike, current: ArrayLike, eps: float = EPS) -> Floats:
@@ -119,3 +124,19 @@ def js_divergence(p: ArrayLike, q: ArrayLike, eps: float = EPS) -> float:
 def js_distance(p: ArrayLike, q: ArrayLike, eps: float = EPS) -> float:
     """Jensen-Shannon distance of one feature (square root of the divergence in bits)."""
     return _single(js_distance_rows, p, q, eps)
+
+
+def output_distance(reference: ArrayLike, current: ArrayLike, bins: int = 10) -> float:
+    """Jensen-Shannon distance (bits, unsmoothed, in [0, 1]) of two samples of a model's
+    output on fixed bins: tenths of [0, 1] when both are probabilities, else the reference
+    sample's nearest-rank deciles. Fixed bins keep two nearly equal outputs in one bin
+    (bins spanning the observed range would split them). 0 when a sample is empty."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.size == 0 or cur.size == 0:
+        return 0.0
+    if min(ref.min(), cur.min()) >= 0.0 and max(ref.max(), cur.max()) <= 1.0:
+        edges = np.arange(1, bins) / bins
+    else:
+        edges = np.unique(np.sort(ref)[ref.size * np.arange(1, bins) // bins])
+    return js_distance(bin_counts(ref, edges), bin_counts(cur, edges), eps=0.0)

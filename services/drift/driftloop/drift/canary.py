@@ -15,10 +15,9 @@ import numpy.typing as npt
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.drift.outcomes import CLASSIFIERS, errors
-from driftloop.stats import bin_counts, js_distance
+from driftloop.stats import output_distance
 
 FloatArray = npt.NDArray[np.float64]
-OUTPUT_BINS = 10
 
 
 @dataclass(frozen=True)
@@ -124,18 +123,6 @@ def _variant(version: str, columns: dict[str, npt.NDArray[Any]]) -> VariantStats
         quality_var=variance,
         outputs=np.asarray(columns["value"][mine][ok], dtype=np.float64),
     )
-
-
-def output_distance(stable: FloatArray, candidate: FloatArray) -> float:
-    """Jensen-Shannon distance of the outputs on fixed bins: tenths of [0, 1] for
-    probabilities, else the stable outputs' deciles."""
-    if stable.size == 0 or candidate.size == 0:
-        return 0.0
-    if stable.min() >= 0 and stable.max() <= 1 and candidate.min() >= 0 and candidate.max() <= 1:
-        edges = [i / OUTPUT_BINS for i in range(1, OUTPUT_BINS)]
-    else:
-        edges = sorted(set(np.quantile(stable, np.linspace(0, 1, OUTPUT_BINS + 1)[1:-1])))
-    return js_distance(bin_counts(stable, edges), bin_counts(candidate, edges))
 
 
 def judge(stable: VariantStats, candidate: VariantStats, limits: CanaryLimits) -> CanaryResult:

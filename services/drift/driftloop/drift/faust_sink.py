@@ -13,18 +13,14 @@ CPU per record of the BatchConsumer (`make bench-drift-sink`).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import faust
 
-from driftloop.kafka.codecs import DecodeError, Decoder
-from driftloop.kafka.consumer import BatchHandler, ConsumerStats, Record
+from driftloop.kafka.codecs import Decoder
+from driftloop.kafka.consumer import BatchHandler, ConsumerStats, decode_record, handle_until_done
 from driftloop.kafka.dead_letter import DeadLetters
-
-log = logging.getLogger(__name__)
 
 
 class FaustSink:
@@ -89,33 +85,15 @@ class FaustSink:
             records = []
             for event in events:
                 message = event.message
-                try:
-                    value = self._decoders[message.topic](message.value or b"")
-                except DecodeError as error:
-                    await self._dead_letters.publish(message, str(error))
-                    continue
-                records.append(
-                    Record(
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        int(message.timestamp * 1000),
-                        value,
-                    )
+                record = await decode_record(
+                    message,
+                    self._decoders[message.topic],
+                    self._dead_letters,
+                    int(message.timestamp * 1000),
                 )
+                if record is not None:
+                    records.append(record)
             if records:
-                await self._handle_until_done(records)
+                await handle_until_done(self._handler, records, self._backoff)
             self._batches += 1
             self._records += len(records)
-
-    async def _handle_until_done(self, records: list[Record]) -> None:
-        delay, longest = self._backoff
-        while True:
-            try:
-                await self._handler(records)
-                return
-            except Exception:
-                log.exception("batch handler failed; retrying", extra={"records": len(records)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)

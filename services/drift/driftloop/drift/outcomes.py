@@ -14,7 +14,7 @@ TextArray = npt.NDArray[np.object_]
 CLASSIFIERS = ("binary", "multiclass")
 
 
-def number_text(value: float) -> str:
+def _number_text(value: float) -> str:
     """A numeric label as a class name: 1.0 -> "1", 2.5 -> "2.5"."""
     return f"{value:g}"
 
@@ -30,7 +30,7 @@ def errors(
     """The error of each labelled prediction (see the module docstring)."""
     if kind in CLASSIFIERS:
         truth = [
-            label if is_label else number_text(value)
+            label if is_label else _number_text(value)
             for label, value, is_label in zip(truth_label, truth_value, truth_is_label, strict=True)
         ]
         mismatch = np.asarray(truth, dtype=object) != output_label

@@ -8,7 +8,6 @@ opinion (`QualityCheck`): it adds accuracy on labelled rows, and its failure fai
 
 from __future__ import annotations
 
-import bisect
 import collections
 import datetime as dt
 import enum
@@ -17,9 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from driftloop.stats import output_distance
 from driftloop.v1 import events_pb2
 
-OUTPUT_BINS = 10
 MAX_SAMPLES = 100_000
 # p99 of small samples is noisy: compare only with this many candidate requests, and
 # allow this much on top of the ratio (a real regression is far larger).
@@ -99,42 +98,13 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0
 
 
-def js_distance(stable: tuple[float, ...], candidate: tuple[float, ...]) -> float:
-    """Jensen-Shannon distance (base 2, in [0, 1]) of two output samples on fixed bins:
-    tenths of [0, 1] for probabilities, else the stable sample's deciles. Fixed bins keep
-    two nearly equal outputs in one bin (bins spanning the observed range would not)."""
-    if not stable or not candidate:
-        return 0.0
-    if all(0.0 <= v <= 1.0 for v in stable) and all(0.0 <= v <= 1.0 for v in candidate):
-        edges = [i / OUTPUT_BINS for i in range(1, OUTPUT_BINS)]
-    else:
-        ordered = sorted(stable)
-        edges = sorted({ordered[len(ordered) * i // OUTPUT_BINS] for i in range(1, OUTPUT_BINS)})
-
-    def histogram(values: tuple[float, ...]) -> list[float]:
-        counts = [0] * (len(edges) + 1)
-        for value in values:
-            counts[bisect.bisect_left(edges, value)] += 1
-        return [count / len(values) for count in counts]
-
-    p, q = histogram(stable), histogram(candidate)
-    divergence = 0.0
-    for pi, qi in zip(p, q, strict=True):
-        mi = (pi + qi) / 2
-        if pi:
-            divergence += 0.5 * pi * math.log2(pi / mi)
-        if qi:
-            divergence += 0.5 * qi * math.log2(qi / mi)
-    return math.sqrt(max(0.0, divergence))
-
-
 def analyse(
     plan: events_pb2.CanaryPlan, stable: VersionStats, candidate: VersionStats, elapsed_s: float
 ) -> Analysis:
     """The verdict on the current step. Failures are decided as soon as they show;
     a pass needs the step's minimum requests and duration."""
     step = plan.steps[plan.current_step]
-    distance = js_distance(stable.outputs, candidate.outputs)
+    distance = output_distance(stable.outputs, candidate.outputs)
     reasons = []
     if candidate.requests:
         increase = candidate.error_rate - stable.error_rate
