@@ -15,6 +15,7 @@ import fcntl
 import json
 import math
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,16 +117,8 @@ class EmbeddedBackend:
         sink = pa.BufferOutputStream()
         with pyarrow.ipc.new_stream(sink, data.schema) as writer:
             writer.write_table(data)
-        with self._lock:
-            try:
-                with self._session.send_insert(
-                    f"INSERT INTO {table} ({', '.join(data.column_names)})", "ArrowStream"
-                ) as inserter:
-                    inserter.append(sink.getvalue().to_pybytes())
-                    result = inserter.finish()
-            except RuntimeError as error:
-                raise ClickHouseError(f"insert into {table} failed: {error}") from None
-        return int(result.rows_written)
+        self._insert_file(table, data.column_names, sink.getvalue().to_pybytes(), "ArrowStream")
+        return int(data.num_rows)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
@@ -134,16 +127,28 @@ class EmbeddedBackend:
             json.dumps(dict(zip(columns, row, strict=True)), default=_json_value) + "\n"
             for row in rows
         )
-        with self._lock:
-            try:
-                with self._session.send_insert(
-                    f"INSERT INTO {table} ({', '.join(columns)})", "JSONEachRow"
-                ) as inserter:
-                    inserter.append(lines)
-                    result = inserter.finish()
-            except RuntimeError as error:
-                raise ClickHouseError(f"insert into {table} failed: {error}") from None
-        return int(result.rows_written)
+        self._insert_file(table, columns, lines.encode(), "JSONEachRow")
+        return len(rows)
+
+    def _insert_file(self, table: str, columns: Sequence[str], data: bytes, fmt: str) -> None:
+        """INSERT ... FROM INFILE: unlike chDB's streaming insert, which reports the rows as
+        written when the engine refused them (a violated constraint, say), a statement
+        raises the engine's error, so a refused insert is never taken for a stored one."""
+        staging = self.path / ".inserts"
+        staging.mkdir(exist_ok=True)
+        file = staging / f"{uuid.uuid4().hex}.{fmt.lower()}"
+        file.write_bytes(data)
+        try:
+            self._run(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"FROM INFILE '{_quoted_path(file)}' FORMAT {fmt}",
+                None,
+                "CSV",
+            )
+        except ClickHouseError as error:
+            raise ClickHouseError(f"insert into {table} failed: {error}") from None
+        finally:
+            file.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
@@ -245,6 +250,10 @@ def _lock_folder(path: Path) -> IO[str]:
             "or DRIFTLOOP_CLICKHOUSE_URL to share a ClickHouse server)"
         ) from None
     return handle
+
+
+def _quoted_path(path: Path) -> str:
+    return str(path).replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _embedded_params(params: Params | None) -> dict[str, Any] | None:
