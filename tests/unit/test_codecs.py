@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 
@@ -28,7 +29,10 @@ def test_a_valid_prediction_round_trips() -> None:
         ({"request_id": ""}, "request_id is empty"),
         ({"request_id": "x" * 129}, "longer than 128"),
         ({"model": "bad model"}, "not a valid model name"),
-        ({"version": ""}, "not a valid version"),
+        ({"version": ""}, "not a version number"),
+        ({"version": "01"}, "not a version number"),
+        ({"entity_key": "k" * 257}, "entity_key is 257 characters"),
+        ({"variant": "v" * 129}, "variant is 129 characters"),
     ],
 )
 def test_invalid_predictions_say_why(fields: dict[str, object], reason: str) -> None:
@@ -41,6 +45,69 @@ def test_prediction_without_time_is_refused() -> None:
     event.ClearField("time")
     with pytest.raises(DecodeError, match="time is not set"):
         decode_prediction(event.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "reason"),
+    [
+        (2**62, 0, "outside the storable range"),
+        (-(2**40), 0, "outside the storable range"),
+        (10_413_792_000, 0, "outside the storable range"),  # 2300-01-01
+        (1_700_000_000, 2_000_000_000, "nanos is 2000000000"),
+    ],
+)
+def test_times_the_store_cannot_hold_are_refused(seconds: int, nanos: int, reason: str) -> None:
+    event = prediction()
+    event.time.seconds, event.time.nanos = seconds, nanos
+    with pytest.raises(DecodeError, match=reason):
+        decode_prediction(event.SerializeToString())
+    label = events_pb2.LabelEvent(request_id="r1", label="1")
+    label.time.seconds, label.time.nanos = seconds, nanos
+    with pytest.raises(DecodeError, match=reason):
+        decode_label(label.SerializeToString())
+
+
+def test_the_poison_label_of_issue_9_is_refused_with_its_reason() -> None:
+    raw = bytes.fromhex("0a06706f69736f6e120a088080808080808080401a0131")
+    with pytest.raises(DecodeError, match="outside the storable range"):
+        decode_label(raw)
+
+
+def test_the_edges_of_the_storable_range_are_accepted() -> None:
+    for seconds in (-2_208_988_800, 0, 10_413_791_999):
+        event = prediction()
+        event.time.seconds = seconds
+        assert decode_prediction(event.SerializeToString()).time.seconds == seconds
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda e: setattr(e.output, "value", float("nan")), "output.value is nan"),
+        (lambda e: e.output.probabilities.__setitem__("1", float("inf")), "not a finite"),
+        (lambda e: setattr(e.features["x"], "number", float("-inf")), "infinity"),
+        (lambda e: setattr(e.features["bad name"], "number", 1.0), "feature name"),
+        (lambda e: setattr(e.features["c"], "category", "c" * 300), "features.c is 300"),
+    ],
+)
+def test_values_the_store_or_the_statistics_cannot_take_are_refused(
+    mutate: Callable[[events_pb2.PredictionEvent], object], reason: str
+) -> None:
+    event = prediction()
+    mutate(event)
+    with pytest.raises(DecodeError, match=reason):
+        decode_prediction(event.SerializeToString())
+
+
+def test_a_missing_feature_value_is_accepted() -> None:
+    event = prediction()
+    event.features["x"].number = float("nan")
+    assert decode_prediction(event.SerializeToString()).features["x"].number != 0.0
+
+
+def test_a_regression_label_must_be_finite() -> None:
+    with pytest.raises(DecodeError, match="value is inf"):
+        decode_label(events_pb2.LabelEvent(request_id="r", value=float("inf")).SerializeToString())
 
 
 def test_garbage_bytes_are_refused() -> None:

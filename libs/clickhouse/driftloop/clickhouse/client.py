@@ -34,6 +34,10 @@ class ClickHouse:
         """The qualified name of one of our tables."""
         return f"{self.database}.{name}"
 
+    async def ping(self) -> None:
+        """Raise unless ClickHouse answers a trivial query."""
+        await self.query("SELECT 1")
+
     async def command(self, sql: str, params: Params | None = None) -> None:
         await asyncio.to_thread(self.backend.command, sql, params)
 

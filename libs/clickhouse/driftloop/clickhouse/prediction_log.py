@@ -195,6 +195,10 @@ class PredictionLog:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse
 
+    async def ping(self) -> None:
+        """Raise unless the store answers (a consumer's probe: unreachable, or bad data?)."""
+        await self._ch.ping()
+
     async def write(
         self,
         predictions: Sequence[events_pb2.PredictionEvent] = (),

@@ -3,11 +3,18 @@
 A decoder returns a message or raises DecodeError with a reason; the consumer sends the
 original bytes and that reason to the dead-letter topic. Labels are accepted as protobuf
 or as JSON with the same field names, so a producer in any language can publish them.
+
+Decoding also checks every value against what the store accepts, so a record that parses
+but could never be stored is dead-lettered here, with a reason, instead of failing its
+whole batch at insert: times inside ClickHouse's DateTime64 range (1900-01-01 to
+2299-12-31) with valid nanoseconds, names by the naming rules, bounded sizes (ids, keys,
+categories, feature counts), finite numbers where a number must be one (a feature may be
+NaN, the model's schema allows that, but never infinite; outputs and label values finite).
 """
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,13 +22,20 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 
+from driftloop.kit.errors import shown
+from driftloop.kit.names import NAME, VERSION_NUMBER
 from driftloop.v1 import events_pb2
 
 M = TypeVar("M", bound=Message)
 Decoder = Callable[[bytes], Message]
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_REQUEST_ID = 128
+MAX_KEY_CHARS = 256  # entity keys, categories, labels
+MAX_SHORT_CHARS = 128  # variants, sources, error codes
+MAX_FEATURES = 1000
+# ClickHouse DateTime64's range, in seconds since the epoch (1900-01-01 .. 2299-12-31).
+MIN_TIME_S = -2_208_988_800
+MAX_TIME_S = 10_413_791_999
 
 
 class DecodeError(ValueError):
@@ -53,15 +67,56 @@ def _require_request_id(request_id: str) -> None:
         raise DecodeError(f"request_id is longer than {MAX_REQUEST_ID} characters")
 
 
+def _require_time(field: str, seconds: int, nanos: int) -> None:
+    if not MIN_TIME_S <= seconds <= MAX_TIME_S:
+        raise DecodeError(
+            f"{field} is {seconds} s since the epoch, outside the storable range "
+            "1900-01-01 to 2299-12-31"
+        )
+    if not 0 <= nanos <= 999_999_999:
+        raise DecodeError(f"{field}.nanos is {nanos}, not in 0..999999999")
+
+
+def _require_length(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise DecodeError(f"{field} is {len(value):,} characters, more than {limit}")
+
+
+def _require_finite(field: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise DecodeError(f"{field} is {value}, not a finite number")
+
+
 def decode_prediction(raw: bytes) -> events_pb2.PredictionEvent:
     event = parse_binary(events_pb2.PredictionEvent, raw)
     _require_request_id(event.request_id)
     if not NAME.fullmatch(event.model):
-        raise DecodeError(f"model {event.model!r} is not a valid model name")
-    if not NAME.fullmatch(event.version):
-        raise DecodeError(f"version {event.version!r} is not a valid version")
+        raise DecodeError(f"model {shown(event.model)} is not a valid model name")
+    if not VERSION_NUMBER.fullmatch(event.version):
+        raise DecodeError(f"version {shown(event.version)} is not a version number")
     if not event.HasField("time"):
         raise DecodeError("time is not set")
+    _require_time("time", event.time.seconds, event.time.nanos)
+    _require_length("variant", event.variant, MAX_SHORT_CHARS)
+    _require_length("entity_key", event.entity_key, MAX_KEY_CHARS)
+    _require_length("error", event.error, MAX_SHORT_CHARS)
+    if len(event.features) > MAX_FEATURES:
+        raise DecodeError(f"{len(event.features):,} features, more than {MAX_FEATURES}")
+    for name in event.features:
+        if not NAME.fullmatch(name):
+            raise DecodeError(f"feature name {shown(name)} is not a valid name")
+        value = event.features[name]
+        if value.WhichOneof("kind") == "number" and math.isinf(value.number):
+            raise DecodeError(f"features.{name} is {value.number}, infinity is not storable")
+        _require_length(f"features.{name}", value.category, MAX_KEY_CHARS)
+    output = event.output
+    _require_finite("output.value", output.value)
+    _require_length("output.label", output.label, MAX_KEY_CHARS)
+    if len(output.probabilities) > MAX_FEATURES:
+        raise DecodeError(f"{len(output.probabilities):,} output probabilities, too many")
+    for label in output.probabilities:
+        _require_length("output.probabilities key", label, MAX_KEY_CHARS)
+        _require_finite(f"output.probabilities[{shown(label)}]", output.probabilities[label])
     return event
 
 
@@ -72,13 +127,19 @@ def decode_label(raw: bytes) -> events_pb2.LabelEvent:
     else:
         event = parse_binary(events_pb2.LabelEvent, raw)
     _require_request_id(event.request_id)
-    if event.WhichOneof("truth") is None:
+    truth = event.WhichOneof("truth")
+    if truth is None:
         raise DecodeError("neither label nor value is set")
+    if truth == "value":
+        _require_finite("value", event.value)
+    _require_length("label", event.label, MAX_KEY_CHARS)
+    _require_length("source", event.source, MAX_SHORT_CHARS)
+    _require_time("time", event.time.seconds, event.time.nanos)
     return event
 
 
 def decode_model_event(raw: bytes) -> events_pb2.ModelEvent:
     event = parse_binary(events_pb2.ModelEvent, raw)
     if not NAME.fullmatch(event.model):
-        raise DecodeError(f"model {event.model!r} is not a valid model name")
+        raise DecodeError(f"model {shown(event.model)} is not a valid model name")
     return event

@@ -2,9 +2,21 @@
 
 `BatchConsumer` polls a batch, decodes each record with its topic's decoder, sends the
 records it cannot decode to dead-letter (and waits for the ack), hands the rest to the
-handler, and commits the offsets only after the handler returned. A handler failure is
-retried with backoff, never skipped: the handler's effects must be idempotent, because a
-crash between the side effect and the commit re-delivers the batch.
+handler, and commits the offsets only after the handler returned. The handler's effects
+must be idempotent, because a crash between the side effect and the commit re-delivers
+the batch.
+
+One record must never stop the log, and a store outage must never cost a record. So a
+failing batch is told apart (`handle_until_done`):
+- a failure that will pass (the store unreachable: `probe` fails too, or the error is a
+  connection-level one) is retried with backoff, for ever, nothing skipped;
+- otherwise the batch is bisected: halves that store are kept, and the single records
+  that still fail while others stored are the records' own fault, dead-lettered with the
+  store's error (stage "store"), and the consumer goes on;
+- when nothing at all could be stored though the store answers, the batch is retried
+  with backoff (a table-level problem is not the records' fault), except a batch small
+  enough to have been tried record by record, which is dead-lettered after failing the
+  same way twice (a lone poison record on a quiet topic).
 """
 
 from __future__ import annotations
@@ -12,23 +24,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import Message
 
 from driftloop.kafka.codecs import DecodeError, Decoder
-from driftloop.kafka.dead_letter import DeadLetters, RawRecord
+from driftloop.kafka.dead_letter import DeadLetters, RawMessage, RawRecord
+from driftloop.kafka.metrics import BATCH_RETRIES
+from driftloop.kit.errors import Unavailable
 from driftloop.kit.settings import KafkaSettings
+from driftloop.kit.throttle import Throttle
 
 log = logging.getLogger(__name__)
+
+# Bisection gives up looking for good records after this many failing ones with none stored.
+MAX_FAILED_WITHOUT_STORED = 16
+RETRY_LOG_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
 class Record:
-    """A decoded Kafka record and where it came from."""
+    """A decoded Kafka record, where it came from, and its original bytes."""
 
     topic: str
     partition: int
@@ -36,50 +55,141 @@ class Record:
     key: bytes | None
     timestamp_ms: int
     value: Message
+    raw: bytes = field(default=b"", repr=False)
+
+    def message(self) -> RawMessage:
+        return RawMessage(self.topic, self.partition, self.offset, self.key, self.raw)
 
 
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+# Raises when the handler's store cannot be reached (a cheap query, no effect).
+Probe = Callable[[], Awaitable[None]]
 
 
 async def decode_record(
     message: RawRecord, decode: Decoder, dead_letters: DeadLetters, timestamp_ms: int
 ) -> Record | None:
     """The record decoded, or None once an undecodable one is in dead-letter (acked)."""
+    raw = message.value or b""
     try:
-        value = decode(message.value or b"")
+        value = decode(raw)
     except DecodeError as error:
-        await dead_letters.publish(message, str(error))
+        await dead_letters.publish(message, str(error), "decode")
         return None
     return Record(
-        message.topic, message.partition, message.offset, message.key, timestamp_ms, value
+        message.topic, message.partition, message.offset, message.key, timestamp_ms, value, raw
     )
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors that say the store or the broker is unreachable, not that the data is bad."""
+    return isinstance(error, OSError | TimeoutError | Unavailable | KafkaError)
+
+
+async def _attempt(handler: BatchHandler, records: Sequence[Record]) -> Exception | None:
+    try:
+        await handler(records)
+    except Exception as error:  # noqa: BLE001  # the failure is data here: it gets classified
+        return error
+    return None
+
+
+async def _store_answers(probe: Probe | None) -> bool:
+    if probe is None:
+        return True
+    try:
+        await probe()
+    except Exception:  # noqa: BLE001  # any failure of the probe says: the store is not there
+        return False
+    return True
+
+
+@dataclass
+class _Isolation:
+    stored: int = 0
+    refused: list[tuple[Record, Exception]] = field(default_factory=list)
+    transient: Exception | None = None
+
+    @property
+    def gave_up(self) -> bool:
+        return self.transient is not None or (
+            not self.stored and len(self.refused) >= MAX_FAILED_WITHOUT_STORED
+        )
+
+
+async def _bisect(handler: BatchHandler, records: Sequence[Record], state: _Isolation) -> None:
+    """Store what stores; collect the single records that fail (depth first)."""
+    middle = len(records) // 2
+    for half in (records[:middle], records[middle:]):
+        if state.gave_up or not half:
+            return
+        error = await _attempt(handler, half)
+        if error is None:
+            state.stored += len(half)
+        elif is_transient(error):
+            state.transient = error
+        elif len(half) == 1:
+            state.refused.append((half[0], error))
+        else:
+            await _bisect(handler, half, state)
 
 
 async def handle_until_done(
     handler: BatchHandler,
     records: Sequence[Record],
+    dead_letters: DeadLetters,
     backoff_s: tuple[float, float],
     stopping: Callable[[], bool] = lambda: False,
+    probe: Probe | None = None,
+    group: str = "",
 ) -> bool:
-    """Run the handler until it succeeds (True), retrying with backoff, never skipping;
-    False when it failed while `stopping()` (the batch is then left uncommitted)."""
+    """Run the handler until every record is stored or dead-lettered (True); False when
+    it failed while `stopping()` (the batch is then left uncommitted, read again later)."""
     delay, longest = backoff_s
-    attempt = 0
+    throttle = Throttle(RETRY_LOG_INTERVAL_S)
+    alone_failures = 0
     while True:
-        try:
-            await handler(records)
+        error = await _attempt(handler, records)
+        if error is None:
             return True
-        except Exception:
-            if stopping():
-                log.exception("batch handler failed while stopping; batch left uncommitted")
-                return False
-            attempt += 1
-            log.exception(
-                "batch handler failed; retrying",
-                extra={"attempt": attempt, "records": len(records)},
+        if stopping():
+            log.warning(
+                "batch handler failed while stopping; batch left uncommitted",
+                extra={"error": f"{type(error).__name__}: {error}"},
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)
+            return False
+        if not is_transient(error) and await _store_answers(probe):
+            state = _Isolation()
+            await _bisect(handler, records, state)
+            if state.transient is None:
+                if not state.refused:
+                    return True  # every half stored on its own: the failure passed
+                tried_alone = len(records) < MAX_FAILED_WITHOUT_STORED
+                alone_failures = alone_failures + 1 if tried_alone and not state.stored else 0
+                if state.stored or alone_failures >= 2:
+                    for record, refusal in state.refused:
+                        await dead_letters.publish(
+                            record.message(),
+                            f"the store refused it: {type(refusal).__name__}: {refusal}",
+                            "store",
+                        )
+                    return True
+            else:
+                error = state.transient
+        BATCH_RETRIES.labels(group).inc()
+        held_back = throttle.allow("retry")
+        if held_back is not None:
+            log.warning(
+                "batch handler failed; retrying",
+                extra={
+                    "records": len(records),
+                    "error": f"{type(error).__name__}: {error}",
+                    "retry_in_s": delay,
+                    "held_back": held_back,
+                },
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, longest)
 
 
 @dataclass(frozen=True)
@@ -102,8 +212,11 @@ class BatchConsumer:
         max_batch: int = 10_000,
         poll_timeout_ms: int = 500,
         retry_backoff_s: tuple[float, float] = (0.2, 10.0),
+        probe: Probe | None = None,
         **options: Any,
     ) -> None:
+        self._group = group_id
+        self._probe = probe
         self._decoders = dict(decoders)
         self._handler = handler
         self._dead_letters = dead_letters
@@ -164,7 +277,13 @@ class BatchConsumer:
                 if record is not None:
                     accepted.append(record)
         if accepted and not await handle_until_done(
-            self._handler, accepted, self._backoff, self._stopping.is_set
+            self._handler,
+            accepted,
+            self._dead_letters,
+            self._backoff,
+            self._stopping.is_set,
+            self._probe,
+            self._group,
         ):
             return  # stopping: the batch is not committed, so it is read again next time
         try:

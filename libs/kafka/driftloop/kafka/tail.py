@@ -2,8 +2,10 @@
 
 For broadcast topics (model-events, routing): each service replica reads all partitions,
 from the beginning (to replay a compacted topic's state) or from the end (to hear only
-what happens from now on). Undecodable events are logged and skipped here: these topics
-are written by driftloop itself, and the writer's consumers dead-letter nothing.
+what happens from now on). An event that does not decode, or whose handler fails, is
+skipped with a WARNING (at most one line per topic every 10 s, saying how many were held
+back) and counted: every replica reads every event, so a dead letter would be written
+once per replica; these topics are written by driftloop itself.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from aiokafka import AIOKafkaConsumer
 from google.protobuf.message import Message
 
 from driftloop.kafka.codecs import DecodeError, Decoder
+from driftloop.kafka.metrics import EVENTS_SKIPPED
 from driftloop.kit.settings import KafkaSettings
+from driftloop.kit.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class TopicTail:
             request_timeout_ms=settings.request_timeout_ms,
         )
         self._task: asyncio.Task[None] | None = None
+        self._throttle = Throttle(10.0)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -63,12 +68,24 @@ class TopicTail:
             try:
                 event = self._decode(message.value or b"")
             except DecodeError as error:
-                log.error(
-                    "skipped an undecodable event",
-                    extra={"topic": self._topic, "reason": str(error)},
-                )
+                self._skip("undecodable", message.offset, str(error))
                 continue
             try:
                 await self._handler(event)
-            except Exception:
-                log.exception("handling an event failed", extra={"topic": self._topic})
+            except Exception as error:  # noqa: BLE001  # one event must not stop the tail
+                self._skip("handler failed", message.offset, f"{type(error).__name__}: {error}")
+
+    def _skip(self, why: str, offset: int, reason: str) -> None:
+        EVENTS_SKIPPED.labels(self._topic, why).inc()
+        held_back = self._throttle.allow(why)
+        if held_back is not None:
+            log.warning(
+                "skipped an event (%s)",
+                why,
+                extra={
+                    "topic": self._topic,
+                    "offset": offset,
+                    "reason": reason,
+                    "held_back": held_back,
+                },
+            )

@@ -19,7 +19,13 @@ from typing import Any
 import faust
 
 from driftloop.kafka.codecs import Decoder
-from driftloop.kafka.consumer import BatchHandler, ConsumerStats, decode_record, handle_until_done
+from driftloop.kafka.consumer import (
+    BatchHandler,
+    ConsumerStats,
+    Probe,
+    decode_record,
+    handle_until_done,
+)
 from driftloop.kafka.dead_letter import DeadLetters
 
 
@@ -34,7 +40,10 @@ class FaustSink:
         dead_letters: DeadLetters,
         max_batch: int,
         retry_backoff_s: tuple[float, float] = (0.2, 10.0),
+        probe: Probe | None = None,
     ) -> None:
+        self._group = group_id
+        self._probe = probe
         self._decoders = dict(decoders)
         self._handler = handler
         self._dead_letters = dead_letters
@@ -94,6 +103,13 @@ class FaustSink:
                 if record is not None:
                     records.append(record)
             if records:
-                await handle_until_done(self._handler, records, self._backoff)
+                await handle_until_done(
+                    self._handler,
+                    records,
+                    self._dead_letters,
+                    self._backoff,
+                    probe=self._probe,
+                    group=self._group,
+                )
             self._batches += 1
             self._records += len(records)

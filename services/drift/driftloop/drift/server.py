@@ -87,6 +87,7 @@ class DriftService:
                 handler=handler,
                 dead_letters=dead_letters,
                 max_batch=settings.sink_batch,
+                probe=handler.probe,
             )
         else:
             self.consumer = BatchConsumer(
@@ -97,6 +98,7 @@ class DriftService:
                 handler=handler,
                 dead_letters=dead_letters,
                 max_batch=settings.sink_batch,
+                probe=handler.probe,
                 max_partition_fetch_bytes=8 * 1024 * 1024,
                 fetch_max_bytes=64 * 1024 * 1024,
             )

@@ -14,8 +14,8 @@ from driftloop.drift.report import Report, StreamResult
 from driftloop.drift.store import DriftStore
 from driftloop.drift.windows import Window
 from driftloop.kit.errors import InvalidArgument
+from driftloop.kit.names import check_name
 from driftloop.models.convert import baseline_to_proto
-from driftloop.models.schema import check_name
 from driftloop.v1 import common_pb2, drift_pb2, drift_pb2_grpc, events_pb2, registry_pb2
 
 MAX_ALERTS = 1000

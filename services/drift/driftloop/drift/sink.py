@@ -30,6 +30,10 @@ class LogSink:
         self._log = prediction_log
         self._detection = detection
 
+    async def probe(self) -> None:
+        """Raise unless ClickHouse answers: the consumer's test of a failure that passes."""
+        await self._log.ping()
+
     async def __call__(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
         predictions, labels = split_events(record.value for record in records)
