@@ -8,6 +8,28 @@ from __future__ import annotations
 
 import enum
 
+# What an error quotes of a caller's value, and how long a message or field path may get:
+# a status travels in the trailers, and clients refuse trailers over 16 KiB (and a long
+# value repeated in the message and the BadRequest detail would get there).
+MAX_QUOTED_CHARS = 64
+MAX_MESSAGE_CHARS = 1024
+MAX_FIELD_CHARS = 256
+
+
+def shown(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """A caller's value as an error quotes it: repr, cut to `limit` characters with its
+    true length, so no error message grows with the input."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    head = repr(text[:limit]) if isinstance(value, str) else text[:limit]
+    return f"{head}... ({len(text):,} characters)"
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, marked as cut (with its true length)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
 
 class ErrorCode(enum.Enum):
     """The subset of gRPC status codes a domain error may carry (same names)."""
@@ -36,6 +58,7 @@ class DriftloopError(Exception):
     code: ErrorCode = ErrorCode.FAILED_PRECONDITION
 
     def __init__(self, message: str) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
 
@@ -46,6 +69,8 @@ class InvalidArgument(DriftloopError):
     code = ErrorCode.INVALID_ARGUMENT
 
     def __init__(self, field: str, reason: str) -> None:
+        field = clip(field, MAX_FIELD_CHARS)
+        reason = clip(reason, MAX_MESSAGE_CHARS - MAX_FIELD_CHARS)
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason

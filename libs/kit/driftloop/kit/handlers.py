@@ -6,6 +6,9 @@ The wrapper carries the cross-cutting concerns of every call:
 - domain errors become their status code, with a google.rpc.BadRequest detail for
   INVALID_ARGUMENT so clients in any language can read the field and the reason;
 - an unexpected exception is logged once, with its traceback, and becomes INTERNAL;
+- request bodies are decoded here, not by grpc: a body that is not the method's message
+  is the caller's mistake (INVALID_ARGUMENT, one WARNING line per caller per minute at
+  most), where grpc's own deserialiser would answer UNKNOWN and log a traceback per call;
 - every call is counted and timed.
 Wrapping at registration (not in a server interceptor, which grpc runs for every call
 before the handler) keeps the per-call cost to one extra coroutine frame.
@@ -22,16 +25,20 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from driftloop.kit.errors import DriftloopError, InvalidArgument
 from driftloop.kit.grpc_client import ACTOR_HEADER
 from driftloop.kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
+from driftloop.kit.throttle import Throttle, caller_of
 
 log = logging.getLogger(__name__)
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the type stubs
+Deserializer: TypeAlias = Callable[[bytes], Any]
+UNDECODABLE_LOG_INTERVAL_S = 60.0
 
 
 def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -67,6 +74,7 @@ class HandlerWrapper:
         self._service = service_name
         self._admin_methods = admin_methods
         self._expected_auth = f"Bearer {admin_token}".encode() if admin_token else None
+        self._undecodable = Throttle(UNDECODABLE_LOG_INTERVAL_S)
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         """The handler of `method` ("/pkg.Service/Method") with the concerns above."""
@@ -87,12 +95,28 @@ class HandlerWrapper:
                 count("UNAUTHENTICATED")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
 
-        async def unary_response(behavior: Callable[..., Any], request: Any, context: Any) -> Any:
+        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        assert deserialize is not None, f"{method} has no request deserializer"
+        decode = self._decoder(method, deserialize)
+
+        def decoded_stream(raw: AsyncIterator[bytes], context: Any) -> AsyncIterator[Any]:
+            async def requests() -> AsyncIterator[Any]:
+                async for body in raw:
+                    yield decode(body, context)
+
+            return requests()
+
+        async def unary_response(
+            behavior: Callable[..., Any], request: Any, context: Any, streaming: bool
+        ) -> Any:
             if admin:
                 await guard(context)
             start = time.perf_counter()
             try:
-                response = await behavior(request, context)
+                message = (
+                    decoded_stream(request, context) if streaming else decode(request, context)
+                )
+                response = await behavior(message, context)
             except BaseException as error:
                 await _fail(error, context, method, count)
                 raise
@@ -102,13 +126,16 @@ class HandlerWrapper:
             return response
 
         async def stream_response(
-            behavior: Callable[..., Any], request: Any, context: Any
+            behavior: Callable[..., Any], request: Any, context: Any, streaming: bool
         ) -> AsyncIterator[Any]:
             if admin:
                 await guard(context)
             start = time.perf_counter()
             try:
-                async for response in behavior(request, context):
+                message = (
+                    decoded_stream(request, context) if streaming else decode(request, context)
+                )
+                async for response in behavior(message, context):
                     yield response
             except BaseException as error:
                 await _fail(error, context, method, count)
@@ -117,37 +144,64 @@ class HandlerWrapper:
                 timer.observe(time.perf_counter() - start)
             ok.inc()
 
-        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        # Bodies reach the wrapper as bytes (no deserializer): `decode` parses them.
         if handler.unary_unary is not None:
             unary_unary_behavior = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
-                return await unary_response(unary_unary_behavior, request, context)
+                return await unary_response(unary_unary_behavior, request, context, False)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, deserialize, serialize)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
         if handler.stream_unary is not None:
             stream_unary_behavior = handler.stream_unary
 
             async def stream_unary(requests: Any, context: Any) -> Any:
-                return await unary_response(stream_unary_behavior, requests, context)
+                return await unary_response(stream_unary_behavior, requests, context, True)
 
-            return grpc.stream_unary_rpc_method_handler(stream_unary, deserialize, serialize)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
         if handler.unary_stream is not None:
             unary_stream_behavior = handler.unary_stream
 
             async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                async for response in stream_response(unary_stream_behavior, request, context):
+                async for response in stream_response(
+                    unary_stream_behavior, request, context, False
+                ):
                     yield response
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, deserialize, serialize)
+            return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
         stream_stream_behavior = handler.stream_stream
         assert stream_stream_behavior is not None, f"{method} has no behavior"
 
         async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-            async for response in stream_response(stream_stream_behavior, requests, context):
+            async for response in stream_response(stream_stream_behavior, requests, context, True):
                 yield response
 
-        return grpc.stream_stream_rpc_method_handler(stream_stream, deserialize, serialize)
+        return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)
+
+    def _decoder(self, method: str, deserialize: Deserializer) -> Callable[[bytes, Any], Any]:
+        """Parse a request body; a body that is not the method's message is INVALID_ARGUMENT."""
+
+        def decode(body: bytes, context: Any) -> Any:
+            try:
+                return deserialize(body)
+            except (DecodeError, RuntimeError, ValueError) as error:
+                caller = caller_of(context.peer() or "unknown")
+                held_back = self._undecodable.allow(caller)
+                if held_back is not None:
+                    log.warning(
+                        "undecodable request body",
+                        extra={
+                            "method": method,
+                            "caller": caller,
+                            "bytes": len(body),
+                            "held_back": held_back,
+                        },
+                    )
+                raise InvalidArgument(
+                    "request", f"the body ({len(body)} bytes) is not a valid message: {error}"
+                ) from None
+
+        return decode
 
     def _check_token(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
         if self._expected_auth is None:
@@ -165,14 +219,14 @@ def _unimplemented(method: str, handler: Handler) -> Handler:
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented here")
 
-    deserialize, serialize = handler.request_deserializer, handler.response_serializer
+    serialize = handler.response_serializer  # the body is never read: no deserializer
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(abort, deserialize, serialize)
+        return grpc.unary_unary_rpc_method_handler(abort, None, serialize)
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(abort, deserialize, serialize)
+        return grpc.stream_unary_rpc_method_handler(abort, None, serialize)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(abort, deserialize, serialize)
-    return grpc.stream_stream_rpc_method_handler(abort, deserialize, serialize)
+        return grpc.unary_stream_rpc_method_handler(abort, None, serialize)
+    return grpc.stream_stream_rpc_method_handler(abort, None, serialize)
 
 
 def _is_async(handler: Handler) -> bool:

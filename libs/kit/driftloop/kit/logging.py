@@ -73,6 +73,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# Messages a library logs at ERROR for a normal, passing condition: a consumer group's
+# coordinator is not elected yet while a broker or a new group starts.
+_EXPECTED_AT_START = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError")
+
+
+class _StartupNoise(logging.Filter):
+    """Demotes aiokafka's ERROR about a coordinator that is not ready yet to INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and any(
+            name in record.getMessage() for name in _EXPECTED_AT_START
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Configure the root logger once for the process (replaces earlier handlers)."""
     handler = logging.StreamHandler(sys.stdout)
@@ -83,3 +100,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # aiokafka and chDB are chatty at INFO (every connection, every query).
     for noisy in ("aiokafka", "kafka", "chdb"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, _StartupNoise) for f in coordinator.filters):
+        coordinator.addFilter(_StartupNoise())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -15,19 +14,7 @@ OutputKind = Literal["binary", "multiclass", "regression"]
 Value = float | str
 Row = Mapping[str, Value]
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_CATEGORY_CHARS = 256
-
-
-def check_name(field_name: str, value: str, what: str = "name") -> str:
-    """A model name, version or feature name: letters, digits, '.', '_' or '-'."""
-    if not NAME.fullmatch(value):
-        raise InvalidArgument(
-            field_name,
-            f"{value!r} is not a valid {what} (1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit)",
-        )
-    return value
 
 
 @dataclass(frozen=True)

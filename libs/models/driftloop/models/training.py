@@ -10,10 +10,11 @@ import numpy as np
 import numpy.typing as npt
 
 from driftloop.kit.errors import InvalidArgument
+from driftloop.kit.names import check_name
 from driftloop.models.baseline import Baseline, categorical_baseline, numeric_baseline
 from driftloop.models.linear import LinearModel, Preprocessing, fit_logistic, fit_ridge
 from driftloop.models.metrics import classification_metrics, regression_metrics
-from driftloop.models.schema import Feature, OutputKind, Schema, check_name
+from driftloop.models.schema import Feature, OutputKind, Schema
 from driftloop.models.table import Table
 
 Task = Literal["auto", "binary", "multiclass", "regression"]

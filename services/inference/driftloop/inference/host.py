@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from driftloop.kit.errors import DriftloopError, FailedPrecondition, NotFound, Unavailable
+from driftloop.kit.names import check_name, check_version_ref, is_version_number
 from driftloop.models.artifacts import ArtifactStore
 from driftloop.models.loading import VersionSpec, load_model
-from driftloop.models.schema import Model, check_name
+from driftloop.models.schema import Model
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,15 @@ class ModelHost:
         return hosted, hosted.model
 
     async def resolve(self, name: str, ref: str) -> str:
-        if ref.isdigit() and (name, ref) in self._hosted:
+        if (name, ref) in self._hosted:  # only valid version numbers are ever hosted
             return ref
         cached = self._aliases.get((name, ref))
         if cached is not None and time.monotonic() - cached[1] < self._alias_ttl_s:
             return cached[0]
         check_name("model.model", name, "model name")
-        if ref.isdigit():
+        check_version_ref("model.version", ref)
+        if is_version_number(ref):
             return ref
-        if not ref:
-            raise FailedPrecondition("model.version: a version number or an alias is required")
         spec = await self._source.describe(name, ref)
         self._aliases[(name, ref)] = (spec.version, time.monotonic())
         return spec.version
@@ -105,6 +105,8 @@ class ModelHost:
             del self._hosted[(name, version)]
         hosted = self._ensure(name, version)
         await hosted.done.wait()
+        if isinstance(hosted.error, NotFound):  # keep no entry for what does not exist
+            self._hosted.pop((name, version), None)
         return hosted
 
     def unload(self, name: str, version: str) -> Hosted:
@@ -151,7 +153,11 @@ class ModelHost:
             model = await asyncio.to_thread(self._loader, spec, self._artifacts)
         except DriftloopError as error:
             hosted.state, hosted.error, hosted.failed_at = "failed", error, time.monotonic()
-            log.error("loading %s v%s failed: %s", hosted.model_name, hosted.version, error.message)
+            # A version that does not exist is a caller's mistake, not a server error.
+            level = logging.INFO if isinstance(error, NotFound) else logging.ERROR
+            log.log(
+                level, "loading %s v%s failed: %s", hosted.model_name, hosted.version, error.message
+            )
         except Exception as error:  # a flavor may raise anything; keep it as the reason
             hosted.state, hosted.failed_at = "failed", time.monotonic()
             hosted.error = FailedPrecondition(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,14 +18,18 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from driftloop.kit.names import (
+    ALIAS,
+    check_name,
+    check_version,
+    check_version_ref,
+    is_version_number,
+)
 from driftloop.models.artifacts import ArtifactStore, sha256_of
 from driftloop.models.convert import output_kind_from_proto, schema_from_proto
 from driftloop.models.loading import FLAVORS
 from driftloop.models.python_flavor import ENTRY_POINT
-from driftloop.models.schema import check_name
 from driftloop.v1 import events_pb2, registry_pb2
-
-ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,8 @@ class Registry:
 
     async def get(self, model: str, version_or_alias: str) -> registry_pb2.ModelVersion:
         check_name("model.model", model, "model name")
-        if not version_or_alias:
-            raise InvalidArgument("model.version", "a version number or an alias is required")
-        if version_or_alias.isdigit():
+        check_version_ref("model.version", version_or_alias)
+        if is_version_number(version_or_alias):
             version = version_or_alias
         else:
             version = await self.resolve(model, version_or_alias, None)
@@ -167,12 +169,11 @@ class Registry:
         self, model: str, alias: str, version: str, expected: str, reason: str, actor: str
     ) -> AliasMove:
         check_name("model", model, "model name")
-        if not ALIAS.fullmatch(alias) or alias.isdigit():
+        if not ALIAS.fullmatch(alias):
             raise InvalidArgument(
                 "alias", "lower-case letters, digits, '_' or '-', starting with a letter"
             )
-        if not version.isdigit():
-            raise InvalidArgument("version", "the version number the alias points to")
+        check_version("version", version)
         async with self._locks[model]:
             if await self._store.get_version(model, int(version)) is None:
                 raise NotFound(f"model {model!r} has no version {version}")
