@@ -8,9 +8,9 @@ import logging
 
 import grpc
 
-from driftloop.gateway.upstream import InferencePool
+from driftloop.gateway.upstream import Endpoint, InferencePool
 from driftloop.kafka.producer import EventProducer
-from driftloop.kit.errors import Unavailable
+from driftloop.kit.errors import FailedPrecondition, Unavailable
 from driftloop.kit.grpc_client import admin_metadata, upstream_error
 from driftloop.v1 import (
     common_pb2,
@@ -93,8 +93,43 @@ class RegistryChampions:
             raise upstream_error(error, "moving the champion alias") from None
 
 
+class RegistryVersions:
+    """Whether the registry has a version (the routing follower's check). Versions never
+    disappear, so a version once found is not asked about again."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 5.0) -> None:
+        self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
+        self._timeout = timeout_s
+        self._known: set[tuple[str, str]] = set()
+
+    async def exists(self, model: str, version: str) -> bool | None:
+        if (model, version) in self._known:
+            return True
+        try:
+            await self._stub.GetModelVersion(
+                registry_pb2.GetModelVersionRequest(
+                    model=common_pb2.ModelRef(model=model, version=version)
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            log.warning(
+                "cannot ask the registry whether %s v%s exists",
+                model,
+                version,
+                extra={"code": error.code().name},
+            )
+            return None
+        self._known.add((model, version))
+        return True
+
+
 class InferenceLoader:
-    """Loads a version on every inference endpoint; all must report it READY."""
+    """Loads a version on the inference endpoints. A version an endpoint failed to load
+    (unknown, or a bad artifact) is FailedPrecondition; one still loading, or an endpoint
+    that does not answer, is Unavailable."""
 
     def __init__(self, pool: InferencePool, admin_token: str, timeout_s: float = 60.0) -> None:
         self._pool = pool
@@ -102,22 +137,43 @@ class InferenceLoader:
         self._timeout = timeout_s
 
     async def load(self, model: str, version: str) -> None:
+        """Every endpoint must report the version READY (before traffic moves to it)."""
+        for endpoint in self._pool.endpoints:
+            await self._load_on(endpoint, model, version)
+
+    async def check(self, model: str, version: str) -> None:
+        """The endpoints that answer report the version READY, and at least one answers
+        (an endpoint that is down is skipped, as the serving path skips it)."""
+        unreachable: list[str] = []
+        for endpoint in self._pool.endpoints:
+            try:
+                await self._load_on(endpoint, model, version)
+            except Unavailable as error:
+                unreachable.append(error.message)
+        if len(unreachable) == len(self._pool.endpoints):
+            raise Unavailable("; ".join(unreachable))
+
+    async def _load_on(self, endpoint: Endpoint, model: str, version: str) -> None:
         request = inference_pb2.LoadModelRequest(
             model=common_pb2.ModelRef(model=model, version=version)
         )
-        for endpoint in self._pool.endpoints:
-            try:
-                status = await endpoint.stub.LoadModel(
-                    request, timeout=self._timeout, metadata=self._metadata
-                )
-            except grpc.aio.AioRpcError as error:
-                raise upstream_error(
-                    error, f"loading {model} v{version} on {endpoint.target}"
-                ) from None
-            if status.state != inference_pb2.LOAD_STATE_READY:
-                raise Unavailable(
-                    f"{model} v{version} is not ready on {endpoint.target}: {status.error}"
-                )
+        try:
+            status = await endpoint.stub.LoadModel(
+                request, timeout=self._timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            failure = upstream_error(error, f"loading {model} v{version} on {endpoint.target}")
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(failure.message) from None
+            raise failure from None
+        if status.state == inference_pb2.LOAD_STATE_FAILED:
+            raise FailedPrecondition(
+                f"{model} v{version} failed to load on {endpoint.target}: {status.error}"
+            )
+        if status.state != inference_pb2.LOAD_STATE_READY:
+            raise Unavailable(
+                f"{model} v{version} is not ready on {endpoint.target}: {status.error}"
+            )
 
 
 class KafkaEvents:

@@ -23,3 +23,9 @@ ROLLOUTS = Counter(
     "gateway_rollouts_total", "Rollout outcomes, by model and outcome.", ["model", "outcome"]
 )
 IS_CONTROLLER = Gauge("gateway_is_controller", "1 on the replica that advances rollouts.")
+POLICIES_SKIPPED = Counter(
+    "gateway_policies_skipped_total",
+    "Routing policies read from the topic and not applied (unreadable, invalid, or naming a "
+    "version the registry lacks), by model.",
+    ["model"],
+)

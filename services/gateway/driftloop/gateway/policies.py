@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from driftloop.kit.errors import InvalidArgument
-from driftloop.models.schema import check_name
+from driftloop.kit.names import check_name, check_version
 from driftloop.v1 import events_pb2
 
 DEFAULT_STEPS = (100, 500, 2500, 5000, 10_000)  # basis points: 1%, 5%, 25%, 50%, 100%
@@ -22,9 +22,19 @@ def now_stamp(policy: events_pb2.RoutingPolicy, actor: str) -> None:
     policy.updated_by = actor
 
 
-def _version(field: str, version: str) -> None:
-    if not version.isdigit():
-        raise InvalidArgument(field, f"{version!r} is not a version number")
+_version = check_version
+
+
+def versions_named(policy: events_pb2.RoutingPolicy) -> list[tuple[str, str]]:
+    """(field, version) for every version the policy sends traffic or mirrors to."""
+    named = [("policy.stable_version", policy.stable_version)]
+    named += [(f"policy.variants[{i}].version", v.version) for i, v in enumerate(policy.variants)]
+    if policy.canary.candidate_version:
+        named.append(("policy.canary.candidate_version", policy.canary.candidate_version))
+    if policy.blue_green.active_version:
+        named.append(("policy.blue_green.active_version", policy.blue_green.active_version))
+    named += [(f"policy.shadow.versions[{i}]", v) for i, v in enumerate(policy.shadow.versions)]
+    return named
 
 
 def validate(policy: events_pb2.RoutingPolicy) -> None:

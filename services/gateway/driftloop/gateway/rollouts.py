@@ -19,8 +19,22 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.gateway import metrics
 from driftloop.gateway.canary import QualityCheck, TrafficAnalysis, Verdict, analyse
-from driftloop.gateway.policies import DEFAULT_STEPS, PolicyBook, now_stamp, validate
-from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from driftloop.gateway.policies import (
+    DEFAULT_STEPS,
+    PolicyBook,
+    now_stamp,
+    validate,
+    versions_named,
+)
+from driftloop.kit.errors import (
+    DriftloopError,
+    ErrorCode,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from driftloop.kit.names import check_version
 from driftloop.v1 import events_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -43,9 +57,17 @@ class Champions(Protocol):
 
 
 class Loader(Protocol):
-    """Loads a version on the inference endpoints (the blue-green health check)."""
+    """Loads a version on the inference endpoints (the health check of a version before
+    any traffic goes to it). Raises FailedPrecondition when the version cannot serve (it
+    does not exist, its artifact fails to load), Unavailable when that cannot be told now."""
 
-    async def load(self, model: str, version: str) -> None: ...
+    async def load(self, model: str, version: str) -> None:
+        """Loaded and ready on every endpoint."""
+        ...
+
+    async def check(self, model: str, version: str) -> None:
+        """Loaded and ready on the endpoints that answer (at least one)."""
+        ...
 
 
 def _stamp(at: dt.datetime) -> Timestamp:
@@ -98,15 +120,39 @@ class Rollouts:
         new = events_pb2.RoutingPolicy()
         new.CopyFrom(policy)
         new.salt = new.salt or new.model
+        validate(new)
+        await self._check_versions(new, current)
         return await self._commit(new, current_revision, actor)
+
+    async def _check_versions(
+        self, policy: events_pb2.RoutingPolicy, current: events_pb2.RoutingPolicy | None
+    ) -> None:
+        """Every version the policy names serves (loaded and healthy on inference) before the
+        policy is published: one typo must not take a model off the air."""
+        serving = {version for _, version in versions_named(current)} if current else set()
+        checked: set[str] = set()
+        for field, version in versions_named(policy):
+            if version in serving or version in checked:
+                continue
+            try:
+                await self._loader.check(policy.model, version)
+            except DriftloopError as error:
+                if error.code in (ErrorCode.UNAVAILABLE, ErrorCode.DEADLINE_EXCEEDED):
+                    raise Unavailable(
+                        f"{field}: cannot check that {policy.model} v{version} serves now "
+                        f"({error.message}); the policy was not changed, retry"
+                    ) from None
+                raise FailedPrecondition(
+                    f"{field}: {policy.model} v{version} cannot serve ({error.message}); "
+                    "the policy was not changed"
+                ) from None
+            checked.add(version)
 
     async def start(
         self, request: gateway_pb2.StartRolloutRequest, actor: str
     ) -> events_pb2.RoutingPolicy:
         policy = self._copy(request.model)
-        candidate = request.candidate_version
-        if not candidate.isdigit():
-            raise InvalidArgument("candidate_version", "a version number is required")
+        candidate = check_version("candidate_version", request.candidate_version)
         if candidate == policy.stable_version:
             raise InvalidArgument("candidate_version", f"version {candidate} is already stable")
         if policy.canary.candidate_version or policy.blue_green.active_version:

@@ -13,6 +13,7 @@ from driftloop.gateway.adapters import (
     InferenceLoader,
     KafkaEvents,
     RegistryChampions,
+    RegistryVersions,
 )
 from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
@@ -74,10 +75,15 @@ class GatewayService:
             self.recorder,
             settings.request_timeout_s,
         )
-        self.policy_topic = PolicyTopic(
-            kafka, bootstrap_servers, names.routing, self._producer, self.book
-        )
         self._registry_channel = open_channel(settings.registry_target)
+        self.policy_topic = PolicyTopic(
+            kafka,
+            bootstrap_servers,
+            names.routing,
+            self._producer,
+            self.book,
+            RegistryVersions(self._registry_channel),
+        )
         self._drift_channel = open_channel(settings.drift_target) if settings.drift_target else None
         self.rollouts = Rollouts(
             self.book,

@@ -10,7 +10,7 @@ from driftloop.gateway.rollouts import Rollouts
 from driftloop.gateway.serving import PredictionService, Served
 from driftloop.kit.errors import InvalidArgument
 from driftloop.kit.handlers import actor_of
-from driftloop.models.schema import check_name
+from driftloop.kit.names import check_name
 from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc
 
 BATCH_CONCURRENCY = 32
