@@ -93,3 +93,9 @@ def test_the_deploy_schema_is_the_package_schema() -> None:
     from driftloop.clickhouse.schema import schema_text
 
     assert deployed.read_text() == schema_text()
+
+
+async def test_string_parameters_arrive_exactly_as_sent(clickhouse: ClickHouse) -> None:
+    for value in ["a\\b", "a\nb", "tab\there", "quote'", "nul\0byte", "é\u2028", "a\\nb", ""]:
+        result = await clickhouse.query("SELECT {value:String}", {"value": value})
+        assert result.scalar() == value

@@ -32,7 +32,7 @@ from driftloop.v1 import (
 )
 from tests import drift_streams
 from tests.drift_streams import Stream
-from tests.integration.test_gateway import read_topic
+from tests.integration.stack import read_topic
 
 MODEL = "risk"
 

@@ -4,202 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
 
-from driftloop.clickhouse.client import ClickHouse
-from driftloop.gateway.config import GatewaySettings
-from driftloop.gateway.server import GatewayService
-from driftloop.inference.config import InferenceSettings
-from driftloop.inference.server import InferenceService
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
 from driftloop.kafka.topics import TopicNames, ensure_topics
-from driftloop.kit.grpc_client import admin_metadata, open_channel
-from driftloop.kit.settings import KafkaSettings
-from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
-from driftloop.models.registration import version_record
-from driftloop.models.training import TrainingSpec, train_linear
-from driftloop.retrainer.config import RetrainerSettings
-from driftloop.retrainer.server import RetrainerService
-from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from driftloop.v1 import events_pb2, gateway_pb2, registry_pb2
 from tests.conftest import REPO
-from tests.datasets import churn, without
-
-TOKEN = "gateway-test-token"
-ADMIN = admin_metadata(TOKEN)
-DATA = without(churn(), "segment", "spend")
-ROW = row_to_proto({f"x{i}": 0.5 for i in range(6)} | {"plan": "pro", "region": "north"})
-
-
-@dataclass
-class Stack:
-    kafka: KafkaSettings
-    store: LocalArtifactStore
-    registry: registry_pb2_grpc.ModelRegistryStub
-    inference: InferenceService
-    gateways: list[GatewayService] = field(default_factory=list)
-    channels: list[grpc.aio.Channel] = field(default_factory=list)
-
-    async def register_linear(self, seed: int) -> str:
-        trained = train_linear(DATA, TrainingSpec(target="churned", seed=seed))
-        record = version_record(
-            trained, model="churn", artifact_sha256=self.store.put(trained.artifact), source="test"
-        )
-        return await self._register(record)
-
-    async def register_user(self, entry_point: str) -> str:
-        schema = train_linear(DATA, TrainingSpec(target="churned")).model.schema
-        record = registry_pb2.ModelVersion(
-            model="churn",
-            flavor="python",
-            artifact_sha256=self.store.put(b"-"),
-            schema=schema_to_proto(schema),
-            output_kind=OUTPUT_KINDS["binary"],
-            entry_point=entry_point,
-        )
-        return await self._register(record)
-
-    async def _register(self, record: registry_pb2.ModelVersion) -> str:
-        registered = await self.registry.RegisterModelVersion(
-            registry_pb2.RegisterModelVersionRequest(version=record), timeout=10, metadata=ADMIN
-        )
-        return str(registered.version)
-
-    async def champion(self, version: str, expected: str = "") -> None:
-        await self.registry.SetAlias(
-            registry_pb2.SetAliasRequest(
-                model="churn", alias="champion", version=version, expected_version=expected
-            ),
-            timeout=10,
-            metadata=ADMIN,
-        )
-
-    async def gateway(
-        self, bootstrap: str | None = None, **overrides: Any
-    ) -> gateway_pb2_grpc.GatewayStub:
-        options: dict[str, Any] = {
-            "port": 0,
-            "admin_token": SecretStr(TOKEN),
-            "inference_targets": [f"127.0.0.1:{self.inference.port}"],
-            "registry_target": self.registry_target,
-            "controller_interval_s": 0.1,
-        }
-        settings = GatewaySettings(**(options | overrides))
-        kafka = (
-            self.kafka
-            if bootstrap is None
-            else self.kafka.model_copy(update={"bootstrap_servers": bootstrap})
-        )
-        assert kafka.bootstrap_servers is not None
-        service = GatewayService(settings, kafka, kafka.bootstrap_servers)
-        await service.start()
-        self.gateways.append(service)
-        channel = open_channel(f"127.0.0.1:{service.port}")
-        self.channels.append(channel)
-        return gateway_pb2_grpc.GatewayStub(channel)
-
-    registry_target: str = ""
-
-
-@pytest.fixture
-async def stack(
-    kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    assert kafka_settings.bootstrap_servers is not None
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    retrainer = RetrainerService(
-        RetrainerSettings(port=0, admin_token=SecretStr(TOKEN)),
-        kafka_settings,
-        kafka_settings.bootstrap_servers,
-        clickhouse,
-        store,
-    )
-    await retrainer.start()
-    inference = InferenceService(
-        InferenceSettings(
-            port=0, admin_token=SecretStr(TOKEN), registry_target=f"127.0.0.1:{retrainer.port}"
-        ),
-        store,
-        kafka_settings,
-        kafka_settings.bootstrap_servers,
-    )
-    await inference.start()
-    registry_channel = open_channel(f"127.0.0.1:{retrainer.port}")
-    stack = Stack(
-        kafka_settings, store, registry_pb2_grpc.ModelRegistryStub(registry_channel), inference
-    )
-    stack.registry_target = f"127.0.0.1:{retrainer.port}"
-    yield stack
-    for channel in stack.channels:
-        await channel.close()
-    for gateway in stack.gateways:
-        await gateway.stop(0)
-    await registry_channel.close()
-    await inference.stop(0)
-    await retrainer.stop(0)
-
-
-async def set_policy(
-    gateway: gateway_pb2_grpc.GatewayStub, policy: events_pb2.RoutingPolicy, expected: int = 0
-) -> events_pb2.RoutingPolicy:
-    result: events_pb2.RoutingPolicy = await gateway.SetRoutingPolicy(
-        gateway_pb2.SetRoutingPolicyRequest(policy=policy, expected_revision=expected),
-        timeout=10,
-        metadata=ADMIN,
-    )
-    return result
-
-
-async def predict(
-    gateway: gateway_pb2_grpc.GatewayStub, key: str = "", request_id: str = ""
-) -> gateway_pb2.PredictResponse:
-    response: gateway_pb2.PredictResponse = await gateway.Predict(
-        gateway_pb2.PredictRequest(model="churn", entity_key=key, request_id=request_id, row=ROW),
-        timeout=10,
-    )
-    return response
-
-
-async def until(
-    condition: Callable[[], Awaitable[bool]],
-    seconds: float = 30,
-    traffic: gateway_pb2_grpc.GatewayStub | None = None,
-) -> None:
-    deadline = time.monotonic() + seconds
-    n = 0
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        if traffic is not None:
-            await asyncio.gather(*(predict(traffic, key=f"user-{n + i}") for i in range(20)))
-            n += 20
-        else:
-            await asyncio.sleep(0.05)
-
-
-async def read_topic(
-    settings: KafkaSettings, topic: str, count: int, seconds: float = 20
-) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        deadline = time.monotonic() + seconds
-        while len(values) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            values.extend(m.value for ms in batch.values() for m in ms)
-    finally:
-        await consumer.stop()
-    return values
+from tests.integration.stack import (
+    ADMIN,
+    ROW,
+    Stack,
+    predict,
+    read_topic,
+    set_policy,
+    until,
+)
 
 
 async def test_ab_routing_is_sticky_and_every_prediction_is_logged(stack: Stack) -> None:

@@ -257,13 +257,26 @@ def _quoted_path(path: Path) -> str:
 
 
 def _embedded_params(params: Params | None) -> dict[str, Any] | None:
-    """chDB binds text: datetimes go in ClickHouse's own format, in UTC."""
+    """chDB binds text: datetimes go in ClickHouse's own format, in UTC; strings escaped as
+    ClickHouse parses a parameter's value (a raw "a\\b" would arrive as "a\\x08", and a
+    newline or a tab would be refused)."""
     if not params:
         return None
     return {
-        name: _json_value(value) if isinstance(value, dt.date) else value
+        name: _json_value(value)
+        if isinstance(value, dt.date)
+        else _escaped(value)
+        if isinstance(value, str)
+        else value
         for name, value in params.items()
     }
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"})
+
+
+def _escaped(value: str) -> str:
+    return value.translate(_ESCAPES)
 
 
 def _json_value(value: Any) -> Any:

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from driftloop.kit.errors import shown
 from driftloop.kit.names import NAME, VERSION_NUMBER
+from driftloop.kit.times import timestamp_problem
 from driftloop.v1 import events_pb2
 
 M = TypeVar("M", bound=Message)
@@ -33,9 +34,6 @@ MAX_REQUEST_ID = 128
 MAX_KEY_CHARS = 256  # entity keys, categories, labels
 MAX_SHORT_CHARS = 128  # variants, sources, error codes
 MAX_FEATURES = 1000
-# ClickHouse DateTime64's range, in seconds since the epoch (1900-01-01 .. 2299-12-31).
-MIN_TIME_S = -2_208_988_800
-MAX_TIME_S = 10_413_791_999
 
 
 class DecodeError(ValueError):
@@ -68,13 +66,9 @@ def _require_request_id(request_id: str) -> None:
 
 
 def _require_time(field: str, seconds: int, nanos: int) -> None:
-    if not MIN_TIME_S <= seconds <= MAX_TIME_S:
-        raise DecodeError(
-            f"{field} is {seconds} s since the epoch, outside the storable range "
-            "1900-01-01 to 2299-12-31"
-        )
-    if not 0 <= nanos <= 999_999_999:
-        raise DecodeError(f"{field}.nanos is {nanos}, not in 0..999999999")
+    problem = timestamp_problem(seconds, nanos)
+    if problem is not None:
+        raise DecodeError(f"{field}: {problem}")
 
 
 def _require_length(field: str, value: str, limit: int) -> None:

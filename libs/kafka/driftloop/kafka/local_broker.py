@@ -186,7 +186,12 @@ class LocalBroker:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             self._java_command(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+                # "=": a random id may start with "-", which the tool would take for an option
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(config),
             ),
             capture_output=True,
             text=True,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.canary import CanaryAnalysis, CanaryResult, VariantStats
 from driftloop.drift.evaluator import Evaluator
@@ -15,6 +13,7 @@ from driftloop.drift.store import DriftStore
 from driftloop.drift.windows import Window
 from driftloop.kit.errors import InvalidArgument
 from driftloop.kit.names import check_name
+from driftloop.kit.times import stamp, to_datetime
 from driftloop.models.convert import baseline_to_proto
 from driftloop.v1 import common_pb2, drift_pb2, drift_pb2_grpc, events_pb2, registry_pb2
 
@@ -28,17 +27,11 @@ _VERDICTS = {
 }
 
 
-def _stamp(at: dt.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(at)
-    return stamp
-
-
 def _time_window(
     window: common_pb2.TimeWindow, field: str
 ) -> tuple[dt.datetime | None, dt.datetime | None]:
-    start = window.start.ToDatetime(dt.UTC) if window.HasField("start") else None
-    end = window.end.ToDatetime(dt.UTC) if window.HasField("end") else None
+    start = to_datetime(f"{field}.start", window.start) if window.HasField("start") else None
+    end = to_datetime(f"{field}.end", window.end) if window.HasField("end") else None
     if start is not None and end is not None and start >= end:
         raise InvalidArgument(field, "start must be before end")
     return start, end
@@ -65,7 +58,7 @@ def _score(result: StreamResult) -> events_pb2.FeatureScore:
 def report_to_proto(report: Report) -> drift_pb2.DriftReport:
     message = drift_pb2.DriftReport(
         model=common_pb2.ModelRef(model=report.model, version=report.version),
-        window=common_pb2.TimeWindow(start=_stamp(report.start), end=_stamp(report.end)),
+        window=common_pb2.TimeWindow(start=stamp(report.start), end=stamp(report.end)),
         rows=report.rows,
         labelled_rows=report.labelled,
         performance=[

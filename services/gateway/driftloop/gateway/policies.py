@@ -12,6 +12,7 @@ import datetime as dt
 
 from driftloop.kit.errors import InvalidArgument
 from driftloop.kit.names import check_name, check_version
+from driftloop.kit.times import to_datetime
 from driftloop.v1 import events_pb2
 
 DEFAULT_STEPS = (100, 500, 2500, 5000, 10_000)  # basis points: 1%, 5%, 25%, 50%, 100%
@@ -73,6 +74,13 @@ def validate(policy: events_pb2.RoutingPolicy) -> None:
         _version(f"policy.shadow.versions[{index}]", version)
     if policy.shadow.sample_bp > 10_000:
         raise InvalidArgument("policy.shadow.sample_bp", "at most 10000 (100%)")
+    for field, instant in (
+        ("policy.canary.step_started", canary.step_started),
+        ("policy.blue_green.switched", policy.blue_green.switched),
+        ("policy.blue_green.hold_until", policy.blue_green.hold_until),
+        ("policy.updated", policy.updated),
+    ):
+        to_datetime(field, instant)
 
 
 class PolicyBook:

@@ -15,8 +15,6 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from driftloop.gateway import metrics
 from driftloop.gateway.canary import QualityCheck, TrafficAnalysis, Verdict, analyse
 from driftloop.gateway.policies import (
@@ -35,6 +33,7 @@ from driftloop.kit.errors import (
     Unavailable,
 )
 from driftloop.kit.names import check_version
+from driftloop.kit.times import stamp
 from driftloop.v1 import events_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -68,12 +67,6 @@ class Loader(Protocol):
     async def check(self, model: str, version: str) -> None:
         """Loaded and ready on the endpoints that answer (at least one)."""
         ...
-
-
-def _stamp(at: dt.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(at)
-    return stamp
 
 
 class Rollouts:
@@ -120,6 +113,7 @@ class Rollouts:
         new = events_pb2.RoutingPolicy()
         new.CopyFrom(policy)
         new.salt = new.salt or new.model
+        now_stamp(new, actor)  # the server's to set, whatever the caller sent
         validate(new)
         await self._check_versions(new, current)
         return await self._commit(new, current_revision, actor)
@@ -166,8 +160,8 @@ class Rollouts:
             policy.blue_green.CopyFrom(
                 events_pb2.BlueGreen(
                     active_version=candidate,
-                    switched=_stamp(now),
-                    hold_until=_stamp(now + dt.timedelta(seconds=hold)),
+                    switched=stamp(now),
+                    hold_until=stamp(now + dt.timedelta(seconds=hold)),
                 )
             )
         elif request.strategy == gateway_pb2.ROLLOUT_STRATEGY_CANARY:
@@ -178,7 +172,7 @@ class Rollouts:
                 del plan.steps[:]
                 plan.steps.extend(request.steps)
             plan.current_step = 0
-            plan.step_started.CopyFrom(_stamp(now))
+            plan.step_started.CopyFrom(stamp(now))
             policy.canary.CopyFrom(plan)
             self._step_clock[request.model] = time.monotonic()
         else:
@@ -269,7 +263,7 @@ class Rollouts:
                 return
             updated = self._copy(model)
             updated.canary.current_step += 1
-            updated.canary.step_started.CopyFrom(_stamp(dt.datetime.now(dt.UTC)))
+            updated.canary.step_started.CopyFrom(stamp(dt.datetime.now(dt.UTC)))
             committed = await self._commit(updated, updated.revision, "controller")
             self._step_clock[model] = time.monotonic()
             weight = committed.canary.steps[committed.canary.current_step].weight_bp
@@ -315,7 +309,7 @@ class Rollouts:
             previous_version=previous or policy.stable_version,
             reason=reason,
             actor=actor,
-            time=_stamp(dt.datetime.now(dt.UTC)),
+            time=stamp(dt.datetime.now(dt.UTC)),
         )
         await self._events.publish(event)
 

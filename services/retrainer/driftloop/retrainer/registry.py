@@ -15,8 +15,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from driftloop.kit.names import (
     ALIAS,
@@ -25,6 +23,7 @@ from driftloop.kit.names import (
     check_version_ref,
     is_version_number,
 )
+from driftloop.kit.times import stamp, to_datetime
 from driftloop.models.artifacts import ArtifactStore, sha256_of
 from driftloop.models.convert import output_kind_from_proto, schema_from_proto
 from driftloop.models.loading import FLAVORS
@@ -64,12 +63,6 @@ class ModelEventSink(Protocol):
     async def publish(self, event: events_pb2.ModelEvent) -> None: ...
 
 
-def timestamp(at: dt.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(at)
-    return stamp
-
-
 class Registry:
     def __init__(
         self, store: RegistryStore, artifacts: ArtifactStore, events: ModelEventSink
@@ -106,7 +99,7 @@ class Registry:
                 await self.get(record.model, record.parent_version)
             record.version = str(await self._store.max_version(record.model) + 1)
             now = dt.datetime.now(dt.UTC)
-            record.created.CopyFrom(timestamp(now))
+            record.created.CopyFrom(stamp(now))
             record.created_by = record.created_by or actor
             del record.aliases[:]
             await self._store.insert_version(record)
@@ -117,7 +110,7 @@ class Registry:
                 version=record.version,
                 reason=f"registered by {record.created_by}",
                 actor=actor,
-                time=timestamp(now),
+                time=stamp(now),
             )
         )
         return record
@@ -127,6 +120,10 @@ class Registry:
         if record.flavor not in FLAVORS:
             raise InvalidArgument("version.flavor", f"must be one of {', '.join(FLAVORS)}")
         schema_from_proto(record.schema, "version.schema")
+        window = record.data.window
+        for name in ("start", "end"):
+            if window.HasField(name):
+                to_datetime(f"version.data.window.{name}", getattr(window, name))
         output_kind_from_proto(record.output_kind, "version.output_kind")
         if record.flavor == "python" and not ENTRY_POINT.fullmatch(record.entry_point):
             raise InvalidArgument("version.entry_point", "the python flavor needs module:Class")
@@ -199,7 +196,7 @@ class Registry:
                 previous_version=current,
                 reason=reason,
                 actor=actor,
-                time=timestamp(now),
+                time=stamp(now),
             )
         )
         return move

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
 from driftloop.kit.errors import ResourceExhausted
 from driftloop.kit.handlers import actor_of
-from driftloop.retrainer.registry import AliasMove, Registry, timestamp
+from driftloop.kit.times import stamp, to_datetime
+from driftloop.retrainer.registry import AliasMove, Registry
 from driftloop.v1 import registry_pb2, registry_pb2_grpc
 
 
@@ -31,7 +31,7 @@ def move_to_proto(move: AliasMove) -> registry_pb2.AliasMove:
         previous_version=move.previous_version,
         actor=move.actor,
         reason=move.reason,
-        time=timestamp(move.time),
+        time=stamp(move.time),
     )
 
 
@@ -87,7 +87,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     async def ResolveAlias(
         self, request: registry_pb2.ResolveAliasRequest, context: Any
     ) -> registry_pb2.ModelVersion:
-        at = request.at.ToDatetime(tzinfo=dt.UTC) if request.HasField("at") else None
+        at = to_datetime("at", request.at) if request.HasField("at") else None
         version = await self._registry.resolve(request.model, request.alias, at)
         return await self._registry.get(request.model, version)
 
