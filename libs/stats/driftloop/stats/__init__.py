@@ -12,6 +12,13 @@ Modules:
 - `multiple`: Benjamini-Hochberg correction across features.
 - `cusum`: online two-sided CUSUM over many standardised streams, batch-vectorised, with
   its threshold set from a false-alarm budget.
+- `paired`: two models on the same rows (champion/challenger, shadow): exact McNemar,
+  Wilcoxon signed-rank and paired bootstrap; a positive effect means model b is better.
+- `experiments`: two independent groups (A/B variants): difference of proportions
+  (Newcombe interval), cluster-robust difference of means (delta method) and sample sizes;
+  normal CDF and quantile without scipy.
+- `sequential`: always-valid p-values and confidence sequences (mSPRT) for continuously
+  monitored A/B tests and canaries, and the fixed-horizon n to compare with.
 
 Smoothing: divergences and the chi-square expectation use shares smoothed as
 (p + eps) / (1 + eps * k) for k bins (eps = 1e-4), which keeps empty bins finite while each
@@ -38,6 +45,15 @@ from driftloop.stats.divergence import (
     smooth,
     to_shares,
 )
+from driftloop.stats.experiments import (
+    GroupDifference,
+    clustered_difference,
+    normal_cdf,
+    normal_quantile,
+    proportion_difference,
+    required_sample_size,
+    wilson_interval,
+)
 from driftloop.stats.ks import (
     kolmogorov_sf,
     ks_counts,
@@ -46,6 +62,22 @@ from driftloop.stats.ks import (
     ks_statistic,
 )
 from driftloop.stats.multiple import benjamini_hochberg
+from driftloop.stats.paired import (
+    PairedResult,
+    beta_regularized,
+    mcnemar,
+    paired_bootstrap,
+    t_quantile,
+    wilcoxon_signed_rank,
+)
+from driftloop.stats.sequential import (
+    SequentialState,
+    SequentialTest,
+    fixed_horizon_n,
+    msprt_interval,
+    msprt_log_ratio,
+    msprt_p_value,
+)
 
 __all__ = [
     "EPS",
@@ -57,14 +89,21 @@ __all__ = [
     "CusumBank",
     "Flags",
     "Floats",
+    "GroupDifference",
     "Histogram",
+    "PairedResult",
+    "SequentialState",
+    "SequentialTest",
     "benjamini_hochberg",
+    "beta_regularized",
     "bin_counts",
     "bin_index",
     "category_counts",
     "check_edges",
     "chi2_sf",
     "chi2_test",
+    "clustered_difference",
+    "fixed_horizon_n",
     "gamma_q",
     "js_distance",
     "js_distance_rows",
@@ -77,10 +116,22 @@ __all__ = [
     "ks_from_counts",
     "ks_p_value",
     "ks_statistic",
+    "mcnemar",
+    "msprt_interval",
+    "msprt_log_ratio",
+    "msprt_p_value",
+    "normal_cdf",
+    "normal_quantile",
     "output_distance",
+    "paired_bootstrap",
+    "proportion_difference",
     "psi",
     "psi_rows",
+    "required_sample_size",
     "smooth",
+    "t_quantile",
     "threshold_for",
     "to_shares",
+    "wilcoxon_signed_rank",
+    "wilson_interval",
 ]
