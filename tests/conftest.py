@@ -20,8 +20,10 @@ from driftloop.kit.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parent.parent
 _names = itertools.count(1)
-# Process-wide threads that libraries start once and keep: not leaks of any one test.
+# Process-wide threads and processes that libraries start once and keep: not leaks of any
+# one test (multiprocessing's resource tracker serves every pool of the test process).
 _SINGLETON_THREADS = ("asyncio_", "(_poll_wrapper)")
+_SINGLETON_PROCESSES = ("multiprocessing.resource_tracker",)
 
 
 def unique_name(prefix: str) -> str:
@@ -48,12 +50,21 @@ def no_leaks() -> Iterator[None]:
             if child.pid not in children_before
             and child.is_running()
             and child.status() != psutil.STATUS_ZOMBIE
+            and not _singleton(child)
         ]
         if (not threads and not children) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert not threads, f"the test left threads running: {threads}"
     assert not children, f"the test left processes running: {children}"
+
+
+def _singleton(process: psutil.Process) -> bool:
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return any(mark in command for mark in _SINGLETON_PROCESSES)
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from driftloop.v1 import common_pb2 as driftloop_dot_v1_dot_common__pb2
+from driftloop.v1 import events_pb2 as driftloop_dot_v1_dot_events__pb2
 from driftloop.v1 import options_pb2 as driftloop_dot_v1_dot_options__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64riftloop/v1/retrainer.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x1a\x64riftloop/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x0bRetrainStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.driftloop.v1.RunState\x12+\n\x07started\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\xc4\x02\n\nRetrainRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\x07trigger\x18\x03 \x01(\x0e\x32\x1c.driftloop.v1.RetrainTrigger\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.driftloop.v1.RunState\x12-\n\x0b\x64\x61ta_window\x18\x05 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x16\n\x0eparent_version\x18\x06 \x01(\t\x12\x13\n\x0bnew_version\x18\x07 \x01(\t\x12(\n\x05steps\x18\x08 \x03(\x0b\x32\x19.driftloop.v1.RetrainStep\x12\x0e\n\x06reason\x18\t \x01(\t\x12+\n\x07\x63reated\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x15TriggerRetrainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12-\n\x0b\x64\x61ta_window\x18\x03 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\"&\n\x14GetRetrainRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"6\n\x16ListRetrainRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"A\n\x17ListRetrainRunsResponse\x12&\n\x04runs\x18\x01 \x03(\x0b\x32\x18.driftloop.v1.RetrainRun*\xc8\x01\n\x0eRetrainTrigger\x12\x1f\n\x1bRETRAIN_TRIGGER_UNSPECIFIED\x10\x00\x12\x1a\n\x16RETRAIN_TRIGGER_MANUAL\x10\x01\x12\x1c\n\x18RETRAIN_TRIGGER_SCHEDULE\x10\x02\x12\x1f\n\x1bRETRAIN_TRIGGER_PERFORMANCE\x10\x03\x12\x19\n\x15RETRAIN_TRIGGER_DRIFT\x10\x04\x12\x1f\n\x1bRETRAIN_TRIGGER_DATA_VOLUME\x10\x05*\xc2\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17RUN_STATE_REJECTED_DATA\x10\x04\x12!\n\x1dRUN_STATE_REJECTED_CHALLENGER\x10\x05\x12\x14\n\x10RUN_STATE_FAILED\x10\x06\x32\x91\x02\n\tRetrainer\x12U\n\x0eTriggerRetrain\x12#.driftloop.v1.TriggerRetrainRequest\x1a\x18.driftloop.v1.RetrainRun\"\x04\xc8\xf3\x18\x01\x12M\n\rGetRetrainRun\x12\".driftloop.v1.GetRetrainRunRequest\x1a\x18.driftloop.v1.RetrainRun\x12^\n\x0fListRetrainRuns\x12$.driftloop.v1.ListRetrainRunsRequest\x1a%.driftloop.v1.ListRetrainRunsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64riftloop/v1/retrainer.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x19\x64riftloop/v1/events.proto\x1a\x1a\x64riftloop/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\"\n\x0fScheduleTrigger\x12\x0f\n\x07\x65very_s\x18\x01 \x01(\r\"u\n\x12PerformanceTrigger\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x10\n\x08max_drop\x18\x02 \x01(\x01\x12\x14\n\x0cmin_accuracy\x18\x03 \x01(\x01\x12\x10\n\x08window_s\x18\x04 \x01(\r\x12\x14\n\x0cmin_labelled\x18\x05 \x01(\r\"u\n\x0c\x44riftTrigger\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12&\n\x05kinds\x18\x02 \x03(\x0e\x32\x17.driftloop.v1.DriftKind\x12,\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x16.driftloop.v1.Severity\"\'\n\x0b\x44\x61taTrigger\x12\x18\n\x10min_new_labelled\x18\x01 \x01(\r\"z\n\x0eTrainingWindow\x12\x10\n\x08window_s\x18\x01 \x01(\r\x12\x10\n\x08max_rows\x18\x02 \x01(\r\x12\x18\n\x10holdout_fraction\x18\x03 \x01(\x01\x12\x10\n\x08min_rows\x18\x04 \x01(\r\x12\n\n\x02l2\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x03\"\x96\x01\n\nGatePolicy\x12\x0e\n\x06margin\x18\x01 \x01(\x01\x12\r\n\x05\x61lpha\x18\x02 \x01(\x01\x12\x1b\n\x13secondary_tolerance\x18\x03 \x01(\x01\x12\x17\n\x0fsegment_feature\x18\x04 \x01(\t\x12\x19\n\x11segment_tolerance\x18\x05 \x01(\x01\x12\x18\n\x10segment_min_rows\x18\x06 \x01(\r\"\x80\x01\n\x0bRolloutPlan\x12,\n\x07on_pass\x18\x01 \x01(\x0e\x32\x1b.driftloop.v1.RolloutOnPass\x12\x15\n\rsteps_percent\x18\x02 \x03(\r\x12\x14\n\x0cmin_requests\x18\x03 \x01(\r\x12\x16\n\x0emin_duration_s\x18\x04 \x01(\r\"\xdb\x03\n\x0eTrainingPolicy\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12/\n\x08schedule\x18\x03 \x01(\x0b\x32\x1d.driftloop.v1.ScheduleTrigger\x12\x35\n\x0bperformance\x18\x04 \x01(\x0b\x32 .driftloop.v1.PerformanceTrigger\x12)\n\x05\x64rift\x18\x05 \x01(\x0b\x32\x1a.driftloop.v1.DriftTrigger\x12+\n\x08new_data\x18\x06 \x01(\x0b\x32\x19.driftloop.v1.DataTrigger\x12\x12\n\ncooldown_s\x18\x07 \x01(\r\x12.\n\x08training\x18\x08 \x01(\x0b\x32\x1c.driftloop.v1.TrainingWindow\x12&\n\x04gate\x18\t \x01(\x0b\x32\x18.driftloop.v1.GatePolicy\x12*\n\x07rollout\x18\n \x01(\x0b\x32\x19.driftloop.v1.RolloutPlan\x12\x10\n\x08revision\x18\x0b \x01(\x04\x12+\n\x07updated\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\r \x01(\t\"\xd9\x01\n\x0bRetrainStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.driftloop.v1.StepState\x12+\n\x07started\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x13\n\x0binputs_json\x18\x06 \x01(\t\x12\x14\n\x0coutputs_json\x18\x07 \x01(\t\"\x82\x01\n\tDataCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\t\x12\x0e\n\x06passed\x18\x03 \x01(\x08\x12\x10\n\x08severity\x18\x04 \x01(\t\x12\x10\n\x08observed\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x0f\n\x07message\x18\x07 \x01(\t\"\xde\x01\n\tGateCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12\x0e\n\x06passed\x18\x03 \x01(\x08\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x0c\n\x04test\x18\x05 \x01(\t\x12\x10\n\x08\x63hampion\x18\x06 \x01(\x01\x12\x12\n\nchallenger\x18\x07 \x01(\x01\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x08 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\t \x01(\x01\x12\x0f\n\x07\x63i_high\x18\n \x01(\x01\x12\x0f\n\x07p_value\x18\x0b \x01(\x01\x12\x0c\n\x04rows\x18\x0c \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\r \x01(\t\"W\n\x0bGateVerdict\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\'\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x17.driftloop.v1.GateCheck\x12\x0f\n\x07reasons\x18\x03 \x03(\t\"\xed\x04\n\nRetrainRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\x07trigger\x18\x03 \x01(\x0e\x32\x1c.driftloop.v1.RetrainTrigger\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.driftloop.v1.RunState\x12-\n\x0b\x64\x61ta_window\x18\x05 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x16\n\x0eparent_version\x18\x06 \x01(\t\x12\x13\n\x0bnew_version\x18\x07 \x01(\t\x12(\n\x05steps\x18\x08 \x03(\x0b\x32\x19.driftloop.v1.RetrainStep\x12\x0e\n\x06reason\x18\t \x01(\t\x12+\n\x07\x63reated\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vidence\x18\x0b \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x0c \x01(\t\x12\x15\n\rtraining_rows\x18\r \x01(\x04\x12\x14\n\x0choldout_rows\x18\x0e \x01(\x04\x12,\n\x0b\x64\x61ta_checks\x18\x0f \x03(\x0b\x32\x17.driftloop.v1.DataCheck\x12\'\n\x04gate\x18\x10 \x01(\x0b\x32\x19.driftloop.v1.GateVerdict\x12\x17\n\x0frollout_outcome\x18\x11 \x01(\t\x12+\n\x07updated\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61rtifact_sha256\x18\x13 \x01(\t\x12\x0c\n\x04seed\x18\x14 \x01(\x03\x12\x0f\n\x07outcome\x18\x15 \x01(\t\"\xd3\x01\n\x0fRetrainDecision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\x07trigger\x18\x03 \x01(\x0e\x32\x1c.driftloop.v1.RetrainTrigger\x12\x11\n\ttriggered\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08\x65vidence\x18\x06 \x01(\t\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\x15TriggerRetrainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12-\n\x0b\x64\x61ta_window\x18\x03 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x13\n\x0bsnapshot_id\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x03\"&\n\x14GetRetrainRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"6\n\x16ListRetrainRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"A\n\x17ListRetrainRunsResponse\x12&\n\x04runs\x18\x01 \x03(\x0b\x32\x18.driftloop.v1.RetrainRun\";\n\x1bListRetrainDecisionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"P\n\x1cListRetrainDecisionsResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.driftloop.v1.RetrainDecision\")\n\x18GetTrainingPolicyRequest\x12\r\n\x05model\x18\x01 \x01(\t\"c\n\x18SetTrainingPolicyRequest\x12,\n\x06policy\x18\x01 \x01(\x0b\x32\x1c.driftloop.v1.TrainingPolicy\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x04*\xc8\x01\n\x0eRetrainTrigger\x12\x1f\n\x1bRETRAIN_TRIGGER_UNSPECIFIED\x10\x00\x12\x1a\n\x16RETRAIN_TRIGGER_MANUAL\x10\x01\x12\x1c\n\x18RETRAIN_TRIGGER_SCHEDULE\x10\x02\x12\x1f\n\x1bRETRAIN_TRIGGER_PERFORMANCE\x10\x03\x12\x19\n\x15RETRAIN_TRIGGER_DRIFT\x10\x04\x12\x1f\n\x1bRETRAIN_TRIGGER_DATA_VOLUME\x10\x05*\xc2\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17RUN_STATE_REJECTED_DATA\x10\x04\x12!\n\x1dRUN_STATE_REJECTED_CHALLENGER\x10\x05\x12\x14\n\x10RUN_STATE_FAILED\x10\x06*p\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_RUNNING\x10\x01\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x02\x12\x15\n\x11STEP_STATE_FAILED\x10\x03*\x86\x01\n\rRolloutOnPass\x12\x1f\n\x1bROLLOUT_ON_PASS_UNSPECIFIED\x10\x00\x12\x18\n\x14ROLLOUT_ON_PASS_NONE\x10\x01\x12\x1a\n\x16ROLLOUT_ON_PASS_CANARY\x10\x02\x12\x1e\n\x1aROLLOUT_ON_PASS_BLUE_GREEN\x10\x03\x32\xbc\x04\n\tRetrainer\x12U\n\x0eTriggerRetrain\x12#.driftloop.v1.TriggerRetrainRequest\x1a\x18.driftloop.v1.RetrainRun\"\x04\xc8\xf3\x18\x01\x12M\n\rGetRetrainRun\x12\".driftloop.v1.GetRetrainRunRequest\x1a\x18.driftloop.v1.RetrainRun\x12^\n\x0fListRetrainRuns\x12$.driftloop.v1.ListRetrainRunsRequest\x1a%.driftloop.v1.ListRetrainRunsResponse\x12m\n\x14ListRetrainDecisions\x12).driftloop.v1.ListRetrainDecisionsRequest\x1a*.driftloop.v1.ListRetrainDecisionsResponse\x12Y\n\x11GetTrainingPolicy\x12&.driftloop.v1.GetTrainingPolicyRequest\x1a\x1c.driftloop.v1.TrainingPolicy\x12_\n\x11SetTrainingPolicy\x12&.driftloop.v1.SetTrainingPolicyRequest\x1a\x1c.driftloop.v1.TrainingPolicy\"\x04\xc8\xf3\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +37,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RETRAINER'].methods_by_name['TriggerRetrain']._loaded_options = None
   _globals['_RETRAINER'].methods_by_name['TriggerRetrain']._serialized_options = b'\310\363\030\001'
-  _globals['_RETRAINTRIGGER']._serialized_start=904
-  _globals['_RETRAINTRIGGER']._serialized_end=1104
-  _globals['_RUNSTATE']._serialized_start=1107
-  _globals['_RUNSTATE']._serialized_end=1301
-  _globals['_RETRAINSTEP']._serialized_start=135
-  _globals['_RETRAINSTEP']._serialized_end=308
-  _globals['_RETRAINRUN']._serialized_start=311
-  _globals['_RETRAINRUN']._serialized_end=635
-  _globals['_TRIGGERRETRAINREQUEST']._serialized_start=637
-  _globals['_TRIGGERRETRAINREQUEST']._serialized_end=738
-  _globals['_GETRETRAINRUNREQUEST']._serialized_start=740
-  _globals['_GETRETRAINRUNREQUEST']._serialized_end=778
-  _globals['_LISTRETRAINRUNSREQUEST']._serialized_start=780
-  _globals['_LISTRETRAINRUNSREQUEST']._serialized_end=834
-  _globals['_LISTRETRAINRUNSRESPONSE']._serialized_start=836
-  _globals['_LISTRETRAINRUNSRESPONSE']._serialized_end=901
-  _globals['_RETRAINER']._serialized_start=1304
-  _globals['_RETRAINER']._serialized_end=1577
+  _globals['_RETRAINER'].methods_by_name['SetTrainingPolicy']._loaded_options = None
+  _globals['_RETRAINER'].methods_by_name['SetTrainingPolicy']._serialized_options = b'\310\363\030\001'
+  _globals['_RETRAINTRIGGER']._serialized_start=3457
+  _globals['_RETRAINTRIGGER']._serialized_end=3657
+  _globals['_RUNSTATE']._serialized_start=3660
+  _globals['_RUNSTATE']._serialized_end=3854
+  _globals['_STEPSTATE']._serialized_start=3856
+  _globals['_STEPSTATE']._serialized_end=3968
+  _globals['_ROLLOUTONPASS']._serialized_start=3971
+  _globals['_ROLLOUTONPASS']._serialized_end=4105
+  _globals['_SCHEDULETRIGGER']._serialized_start=161
+  _globals['_SCHEDULETRIGGER']._serialized_end=195
+  _globals['_PERFORMANCETRIGGER']._serialized_start=197
+  _globals['_PERFORMANCETRIGGER']._serialized_end=314
+  _globals['_DRIFTTRIGGER']._serialized_start=316
+  _globals['_DRIFTTRIGGER']._serialized_end=433
+  _globals['_DATATRIGGER']._serialized_start=435
+  _globals['_DATATRIGGER']._serialized_end=474
+  _globals['_TRAININGWINDOW']._serialized_start=476
+  _globals['_TRAININGWINDOW']._serialized_end=598
+  _globals['_GATEPOLICY']._serialized_start=601
+  _globals['_GATEPOLICY']._serialized_end=751
+  _globals['_ROLLOUTPLAN']._serialized_start=754
+  _globals['_ROLLOUTPLAN']._serialized_end=882
+  _globals['_TRAININGPOLICY']._serialized_start=885
+  _globals['_TRAININGPOLICY']._serialized_end=1360
+  _globals['_RETRAINSTEP']._serialized_start=1363
+  _globals['_RETRAINSTEP']._serialized_end=1580
+  _globals['_DATACHECK']._serialized_start=1583
+  _globals['_DATACHECK']._serialized_end=1713
+  _globals['_GATECHECK']._serialized_start=1716
+  _globals['_GATECHECK']._serialized_end=1938
+  _globals['_GATEVERDICT']._serialized_start=1940
+  _globals['_GATEVERDICT']._serialized_end=2027
+  _globals['_RETRAINRUN']._serialized_start=2030
+  _globals['_RETRAINRUN']._serialized_end=2651
+  _globals['_RETRAINDECISION']._serialized_start=2654
+  _globals['_RETRAINDECISION']._serialized_end=2865
+  _globals['_TRIGGERRETRAINREQUEST']._serialized_start=2868
+  _globals['_TRIGGERRETRAINREQUEST']._serialized_end=3004
+  _globals['_GETRETRAINRUNREQUEST']._serialized_start=3006
+  _globals['_GETRETRAINRUNREQUEST']._serialized_end=3044
+  _globals['_LISTRETRAINRUNSREQUEST']._serialized_start=3046
+  _globals['_LISTRETRAINRUNSREQUEST']._serialized_end=3100
+  _globals['_LISTRETRAINRUNSRESPONSE']._serialized_start=3102
+  _globals['_LISTRETRAINRUNSRESPONSE']._serialized_end=3167
+  _globals['_LISTRETRAINDECISIONSREQUEST']._serialized_start=3169
+  _globals['_LISTRETRAINDECISIONSREQUEST']._serialized_end=3228
+  _globals['_LISTRETRAINDECISIONSRESPONSE']._serialized_start=3230
+  _globals['_LISTRETRAINDECISIONSRESPONSE']._serialized_end=3310
+  _globals['_GETTRAININGPOLICYREQUEST']._serialized_start=3312
+  _globals['_GETTRAININGPOLICYREQUEST']._serialized_end=3353
+  _globals['_SETTRAININGPOLICYREQUEST']._serialized_start=3355
+  _globals['_SETTRAININGPOLICYREQUEST']._serialized_end=3454
+  _globals['_RETRAINER']._serialized_start=4108
+  _globals['_RETRAINER']._serialized_end=4680
 # @@protoc_insertion_point(module_scope)

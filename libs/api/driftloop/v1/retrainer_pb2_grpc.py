@@ -49,13 +49,30 @@ class RetrainerStub:
                 request_serializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainRunsRequest.SerializeToString,
                 response_deserializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainRunsResponse.FromString,
                 _registered_method=True)
+        self.ListRetrainDecisions = channel.unary_unary(
+                '/driftloop.v1.Retrainer/ListRetrainDecisions',
+                request_serializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainDecisionsRequest.SerializeToString,
+                response_deserializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainDecisionsResponse.FromString,
+                _registered_method=True)
+        self.GetTrainingPolicy = channel.unary_unary(
+                '/driftloop.v1.Retrainer/GetTrainingPolicy',
+                request_serializer=driftloop_dot_v1_dot_retrainer__pb2.GetTrainingPolicyRequest.SerializeToString,
+                response_deserializer=driftloop_dot_v1_dot_retrainer__pb2.TrainingPolicy.FromString,
+                _registered_method=True)
+        self.SetTrainingPolicy = channel.unary_unary(
+                '/driftloop.v1.Retrainer/SetTrainingPolicy',
+                request_serializer=driftloop_dot_v1_dot_retrainer__pb2.SetTrainingPolicyRequest.SerializeToString,
+                response_deserializer=driftloop_dot_v1_dot_retrainer__pb2.TrainingPolicy.FromString,
+                _registered_method=True)
 
 
 class RetrainerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def TriggerRetrain(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Start a run now (it still needs no run in progress for the model; the cooldown does
+        not apply to a person's request).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -68,6 +85,27 @@ class RetrainerServicer:
 
     def ListRetrainRuns(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRetrainDecisions(self, request, context):
+        """Every trigger the retrainer considered: run, or skipped and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainingPolicy(self, request, context):
+        """The policy in force for a model (the defaults when none was written).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTrainingPolicy(self, request, context):
+        """Replace a model's policy (compare-and-set on its revision); applied without a restart.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -89,6 +127,21 @@ def add_RetrainerServicer_to_server(servicer, server):
                     servicer.ListRetrainRuns,
                     request_deserializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainRunsRequest.FromString,
                     response_serializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainRunsResponse.SerializeToString,
+            ),
+            'ListRetrainDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRetrainDecisions,
+                    request_deserializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainDecisionsRequest.FromString,
+                    response_serializer=driftloop_dot_v1_dot_retrainer__pb2.ListRetrainDecisionsResponse.SerializeToString,
+            ),
+            'GetTrainingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingPolicy,
+                    request_deserializer=driftloop_dot_v1_dot_retrainer__pb2.GetTrainingPolicyRequest.FromString,
+                    response_serializer=driftloop_dot_v1_dot_retrainer__pb2.TrainingPolicy.SerializeToString,
+            ),
+            'SetTrainingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTrainingPolicy,
+                    request_deserializer=driftloop_dot_v1_dot_retrainer__pb2.SetTrainingPolicyRequest.FromString,
+                    response_serializer=driftloop_dot_v1_dot_retrainer__pb2.TrainingPolicy.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +225,87 @@ class Retrainer:
             '/driftloop.v1.Retrainer/ListRetrainRuns',
             driftloop_dot_v1_dot_retrainer__pb2.ListRetrainRunsRequest.SerializeToString,
             driftloop_dot_v1_dot_retrainer__pb2.ListRetrainRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRetrainDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.v1.Retrainer/ListRetrainDecisions',
+            driftloop_dot_v1_dot_retrainer__pb2.ListRetrainDecisionsRequest.SerializeToString,
+            driftloop_dot_v1_dot_retrainer__pb2.ListRetrainDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.v1.Retrainer/GetTrainingPolicy',
+            driftloop_dot_v1_dot_retrainer__pb2.GetTrainingPolicyRequest.SerializeToString,
+            driftloop_dot_v1_dot_retrainer__pb2.TrainingPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTrainingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.v1.Retrainer/SetTrainingPolicy',
+            driftloop_dot_v1_dot_retrainer__pb2.SetTrainingPolicyRequest.SerializeToString,
+            driftloop_dot_v1_dot_retrainer__pb2.TrainingPolicy.FromString,
             options,
             channel_credentials,
             insecure,

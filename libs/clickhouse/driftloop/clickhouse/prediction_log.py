@@ -16,6 +16,7 @@ import pyarrow as pa
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from driftloop.clickhouse.backend import Columns
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.v1 import common_pb2, events_pb2
 
@@ -250,3 +251,65 @@ class PredictionLog:
         )
         rows, errors = totals.rows[0]
         return WindowCounts(rows=int(rows), labelled=int(labelled.scalar()), errors=int(errors))
+
+    async def labelled(
+        self,
+        model: str,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        limit: int,
+        version: str = "",
+    ) -> Columns:
+        """The newest `limit` live, successful predictions of `model` (of one `version`
+        when given) in [start, end) that have their label, oldest first: the columns
+        request_id, version, time_us, output_value, output_label, truth_label,
+        truth_value, truth_is_label, then n0.. (numeric features, NaN when missing) and
+        c0.. (categories, '' when missing). Training data and performance windows read
+        this: the features as they were logged at serving time."""
+        params: dict[str, Any] = {
+            "model": model,
+            "version": version,
+            "start": start,
+            "end": end,
+            "limit": limit,
+        }
+        features = []
+        for index, name in enumerate(numeric):
+            params[f"n{index}"] = name
+            features.append(
+                f"if(mapContains(numbers, {{n{index}:String}}), numbers[{{n{index}:String}}], "
+                f"nan) AS n{index}"
+            )
+        for index, name in enumerate(categorical):
+            params[f"c{index}"] = name
+            features.append(f"categories[{{c{index}:String}}] AS c{index}")
+        selected = ", ".join(
+            ["request_id", "version", "time", "output_value", "output_label", *features]
+        )
+        sql = (
+            f"WITH p AS (SELECT {selected} FROM {self._ch.table('predictions')} FINAL "
+            "WHERE model = {model:String} AND role = 'live' AND error = '' "
+            "AND ({version:String} = '' OR version = {version:String}) "
+            "AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}) "
+            "SELECT * FROM (SELECT p.*, toFloat64(toUnixTimestamp64Micro(p.time)) AS time_us, "
+            "l.label AS truth_label, l.value AS truth_value, "
+            "l.truth_kind = 'label' AS truth_is_label "
+            f"FROM p INNER JOIN (SELECT request_id, label, value, truth_kind "
+            f"FROM {self._ch.table('labels')} FINAL "
+            "WHERE request_id IN (SELECT request_id FROM p)) AS l ON p.request_id = l.request_id "
+            "ORDER BY p.time DESC, p.request_id LIMIT {limit:UInt32}) ORDER BY time_us, request_id"
+        )
+        return await self._ch.query_columns(sql, params)
+
+    async def labelled_count(self, model: str, since: dt.datetime) -> int:
+        """Live predictions of `model` served since `since` that have their label."""
+        result = await self._ch.query(
+            f"SELECT count() FROM {self._ch.table('predictions')} AS p FINAL "
+            f"INNER JOIN (SELECT request_id FROM {self._ch.table('labels')} FINAL) AS l "
+            "ON p.request_id = l.request_id WHERE p.model = {model:String} AND p.role = 'live' "
+            "AND p.error = '' AND p.time >= {since:DateTime64(6, 'UTC')}",
+            {"model": model, "since": since},
+        )
+        return int(result.scalar() or 0)

@@ -186,3 +186,79 @@ SELECT
 FROM driftloop.drift_metrics FINAL
 WHERE NOT startsWith(stream, '__')
 GROUP BY model, version, window_kind, window_end, stream;
+
+-- Training policies of the retrainer, one row per (model, revision); the newest revision
+-- is in force. `record` is the TrainingPolicy protobuf (base64).
+CREATE TABLE IF NOT EXISTS driftloop.retrain_policies
+(
+    model LowCardinality(String),
+    revision UInt64,
+    updated DateTime64(6, 'UTC'),
+    updated_by String,
+    enabled UInt8,
+    record String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, revision);
+
+-- Every trigger the retrainer considered: whether it started a run and why, or why not
+-- (cooldown, a run in progress, too few labels, policy off). A re-delivered drift alert
+-- has the same decision_id, so it is recorded once.
+CREATE TABLE IF NOT EXISTS driftloop.retrain_decisions
+(
+    decision_id String,
+    time DateTime64(6, 'UTC'),
+    model LowCardinality(String),
+    trigger LowCardinality(String),
+    triggered UInt8,
+    reason String,
+    evidence String,
+    run_id String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, decision_id);
+
+-- Retraining runs, one row per run (the newest `updated` wins): state, lineage, the
+-- snapshot, the gate's verdict and the rollout's outcome. `record` is the RetrainRun
+-- protobuf (base64, without its steps).
+CREATE TABLE IF NOT EXISTS driftloop.retrain_runs
+(
+    run_id String,
+    model LowCardinality(String),
+    trigger LowCardinality(String),
+    state LowCardinality(String),
+    created DateTime64(6, 'UTC'),
+    updated DateTime64(6, 'UTC'),
+    parent_version String,
+    new_version String,
+    snapshot_id String,
+    training_rows UInt64,
+    holdout_rows UInt64,
+    gate_passed UInt8,
+    rollout_outcome String,
+    reason String,
+    outcome String,
+    record String
+)
+ENGINE = ReplacingMergeTree(updated)
+ORDER BY (model, run_id);
+
+-- The steps of every run (extract, validate, train, evaluate, gate, register, rollout),
+-- one row per (run, step); `finished` is the epoch while a step runs. Inputs and outputs
+-- are JSON objects.
+CREATE TABLE IF NOT EXISTS driftloop.retrain_steps
+(
+    run_id String,
+    model LowCardinality(String),
+    ordinal UInt8,
+    step LowCardinality(String),
+    state LowCardinality(String),
+    started DateTime64(6, 'UTC'),
+    finished DateTime64(6, 'UTC'),
+    detail String,
+    inputs String,
+    outputs String,
+    updated DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(updated)
+ORDER BY (model, run_id, ordinal);

@@ -137,3 +137,13 @@ def decode_model_event(raw: bytes) -> events_pb2.ModelEvent:
     if not NAME.fullmatch(event.model):
         raise DecodeError(f"model {shown(event.model)} is not a valid model name")
     return event
+
+
+def decode_drift_alert(raw: bytes) -> events_pb2.DriftAlert:
+    alert = parse_binary(events_pb2.DriftAlert, raw)
+    if not NAME.fullmatch(alert.model):
+        raise DecodeError(f"model {shown(alert.model)} is not a valid model name")
+    if not alert.alert_id:
+        raise DecodeError("alert_id is empty")
+    _require_length("alert_id", alert.alert_id, MAX_SHORT_CHARS)
+    return alert

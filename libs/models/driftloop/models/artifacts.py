@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from driftloop.kit.errors import DataLoss, InvalidArgument, NotFound
+from driftloop.kit.errors import DataLoss, InvalidArgument, NotFound, shown
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -37,7 +37,7 @@ class LocalArtifactStore:
 
     def _path(self, digest: str) -> Path:
         if not SHA256.fullmatch(digest):
-            raise InvalidArgument("artifact_sha256", f"{digest!r} is not a SHA-256 hex digest")
+            raise InvalidArgument("artifact_sha256", f"{shown(digest)} is not a SHA-256 hex digest")
         return self.root / digest[:2] / digest
 
     def put(self, data: bytes) -> str:

@@ -58,6 +58,17 @@ def infer_schema(table: Table, features: tuple[str, ...]) -> Schema:
     return Schema(tuple(result))
 
 
+def _keep_nan_policy(schema: Schema, serving: Schema) -> Schema:
+    """`schema` with NaN allowed wherever `serving` allowed it."""
+    allowed = {f.name for f in serving.features if f.kind == "number" and f.allow_nan}
+    return Schema(
+        tuple(
+            Feature(f.name, f.kind, True, f.categories) if f.name in allowed else f
+            for f in schema.features
+        )
+    )
+
+
 def _class_names(column: npt.NDArray[np.float64] | npt.NDArray[np.str_]) -> npt.NDArray[np.str_]:
     if column.dtype.kind == "f":
         if np.isnan(column).any():
@@ -76,8 +87,18 @@ def _task(table: Table, spec: TrainingSpec) -> OutputKind:
     return "binary" if distinct == 2 else "multiclass"
 
 
-def train_linear(table: Table, spec: TrainingSpec) -> TrainedModel:
-    """Train, evaluate on the seeded holdout, and compute the baseline."""
+def train_linear(
+    table: Table,
+    spec: TrainingSpec,
+    holdout: Table | None = None,
+    serving_schema: Schema | None = None,
+) -> TrainedModel:
+    """Train, evaluate on the holdout, and compute the baseline.
+
+    The holdout is a seeded random share of `table`, or `holdout` when given (then all of
+    `table` trains: the retrainer holds out the newest slice of its window). With
+    `serving_schema` (the version being replaced), a feature keeps accepting NaN where it
+    did, so the new version serves every request the old one did."""
     if spec.target not in table.columns:
         raise InvalidArgument(
             "target", f"no column {spec.target!r} (columns: {', '.join(table.columns)})"
@@ -92,10 +113,22 @@ def train_linear(table: Table, spec: TrainingSpec) -> TrainedModel:
         raise InvalidArgument("data", f"{table.rows} rows are too few to train and evaluate")
     kind = _task(table, spec)
     rng = np.random.default_rng(spec.seed)
-    order = rng.permutation(table.rows)
-    cut = round(table.rows * (1.0 - spec.holdout_fraction))
-    train, holdout = table.take(order[:cut]), table.take(order[cut:])
+    if holdout is None:
+        order = rng.permutation(table.rows)
+        cut = round(table.rows * (1.0 - spec.holdout_fraction))
+        train, holdout = table.take(order[:cut]), table.take(order[cut:])
+    else:
+        train = table
+        table = Table(
+            {
+                name: np.concatenate([train.columns[name], holdout.columns[name]])
+                for name in train.columns
+            }
+        )
+        order, cut = np.arange(table.rows), train.rows
     schema = infer_schema(table, features)
+    if serving_schema is not None:
+        schema = _keep_nan_policy(schema, serving_schema)
     preprocessing = Preprocessing.fit(train, schema)
     x_train = preprocessing.matrix(train)
     classes: tuple[str, ...] = ()

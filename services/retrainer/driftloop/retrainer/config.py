@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
@@ -19,3 +20,11 @@ class RetrainerSettings(GrpcServerSettings):
 
     port: int = DEFAULT_PORT
     max_artifact_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
+    # Continuous training: where rollouts are requested, and how often the periodic
+    # triggers (schedule, performance, new data) are checked.
+    gateway_target: str = "127.0.0.1:50051"
+    gateway_tls_ca_file: Path | None = None
+    gateway_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
+    check_every_s: Annotated[float, Field(gt=0)] = 30.0
+    # Off: the service hosts the registry only (no triggers, no runs).
+    training: bool = True

@@ -44,6 +44,8 @@ class AliasMove:
 
 
 class RegistryStore(Protocol):
+    async def models(self) -> list[str]: ...
+
     async def max_version(self, model: str) -> int: ...
 
     async def insert_version(self, record: registry_pb2.ModelVersion) -> None: ...
@@ -213,6 +215,15 @@ class Registry:
     async def history(self, model: str, alias: str | None) -> list[AliasMove]:
         check_name("model", model, "model name")
         return await self._store.alias_moves(model, alias or None)
+
+    async def current_alias(self, model: str, alias: str) -> str:
+        """The version `alias` points to now ("" when it points nowhere yet)."""
+        moves = await self._store.alias_moves(model, alias)
+        return moves[-1].version if moves else ""
+
+    async def models(self) -> list[str]:
+        """Every model with a registered version."""
+        return await self._store.models()
 
     async def _current_aliases(self, model: str) -> dict[str, str]:
         current: dict[str, str] = {}

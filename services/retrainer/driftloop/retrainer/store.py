@@ -41,6 +41,12 @@ class ClickHouseRegistryStore:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse
 
+    async def models(self) -> list[str]:
+        result = await self._ch.query(
+            f"SELECT DISTINCT model FROM {self._ch.table('model_versions')} ORDER BY model"
+        )
+        return [str(row[0]) for row in result.rows]
+
     async def max_version(self, model: str) -> int:
         result = await self._ch.query(
             f"SELECT max(version) FROM {self._ch.table('model_versions')} FINAL "
