@@ -1,4 +1,13 @@
-"""The README's main command, `driftloop demo`, run as a user runs it."""
+"""The README's main command, `driftloop demo`, run as a user runs it: the closed loop.
+
+A seeded stream whose input-label relation changes at a known point, labels arriving
+5 s after their predictions, and no call from anyone after the stream starts: the drift
+service must alert, the retrainer trigger, validate, train, gate and register, the
+gateway ramp a canary and promote. Afterwards the demo's ClickHouse folder is opened
+and the loop's records are checked: the champion's alias history, the retraining run
+that produced the new champion, and the accuracy of the old and new champions on the
+labelled traffic after the change.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +17,17 @@ import re
 import sys
 from pathlib import Path
 
+from driftloop.clickhouse.backend import EmbeddedBackend
 
-async def test_the_demo_serves_logs_detects_and_stores_end_to_end(
+
+async def test_the_demo_closes_the_loop_with_no_person_in_it(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    folder = tmp_path / "clickhouse"
     env = {
         **os.environ,
         "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DRIFTLOOP_CLICKHOUSE_PATH": str(tmp_path / "clickhouse"),
+        "DRIFTLOOP_CLICKHOUSE_PATH": str(folder),
     }
     env.pop("DRIFTLOOP_CLICKHOUSE_URL", None)
     process = await asyncio.create_subprocess_exec(
@@ -23,7 +35,7 @@ async def test_the_demo_serves_logs_detects_and_stores_end_to_end(
         "-m",
         "driftloop.cli",
         "demo",
-        "--predictions",
+        "--change-after",
         "3000",
         "--data-dir",
         str(tmp_path / "demo"),
@@ -32,37 +44,64 @@ async def test_the_demo_serves_logs_detects_and_stores_end_to_end(
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), 180)
+        output, _ = await asyncio.wait_for(process.communicate(), 280)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     text = output.decode()
     assert process.returncode == 0, text
-    assert "[10/10] Windows read back from ClickHouse" in text
-    # The drift service saw the tenure shift in v1's traffic, online and in its window.
-    assert re.search(r"v1: 1,000 rows \([\d,]+ labelled\): drift data", text), text
-    assert re.search(r"^\s+tenure\s+PSI\s+[\d.]+\s+ks p\s+\S+\s+drifted", text, re.M), text
-    assert "alert v1 data warning: tenure (cusum" in text
-    assert re.search(r"v2: [\d,]+ rows \([\d,]+ labelled\): drift none", text), text
-    assert "canary promoted: the gateway serves v2, registry champion is v2" in text
-    logged = re.search(
-        r"\(([\d,]+) predictions logged by the gateway, 0 dropped; ([\d,]+) delayed", text
-    )
-    assert logged is not None, text
-    predictions, labels = (int(group.replace(",", "")) for group in logged.groups())
-    assert predictions >= 3000
-    assert (
-        f"{predictions:>7,} predictions, {labels:>6,} labels in ClickHouse, 3 dead letters" in text
-    )
-    rows = re.findall(
-        r"^\s+\d\d:\d\d:\d\d\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+[\d.]+\s+\S+\s+(\S+)$",
-        text,
-        re.MULTILINE,
-    )
-    assert rows, text
-    assert sum(int(row[0].replace(",", "")) for row in rows) == predictions
-    assert sum(int(row[1].replace(",", "")) for row in rows) == labels
-    assert rows[0][3].startswith("v1") and "v2" in rows[-1][3]
-    tenure = [float(row[2]) for row in rows]
-    assert min(tenure) < 0.75 * max(tenure)  # the seeded tenure shift shows
+    assert "[6/6] The loop closed: v1 -> v" in text, text
+    assert re.search(r"drift service: (data|concept) drift alert on v1", text), text
+    assert re.search(r"retrainer: (drift|performance) trigger -> run ", text), text
+    assert re.search(r"gateway: canary of v\d+ at 100% \(step 3/3\)", text), text
+    seconds = re.search(r"change -> promotion: ([\d.]+) s, unattended", text)
+    assert seconds is not None, text
+    assert float(seconds.group(1)) < 5 + 60, "label delay + 60 s"
+    database = re.search(r"database '(\w+)' created for this run", text)
+    assert database is not None, text
+    await asyncio.to_thread(check_records, folder, database.group(1), text)
+
+
+def check_records(folder: Path, database: str, text: str) -> None:
+    backend = EmbeddedBackend(folder)
+    try:
+        moves = backend.query(
+            f"SELECT version, actor, reason FROM {database}.alias_history FINAL "
+            "WHERE model = 'demo-churn' AND alias = 'champion' ORDER BY seq"
+        ).rows
+        assert moves[0][:2] == ("1", "demo"), moves
+        champion, actor, reason = moves[-1]
+        assert champion != "1" and actor == "gateway", moves
+        assert reason == "canary passed every step"
+        runs = backend.query(
+            f"SELECT run_id, trigger, state, parent_version, rollout_outcome "
+            f"FROM {database}.retrain_runs FINAL WHERE new_version = {{v:String}}",
+            {"v": champion},
+        ).rows
+        assert len(runs) == 1, runs
+        _, trigger, state, parent, outcome = runs[0]
+        assert trigger in ("drift", "performance") and state == "succeeded"
+        assert outcome == "promoted"
+        steps = backend.query(
+            f"SELECT step, state FROM {database}.retrain_steps FINAL "
+            "WHERE run_id = {r:String} ORDER BY ordinal",
+            {"r": runs[0][0]},
+        ).rows
+        assert [step for step, _ in steps] == [
+            "extract",
+            "validate",
+            "train",
+            "evaluate",
+            "gate",
+            "register",
+            "rollout",
+        ]
+        assert {state for _, state in steps} == {"succeeded"}
+        accuracy = dict(
+            re.findall(r"v(\d+) \([a-z ]+\): accuracy ([\d.]+) on [\d,]+ labelled", text)
+        )
+        assert float(accuracy[champion]) > float(accuracy["1"]) + 0.15, accuracy
+        assert parent in accuracy, "the champion's parent served too"
+    finally:
+        backend.close()

@@ -244,9 +244,16 @@ class CanaryAnalysisRequest(_message.Message):
     STABLE_VERSION_FIELD_NUMBER: _builtins.int
     CANDIDATE_VERSION_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_ERROR_RATE_INCREASE_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_DISTANCE_FIELD_NUMBER: _builtins.int
+    MAX_ACCURACY_DROP_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     stable_version: _builtins.str
     candidate_version: _builtins.str
+    max_error_rate_increase: _builtins.float
+    """The rollout's own thresholds (its CanaryPlan); 0: the drift service's defaults."""
+    max_output_distance: _builtins.float
+    max_accuracy_drop: _builtins.float
     @_builtins.property
     def window(self) -> _common_pb2.TimeWindow: ...
     def __init__(
@@ -256,10 +263,13 @@ class CanaryAnalysisRequest(_message.Message):
         stable_version: _builtins.str = ...,
         candidate_version: _builtins.str = ...,
         window: _common_pb2.TimeWindow | None = ...,
+        max_error_rate_increase: _builtins.float = ...,
+        max_output_distance: _builtins.float = ...,
+        max_accuracy_drop: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_version", b"candidate_version", "model", b"model", "stable_version", b"stable_version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_version", b"candidate_version", "max_accuracy_drop", b"max_accuracy_drop", "max_error_rate_increase", b"max_error_rate_increase", "max_output_distance", b"max_output_distance", "model", b"model", "stable_version", b"stable_version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from driftloop.cli import commands, drift, models, routing
+from driftloop.cli import commands, drift, models, retrain, routing
 from driftloop.kit.logging import configure_logging
 from driftloop.kit.settings import ConfigError, LoggingSettings, load_settings
 
@@ -37,10 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_commands(sub)
     routing.add_commands(sub)
     drift.add_commands(sub)
+    retrain.add_commands(sub)
 
-    demo = sub.add_parser("demo", help="the loop end to end, as far as it exists (see the README)")
-    demo.add_argument("--predictions", type=int, default=20_000)
-    demo.add_argument("--seed", type=int, default=7)
+    demo = sub.add_parser(
+        "demo",
+        help="the closed loop end to end: drift, retrain, gate, canary, promotion (see README)",
+        description="Start a local broker (unless one is configured), embedded ClickHouse and "
+        "the five services; serve seeded traffic whose churn relation changes, and watch the "
+        "loop detect, retrain, gate, canary and promote with no person in it. "
+        "Example: driftloop demo --change-after 4000",
+    )
+    demo.add_argument(
+        "--change-after",
+        type=int,
+        default=4000,
+        help="requests served before the world changes (default 4000)",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed of the traffic (default 7)")
     demo.add_argument("--data-dir", type=Path, default=Path(".data/demo"))
     demo.set_defaults(run=commands.demo)
     return parser

@@ -1,16 +1,15 @@
-"""`driftloop demo`: the loop end to end, as far as it is built.
+"""`driftloop demo`: the whole loop, end to end, with no person in it after the set-up.
 
-Today: a local Kafka broker (or the configured one), the topics, ClickHouse (embedded
-unless configured), the registry, inference, gateway and drift services in this process on
-free ports (as standalone mode runs them), a model trained on seeded data and made
-champion, seeded traffic through the gateway whose `tenure` input shifts halfway (every
-prediction logged by the gateway, sunk into ClickHouse by the drift service, whose online
-detectors raise a data-drift alert on `tenure`), a second version trained on the shifted
-data and rolled out as a canary that the gateway's controller ramps and promotes (the drift
-service's canary analysis as a second opinion), delayed labels as protobuf and as JSON, a
-few malformed messages (dead letters), the drift report of each version with its root
-causes, the alerts, and windows read back from ClickHouse. The retraining loop replaces
-the hand-made retrain here once the retrainer's training pipeline lands.
+A local Kafka broker (or the configured one), the topics under a prefix of this run's own,
+ClickHouse (embedded unless configured) in a database of this run's own (nothing that
+exists is dropped), and the five services in this process, as standalone mode runs them.
+v1 is trained on seeded customers and made champion; its routing and training policies
+are written. Then only the world acts (loop.py): customers through the gateway, their
+labels later on Kafka, and at a known point a change in who churns and why. The demo
+prints each stage of the loop as it happens (drift alerts, retraining triggers and
+their decisions, the run's steps, the canary's steps, the promotion) with its time since
+the change, then the time from the change to the promotion and the accuracy of the old
+and the new champion on the labelled traffic after the change.
 """
 
 from __future__ import annotations
@@ -19,9 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import csv
-import datetime as dt
-import json
-import math
 import os
 import random
 import secrets
@@ -32,31 +28,39 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from driftloop.clickhouse.client import ClickHouse, open_clickhouse
-from driftloop.client import ClientSettings, DriftloopClient
-from driftloop.drift.config import DriftSettings
-from driftloop.drift.report import Report
-from driftloop.drift.server import DriftService
-from driftloop.drift.windows import Window
-from driftloop.gateway.config import GatewaySettings
-from driftloop.gateway.server import GatewayService
-from driftloop.inference.config import InferenceSettings
-from driftloop.inference.server import InferenceService
+from driftloop.cli.loop import (
+    MODEL,
+    LoopResult,
+    Scenario,
+    Stage,
+    customer,
+    run_loop,
+    training_policy,
+)
+from driftloop.cli.stack import running_services
+from driftloop.clickhouse.client import open_clickhouse
+from driftloop.client import DriftloopClient
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames, ensure_topics
 from driftloop.kit.settings import ClickHouseSettings, KafkaSettings, load_settings
 from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.retrainer.config import RetrainerSettings
-from driftloop.retrainer.server import RetrainerService
 from driftloop.v1 import events_pb2
 
-MODEL = "demo-churn"
-STEPS = 10
-START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
-SPAN = dt.timedelta(hours=1)
-BATCH = 500
-Row = dict[str, float | str]
+STEPS = 6
+# The demo's services: evaluate windows often, alert again soon, ramp canaries fast.
+OVERRIDES: dict[str, dict[str, object]] = {
+    "drift": {
+        "evaluate_every_s": 3,
+        "window_last_n": 1500,
+        "window_min_rows": 300,
+        "concept_min_labelled": 200,
+        "alert_debounce_s": 10,
+        "sink_batch": 5000,
+    },
+    "gateway": {"controller_interval_s": 0.2, "canary_max_output_distance": 0.9},
+    "retrainer": {"check_every_s": 1},
+}
 
 
 class Progress:
@@ -68,6 +72,12 @@ class Progress:
 
     def note(self, text: str) -> None:
         print(f"      {text}", flush=True)
+
+    def stage(self, stage: Stage) -> None:
+        if stage.kind == "ignored":
+            return  # alerts the policy does not act on: in the decisions, not on screen
+        when = "before" if stage.since_change is None else f"{stage.since_change:+6.1f} s"
+        print(f"      [{when:>8}] {stage.text}", flush=True)
 
 
 @contextlib.asynccontextmanager
@@ -90,21 +100,7 @@ async def kafka(settings: KafkaSettings, data_dir: Path, progress: Progress) -> 
         progress.note("local broker stopped")
 
 
-def customers(count: int, rng: random.Random, shift_from: int) -> list[tuple[Row, str]]:
-    """Seeded customers and whether they churn; from `shift_from` on, tenure drops 40%."""
-    result: list[tuple[Row, str]] = []
-    for n in range(count):
-        tenure = max(0.0, rng.gauss(24.0 * (0.6 if n >= shift_from else 1.0), 8.0))
-        charges = rng.gauss(70.0, 15.0)
-        plan = rng.choices(["basic", "pro", "family"], weights=[5, 3, 2])[0]
-        z = 1.5 - 0.08 * tenure + 0.01 * (charges - 70.0) + (0.5 if plan == "basic" else 0.0)
-        churned = "1" if rng.random() < 1.0 / (1.0 + math.exp(-z)) else "0"
-        row: Row = {"tenure": tenure, "monthly_charges": charges, "plan": plan}
-        result.append((row, churned))
-    return result
-
-
-def write_training_csv(path: Path, rows: Sequence[tuple[Row, str]]) -> None:
+def write_training_csv(path: Path, rows: Sequence[tuple[dict[str, float | str], str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -113,346 +109,152 @@ def write_training_csv(path: Path, rows: Sequence[tuple[Row, str]]) -> None:
             writer.writerow([row["tenure"], row["monthly_charges"], row["plan"], churned])
 
 
-async def serve(
-    client: DriftloopClient,
-    traffic: Sequence[tuple[Row, str]],
-    offset: int,
-    seed: int,
-    progress: Progress,
-) -> list[tuple[str, str]]:
-    """Send traffic through the gateway in batches; return (request id, truth) per request."""
-    rng = random.Random(seed + offset)
-    served: list[tuple[str, str]] = []
-    versions: dict[str, int] = {}
-    for start in range(0, len(traffic), BATCH):
-        chunk = traffic[start : start + BATCH]
-        keys = [f"customer-{rng.randrange(5000)}" for _ in chunk]
-        responses = await client.serve_batch(MODEL, [row for row, _ in chunk], keys)
-        for (_, truth), response in zip(chunk, responses, strict=True):
-            served.append((response.request_id, truth))
-            versions[response.version] = versions.get(response.version, 0) + 1
-        if (start // BATCH) % 5 == 4 or start + BATCH >= len(traffic):
-            mix = ", ".join(f"v{v}: {n:,}" for v, n in sorted(versions.items()))
-            progress.note(f"{offset + start + len(chunk):,} requests served ({mix})")
-            versions.clear()
-    return served
+def _clickhouse_settings(data_dir: Path, run: str) -> ClickHouseSettings:
+    """The configured ClickHouse (or the demo's embedded folder), in a database of this
+    run's own: the demo creates it and never drops anything."""
+    configured = (
+        "DRIFTLOOP_CLICKHOUSE_URL" in os.environ or "DRIFTLOOP_CLICKHOUSE_PATH" in os.environ
+    )
+    settings = (
+        load_settings(ClickHouseSettings)
+        if configured
+        else load_settings(ClickHouseSettings, path=data_dir / "clickhouse")
+    )
+    return settings.model_copy(update={"database": f"{settings.database}_demo_{run}"})
 
 
-async def publish_labels(
-    producer: EventProducer, names: TopicNames, served: Sequence[tuple[str, str]], seed: int
-) -> int:
-    """40% of the predictions learn their truth: half as protobuf, half as JSON."""
-    rng = random.Random(seed + 2)
-    deliveries = []
-    labels = 0
-    for request_id, truth in served:
-        if rng.random() >= 0.4:
-            continue
-        labels += 1
-        if labels % 2:
-            label = events_pb2.LabelEvent(request_id=request_id, label=truth, source="billing")
-            label.time.GetCurrentTime()
-            deliveries.append(await producer.enqueue(names.labels, request_id, label))
-        else:  # the same, as JSON: what a producer in another language sends
-            text = json.dumps({"request_id": request_id, "label": truth, "source": "billing"})
-            deliveries.append(await producer.enqueue(names.labels, request_id, text.encode()))
-    await asyncio.gather(*deliveries)
-    return labels
-
-
-async def publish_malformed(producer: EventProducer, names: TopicNames) -> int:
-    malformed = [
-        (names.predictions, b"\x00\x01 this is not a PredictionEvent"),
-        (names.predictions, events_pb2.PredictionEvent(request_id="no-model").SerializeToString()),
-        (names.labels, b'{"request_id": "demo-x", "label": '),
-    ]
-    for topic, raw in malformed:
-        await producer.publish(topic, b"malformed", raw)
-    return len(malformed)
-
-
-async def sink_until_done(
-    drift: DriftService,
-    clickhouse: ClickHouse,
-    expected: tuple[int, int, int],
-    progress: Progress,
-) -> float:
-    """Wait until the drift service's sink has every row in ClickHouse and the malformed
-    messages in dead-letter."""
-    started = time.monotonic()
-    while True:
-        rows = await clickhouse.query(
-            f"SELECT (SELECT count() FROM {clickhouse.table('predictions')} FINAL), "
-            f"(SELECT count() FROM {clickhouse.table('labels')} FINAL)"
-        )
-        predictions, labels = rows.rows[0]
-        stats = drift.consumer.stats
-        progress.note(
-            f"{predictions:>7,} predictions, {labels:>6,} labels in ClickHouse, "
-            f"{stats.dead_letters} dead letters"
-        )
-        if (predictions, labels, stats.dead_letters) == expected:
-            return time.monotonic() - started
-        if time.monotonic() - started > 300:
-            raise TimeoutError("the sink did not finish in 5 minutes")
-        await asyncio.sleep(1.0)
-
-
-def print_report(report: Report, progress: Progress) -> None:
-    kinds = [
-        name
-        for name, found in (
-            ("data", report.data_drift),
-            ("prediction", report.prediction_drift),
-            ("concept", report.concept_drift),
-        )
-        if found
-    ]
-    performance = ", ".join(f"{k} {v:.3f}" for k, v in report.performance.items() if "p_" not in k)
+def summarise(result: LoopResult, progress: Progress) -> None:
+    """The loop's timeline by stage, and what the new champion is worth."""
+    times: dict[str, float] = {}
+    for stage in result.stages:
+        if stage.at >= result.change_at and stage.kind not in times:
+            times[stage.kind] = stage.at - result.change_at
+    labels = {
+        "alert": "first drift alert",
+        "trigger": "retraining triggered",
+        "train": "challenger trained",
+        "gate": "gate passed",
+        "register": "registered, canary requested",
+        "promoted": "first retrained version promoted",
+    }
+    for kind, text in labels.items():
+        if kind in times:
+            progress.note(f"{text:<32} {times[kind]:+7.1f} s after the change")
+    total = result.change_to_promotion_s
     progress.note(
-        f"v{report.version}: {report.rows:,} rows ({report.labelled:,} labelled): "
-        f"drift {', '.join(kinds) or 'none'}; {performance or 'no labels yet'}"
+        f"change -> promotion: {total:.1f} s, unattended (labels arrive "
+        f"{Scenario().label_delay_s:.0f} s after each prediction)"
+        if total is not None
+        else "no promotion within the time limit"
     )
-    for cause in report.root_causes:
-        feature = next(f for f in report.features if f.stream == cause.feature)
+    for version, (rows, accuracy) in sorted(result.accuracy_after_change.items()):
+        role = (
+            "new champion"
+            if version == result.champion
+            else ("old champion" if version == result.first_champion else "challenger")
+        )
         progress.note(
-            f"  {cause.feature:<16} PSI {feature.psi:6.3f}  {feature.test} p {feature.p_value:8.2g}"
-            f"  {'drifted' if feature.drifted else 'stable':<8} performance link "
-            f"{cause.performance_link:+.3f}"
+            f"v{version} ({role}): accuracy {accuracy:.3f} on {rows:,} labelled requests "
+            "served after the change"
         )
-
-
-async def report(clickhouse: ClickHouse) -> None:
-    params = {"model": MODEL}
-    windows = await clickhouse.query(
-        "SELECT toStartOfInterval(time, INTERVAL 2 SECOND) AS window, count() AS rows, "
-        "avg(numbers['tenure']) AS tenure, avg(output_value) AS score, "
-        "arrayStringConcat(arraySort(groupUniqArray(concat('v', version))), '+') AS versions "
-        f"FROM {clickhouse.table('predictions')} FINAL WHERE model = {{model:String}} "
-        "GROUP BY window ORDER BY window",
-        params,
-    )
-    accuracy = await clickhouse.query(
-        "SELECT toStartOfInterval(time, INTERVAL 2 SECOND) AS window, count() AS labelled, "
-        "avg(output_label = truth_label) AS accuracy "
-        f"FROM {clickhouse.table('predictions_labelled')} WHERE model = {{model:String}} "
-        "GROUP BY window ORDER BY window",
-        params,
-    )
-    labelled = {row[0]: row[1:] for row in accuracy.rows}
-    header = ("served at", "rows", "labelled", "mean tenure", "mean score", "accuracy", "versions")
-    print("      {:<10} {:>6} {:>8} {:>11} {:>10} {:>8}  {}".format(*header))
-    for window, rows, tenure, score, versions in windows.rows:
-        count, acc = labelled.get(window, (0, float("nan")))
-        print(
-            f"      {window:%H:%M:%S}{'':<2} {rows:>6,} {count:>8,} {tenure:>11.1f} "
-            f"{score:>10.3f} {acc:>8.3f}  {versions}"
-        )
-
-
-def _clickhouse_settings(data_dir: Path) -> ClickHouseSettings:
-    if "DRIFTLOOP_CLICKHOUSE_URL" in os.environ or "DRIFTLOOP_CLICKHOUSE_PATH" in os.environ:
-        return load_settings(ClickHouseSettings)
-    return load_settings(ClickHouseSettings, path=data_dir / "clickhouse")
 
 
 async def demo(args: argparse.Namespace) -> int:
     progress = Progress()
     print(
-        "driftloop demo: serve -> log -> ClickHouse -> drift, and a canary rollout "
-        "(the loop so far)\n",
+        "driftloop demo: serve -> log -> detect drift -> retrain -> gate -> canary -> promote, "
+        "with no person in the loop\n",
         flush=True,
     )
     kafka_settings = load_settings(KafkaSettings)
+    run = str(int(time.time()))
+    scenario = Scenario(seed=args.seed, change_after=args.change_after)
     rng = random.Random(args.seed)
-    half = args.predictions // 2
-    training = customers(5000, rng, shift_from=10**9)
-    traffic = customers(args.predictions, rng, shift_from=half)
-    retraining = customers(5000, rng, shift_from=0)  # what a retrain on recent data sees
+    training = [customer(rng, changed=False) for _ in range(5000)]
     async with kafka(kafka_settings, args.data_dir / "kafka", progress) as bootstrap:
         settings = kafka_settings.model_copy(
-            update={"topic_prefix": f"{kafka_settings.topic_prefix}demo-{int(time.time())}."}
+            update={"topic_prefix": f"{kafka_settings.topic_prefix}demo-{run}."}
         )
         created = await ensure_topics(settings, bootstrap)
         names = TopicNames(settings.topic_prefix)
+        clickhouse_settings = _clickhouse_settings(args.data_dir, run)
+        clickhouse = await open_clickhouse(clickhouse_settings)
+        where = "server" if clickhouse_settings.url else f"embedded, in {clickhouse_settings.path}"
         progress.step(
             2,
-            f"Topics: created {len(created)} with prefix {settings.topic_prefix!r} "
-            f"(predictions and labels: {settings.partitions} partitions each)",
+            f"Topics: created {len(created)} with prefix {settings.topic_prefix!r}; ClickHouse "
+            f"({where}): database {clickhouse.database!r} created for this run",
         )
-        clickhouse_settings = _clickhouse_settings(args.data_dir)
-        clickhouse = await open_clickhouse(clickhouse_settings)
-        await clickhouse.command(f"DROP DATABASE IF EXISTS {clickhouse.database}")
-        await clickhouse.apply_schema(clickhouse_settings.cluster)
-        where = "server" if clickhouse_settings.url else f"embedded, in {clickhouse_settings.path}"
-        progress.step(3, f"ClickHouse ({where}): schema applied to {clickhouse.database!r}")
         token = SecretStr(secrets.token_urlsafe(24))
         artifacts = LocalArtifactStore(args.data_dir / "artifacts")
-        registry = RetrainerService(
-            RetrainerSettings(port=0, admin_token=token), settings, bootstrap, clickhouse, artifacts
-        )
-        await registry.start()
-        inference = InferenceService(
-            InferenceSettings(
-                port=0, admin_token=token, registry_target=f"127.0.0.1:{registry.port}"
-            ),
-            artifacts,
-            settings,
-            bootstrap,
-        )
-        await inference.start()
-        drift = DriftService(
-            DriftSettings(
-                port=0,
-                admin_token=token,
-                registry_target=f"127.0.0.1:{registry.port}",
-                evaluate_every_s=3600,
-                sink_batch=2000,
-                window_last_n=1000,
-            ),
-            settings,
-            bootstrap,
-            clickhouse,
-        )
-        await drift.start()
-        gateway = GatewayService(
-            GatewaySettings(
-                port=0,
-                admin_token=token,
-                inference_targets=[f"127.0.0.1:{inference.port}"],
-                registry_target=f"127.0.0.1:{registry.port}",
-                drift_target=f"127.0.0.1:{drift.port}",
-                controller_interval_s=0.2,
-                canary_max_output_distance=0.5,
-            ),
-            settings,
-            bootstrap,
-        )
-        await gateway.start()
-        client = DriftloopClient(
-            ClientSettings(
-                registry_target=f"127.0.0.1:{registry.port}",
-                inference_target=f"127.0.0.1:{inference.port}",
-                gateway_target=f"127.0.0.1:{gateway.port}",
-                admin_token=token,
-                actor="demo",
-            )
-        )
         producer = EventProducer(settings, bootstrap)
         await producer.start()
         try:
-            progress.step(
-                4,
-                f"Services: gateway 127.0.0.1:{gateway.port}, "
-                f"inference 127.0.0.1:{inference.port}, drift 127.0.0.1:{drift.port}, "
-                f"registry 127.0.0.1:{registry.port} (gRPC; admin token generated for this run)",
-            )
-            data = args.data_dir / "train.csv"
-            await asyncio.to_thread(write_training_csv, data, training)
-            first = await client.register_from_data(MODEL, data, target="churned", seed=args.seed)
-            await client.set_alias(MODEL, "champion", first.version, reason="first version")
-            await client.set_routing_policy(
-                events_pb2.RoutingPolicy(model=MODEL, stable_version=first.version),
-                expected_revision=0,
-            )
-            metrics = ", ".join(
-                f"{m.name} {m.value:.3f}" for m in first.metrics if m.name in ("accuracy", "auc")
-            )
-            progress.step(
-                5,
-                f"Trained {MODEL} v{first.version} on {data} ({first.data.row_count:,} rows; "
-                f"holdout {metrics}), made it champion and the gateway's stable version",
-            )
-            progress.step(
-                6,
-                f"Serving {half:,} requests through the gateway (in the {half:,} after them, "
-                "tenure shifts down 40%)",
-            )
-            served = await serve(client, traffic[:half], 0, args.seed, progress)
-            data = args.data_dir / "retrain.csv"
-            await asyncio.to_thread(write_training_csv, data, retraining)
-            second = await client.register_from_data(
-                MODEL, data, target="churned", seed=args.seed, parent_version=first.version
-            )
-            # The controller (the lease holder) must be up before the canary starts.
-            await asyncio.wait_for(gateway.lease.acquired.wait(), 60)
-            await client.start_rollout(
-                MODEL,
-                second.version,
-                "canary",
-                steps_percent=(10, 50, 100),
-                min_requests=100,
-                min_duration_s=1,
-                reason="retrained on recent data",
-            )
-            progress.step(
-                7,
-                f"Retrained v{second.version} on recent data (parent v{first.version}) "
-                "and started a "
-                "canary 10% -> 50% -> 100%; serving the rest of the traffic",
-            )
-            served += await serve(client, traffic[half:], half, args.seed, progress)
-            deadline = time.monotonic() + 60
-            policy = await client.routing_policy(MODEL)
-            while policy.canary.candidate_version and time.monotonic() < deadline:
-                served += await serve(
-                    client, traffic[half : half + BATCH], len(served), args.seed, progress
+            async with running_services(
+                settings, bootstrap, clickhouse, artifacts, token, overrides=OVERRIDES
+            ) as services:
+                ports = services.ports
+                progress.step(
+                    3,
+                    f"Services: gateway 127.0.0.1:{ports.gateway}, inference "
+                    f"127.0.0.1:{ports.inference}, drift 127.0.0.1:{ports.drift}, retrainer "
+                    f"and registry 127.0.0.1:{ports.retrainer} (admin token generated for this "
+                    "run)",
                 )
-                policy = await client.routing_policy(MODEL)
-            champion = await client.resolve_alias(MODEL, "champion")
-            outcome = "promoted" if policy.stable_version == second.version else "rolled back"
-            progress.note(
-                f"canary {outcome}: the gateway serves v{policy.stable_version}, registry champion "
-                f"is v{champion.version}"
-            )
-            labels = await publish_labels(producer, names, served, args.seed)
-            malformed = await publish_malformed(producer, names)
-            await gateway.prediction_log.stop()  # flush what the gateway logged
-            logged = gateway.prediction_log.counts
-            progress.step(
-                8,
-                f"Drift service sink: Kafka -> ClickHouse ({logged.delivered:,} predictions "
-                f"logged by the gateway, {logged.dropped} dropped; {labels:,} delayed labels, "
-                f"half JSON; {malformed} malformed)",
-            )
-            seconds = await sink_until_done(
-                drift, clickhouse, (logged.delivered, labels, malformed), progress
-            )
-            progress.note(f"caught up {seconds:.1f} s after the last label was published")
-            progress.step(
-                9,
-                "Drift reports (each version's last 1,000 predictions against its training "
-                "baseline, root causes first) and the alerts raised:",
-            )
-            for version in (first.version, second.version):
-                evaluated = await drift.evaluator.evaluate(MODEL, version)
-                if evaluated is None:
-                    evaluated = await drift.evaluator.report(MODEL, version, Window(last_n=1000))
-                print_report(evaluated, progress)
-            for alert in reversed(await drift.store.alerts(MODEL, None, None, 20)):
-                features = ", ".join(
-                    f"{f.feature} ({f.test} {f.score:.2f})" for f in alert.features
-                )
-                progress.note(
-                    f"alert v{alert.version} {events_pb2.DriftKind.Name(alert.kind)[11:].lower()} "
-                    f"{events_pb2.Severity.Name(alert.severity)[9:].lower()}: {features}"
-                )
-            progress.step(
-                10, "Windows read back from ClickHouse: the tenure shift, and v2 taking over:"
-            )
-            await report(clickhouse)
+                async with DriftloopClient(services.client_settings("demo")) as client:
+                    data = args.data_dir / "train.csv"
+                    await asyncio.to_thread(write_training_csv, data, training)
+                    first = await client.register_from_data(
+                        MODEL, data, target="churned", seed=args.seed
+                    )
+                    await client.set_alias(MODEL, "champion", first.version, reason="first version")
+                    await client.set_routing_policy(
+                        events_pb2.RoutingPolicy(model=MODEL, stable_version=first.version),
+                        expected_revision=0,
+                    )
+                    await services.retrainer.controller.set_policy(
+                        training_policy(MODEL), 0, "demo"
+                    )
+                    await asyncio.wait_for(services.gateway.lease.acquired.wait(), 60)
+                    accuracy = next(m.value for m in first.metrics if m.name == "accuracy")
+                    progress.step(
+                        4,
+                        f"{MODEL} v{first.version} trained on {len(training):,} customers "
+                        f"(holdout accuracy {accuracy:.3f}): champion, stable version, and a "
+                        "training policy (retrain on concept drift or a labelled accuracy "
+                        "drop; canary 10% -> 50% -> 100%)",
+                    )
+                    progress.step(
+                        5,
+                        f"Traffic: {scenario.requests_per_s:.0f} requests/s through the "
+                        f"gateway, {scenario.label_share:.0%} labelled "
+                        f"{scenario.label_delay_s:.0f} s later; "
+                        f"the world changes after {scenario.change_after:,} requests. From here "
+                        "nobody intervenes:",
+                    )
+                    result = await run_loop(
+                        services,
+                        client,
+                        producer,
+                        names,
+                        clickhouse,
+                        first.version,
+                        scenario,
+                        progress.stage,
+                    )
+                    progress.step(
+                        6,
+                        f"The loop closed: v{result.first_champion} -> v{result.champion} "
+                        f"({result.requests:,} requests, {result.labels:,} labels)"
+                        if result.champion != result.first_champion
+                        else "The loop did not close in time",
+                    )
+                    summarise(result, progress)
+                    history = await client.alias_history(MODEL, "champion")
+                    for move in history:
+                        progress.note(f"champion -> v{move.version} by {move.actor}: {move.reason}")
         finally:
             await producer.stop()
-            await client.close()
-            await gateway.stop(0)
-            await drift.stop(0)
-            await inference.stop(0)
-            await registry.stop(0)
             await clickhouse.close()
-    print(
-        f"\ndone in {time.monotonic() - progress.started:.1f} s. "
-        "The retraining loop replaces the hand-made retrain as the retrainer's "
-        "training pipeline lands.",
-        flush=True,
-    )
-    return 0
+    print(f"\ndone in {time.monotonic() - progress.started:.1f} s.", flush=True)
+    return 0 if result.champion != result.first_champion else 1

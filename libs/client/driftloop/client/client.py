@@ -1,4 +1,5 @@
-"""`DriftloopClient`: the registry, inference, gateway and drift APIs from Python (asyncio).
+"""`DriftloopClient`: the registry, inference, gateway, drift and retrainer APIs from Python
+(asyncio).
 
     async with DriftloopClient(ClientSettings()) as client:
         version = await client.register_from_data("churn", Path("train.csv"), target="churned")
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated
@@ -38,9 +40,13 @@ from driftloop.v1 import (
     inference_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    retrainer_pb2,
+    retrainer_pb2_grpc,
 )
 
 CHUNK = 1024 * 1024
+# A retraining run in one of these states has not ended yet.
+RUN_IN_PROGRESS = (retrainer_pb2.RUN_STATE_PENDING, retrainer_pb2.RUN_STATE_RUNNING)
 
 
 class ClientSettings(BaseSettings):
@@ -73,6 +79,8 @@ class DriftloopClient:
             settings.gateway_target, tls_ca_file=settings.tls_ca_file
         )
         self.registry = registry_pb2_grpc.ModelRegistryStub(self._registry_channel)
+        # The retrainer serves continuous training on the registry's port.
+        self.retrainer = retrainer_pb2_grpc.RetrainerStub(self._registry_channel)
         self.inference = inference_pb2_grpc.InferenceServiceStub(self._inference_channel)
         self._drift_channel = open_channel(settings.drift_target, tls_ca_file=settings.tls_ca_file)
         self.gateway = gateway_pb2_grpc.GatewayStub(self._gateway_channel)
@@ -406,3 +414,95 @@ class DriftloopClient:
             request, timeout=self._timeout
         )
         return analysis
+
+    # The retrainer: continuous training runs and the training policy of each model.
+
+    async def trigger_retrain(
+        self,
+        model: str,
+        reason: str = "",
+        snapshot_id: str = "",
+        seed: int = 0,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> retrainer_pb2.RetrainRun:
+        """Start a run now; it comes back PENDING (follow it with `wait_for_run`). start and
+        end: train on [start, end) instead of the policy's window; snapshot_id (and seed):
+        train on a stored snapshot again (a reproduction)."""
+        request = retrainer_pb2.TriggerRetrainRequest(
+            model=model, reason=reason, snapshot_id=snapshot_id, seed=seed
+        )
+        if start is not None:
+            request.data_window.start.FromDatetime(start)
+        if end is not None:
+            request.data_window.end.FromDatetime(end)
+        run: retrainer_pb2.RetrainRun = await self.retrainer.TriggerRetrain(
+            request, timeout=self._timeout, metadata=self._admin()
+        )
+        return run
+
+    async def retrain_run(self, run_id: str) -> retrainer_pb2.RetrainRun:
+        run: retrainer_pb2.RetrainRun = await self.retrainer.GetRetrainRun(
+            retrainer_pb2.GetRetrainRunRequest(run_id=run_id), timeout=self._timeout
+        )
+        return run
+
+    async def retrain_runs(self, model: str, limit: int = 20) -> list[retrainer_pb2.RetrainRun]:
+        """A model's runs, newest first."""
+        response = await self.retrainer.ListRetrainRuns(
+            retrainer_pb2.ListRetrainRunsRequest(model=model, limit=limit), timeout=self._timeout
+        )
+        return list(response.runs)
+
+    async def retrain_decisions(
+        self, model: str, limit: int = 50
+    ) -> list[retrainer_pb2.RetrainDecision]:
+        """Every trigger the retrainer considered for a model (run, or skipped and why)."""
+        response = await self.retrainer.ListRetrainDecisions(
+            retrainer_pb2.ListRetrainDecisionsRequest(model=model, limit=limit),
+            timeout=self._timeout,
+        )
+        return list(response.decisions)
+
+    async def training_policy(self, model: str) -> retrainer_pb2.TrainingPolicy:
+        """The policy in force (the defaults, at revision 0, when none was written)."""
+        policy: retrainer_pb2.TrainingPolicy = await self.retrainer.GetTrainingPolicy(
+            retrainer_pb2.GetTrainingPolicyRequest(model=model), timeout=self._timeout
+        )
+        return policy
+
+    async def set_training_policy(
+        self, policy: retrainer_pb2.TrainingPolicy, expected_revision: int
+    ) -> retrainer_pb2.TrainingPolicy:
+        """Replace the policy if it is still at expected_revision (else FAILED_PRECONDITION)."""
+        written: retrainer_pb2.TrainingPolicy = await self.retrainer.SetTrainingPolicy(
+            retrainer_pb2.SetTrainingPolicyRequest(
+                policy=policy, expected_revision=expected_revision
+            ),
+            timeout=self._timeout,
+            metadata=self._admin(),
+        )
+        return written
+
+    async def wait_for_run(
+        self,
+        run_id: str,
+        timeout_s: float,
+        poll_s: float = 0.5,
+        *,
+        on_update: Callable[[retrainer_pb2.RetrainRun], None] | None = None,
+    ) -> retrainer_pb2.RetrainRun:
+        """Poll a run until it has ended (not PENDING or RUNNING) and return it; on_update sees
+        every polled state. Raises TimeoutError when it has not ended after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = await self.retrain_run(run_id)
+            if on_update is not None:
+                on_update(run)
+            if run.state not in RUN_IN_PROGRESS:
+                return run
+            left = deadline - time.monotonic()
+            if left <= 0:
+                state = retrainer_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_").lower()
+                raise TimeoutError(f"run {run_id} is still {state} after {timeout_s:g} s")
+            await asyncio.sleep(min(poll_s, left))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import math
 from typing import Any
 
 from driftloop.drift.baselines import BaselineSource
@@ -175,7 +177,22 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
         start, end = _time_window(request.window, "window")
         end = end or dt.datetime.now(dt.UTC)
         start = start or end - DEFAULT_CANARY_WINDOW
+        limits = self._canary.limits
+        for field, value in (
+            ("max_error_rate_increase", request.max_error_rate_increase),
+            ("max_output_distance", request.max_output_distance),
+            ("max_accuracy_drop", request.max_accuracy_drop),
+        ):
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise InvalidArgument(field, f"{value} is not in [0, 1] (0: the default)")
+        limits = dataclasses.replace(
+            limits,
+            max_error_rate_increase=request.max_error_rate_increase
+            or limits.max_error_rate_increase,
+            max_output_distance=request.max_output_distance or limits.max_output_distance,
+            max_quality_drop=request.max_accuracy_drop or limits.max_quality_drop,
+        )
         result = await self._canary.analyse(
-            request.model, request.stable_version, request.candidate_version, start, end
+            request.model, request.stable_version, request.candidate_version, start, end, limits
         )
         return canary_to_proto(result)

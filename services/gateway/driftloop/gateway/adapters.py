@@ -35,7 +35,12 @@ class DriftQuality:
         self._timeout = timeout_s
 
     async def failures(
-        self, model: str, stable: str, candidate: str, since: dt.datetime
+        self,
+        model: str,
+        stable: str,
+        candidate: str,
+        since: dt.datetime,
+        plan: events_pb2.CanaryPlan,
     ) -> list[str]:
         window = common_pb2.TimeWindow()
         window.start.FromDatetime(since)
@@ -43,7 +48,13 @@ class DriftQuality:
         try:
             analysis = await self._stub.AnalyzeCanary(
                 drift_pb2.CanaryAnalysisRequest(
-                    model=model, stable_version=stable, candidate_version=candidate, window=window
+                    model=model,
+                    stable_version=stable,
+                    candidate_version=candidate,
+                    window=window,
+                    max_error_rate_increase=plan.max_error_rate_increase,
+                    max_output_distance=plan.max_output_distance,
+                    max_accuracy_drop=plan.max_accuracy_drop,
                 ),
                 timeout=self._timeout,
             )

@@ -63,7 +63,12 @@ class QualityCheck(Protocol):
     AnalyzeCanary, with accuracy once labels arrive): the reasons it fails, or none."""
 
     async def failures(
-        self, model: str, stable: str, candidate: str, since: dt.datetime
+        self,
+        model: str,
+        stable: str,
+        candidate: str,
+        since: dt.datetime,
+        plan: events_pb2.CanaryPlan,
     ) -> list[str]: ...
 
 

@@ -249,7 +249,7 @@ class Rollouts:
                 else dt.datetime.now(dt.UTC) - dt.timedelta(seconds=elapsed)
             )
             reasons += await self._quality.failures(
-                model, policy.stable_version, plan.candidate_version, since
+                model, policy.stable_version, plan.candidate_version, since, plan
             )
         if reasons:
             self._step_clock.pop(model, None)

@@ -53,6 +53,8 @@ from driftloop.v1 import common_pb2, events_pb2, registry_pb2, retrainer_pb2
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+# A requested rollout whose outcome was never heard of stops blocking new runs after this.
+ROLLOUT_WAIT = dt.timedelta(hours=1)
 
 
 def _now() -> dt.datetime:
@@ -140,15 +142,22 @@ class Controller:
             alert = record.value
             assert isinstance(alert, events_pb2.DriftAlert)
             policy = await self.policy(alert.model)
-            cause = drift_cause(policy, alert)
             decision_id = f"drift:{alert.alert_id}"
             if await self._runs.decision_exists(alert.model, decision_id):
                 continue  # a re-delivered alert: already decided
+            try:
+                champion = (await self._champion_of(alert.model)).version
+            except NotFound:
+                champion = ""
+            cause = drift_cause(policy, alert, champion)
             if not cause:
-                skipped = Decision(
-                    False, f"alert {alert.alert_id}: not a kind or severity the policy acts on"
+                kind = events_pb2.DriftKind.Name(alert.kind).removeprefix("DRIFT_KIND_").lower()
+                ignored = Decision(
+                    False,
+                    f"ignored: a {kind} alert on v{alert.version} (the champion is "
+                    f"v{champion or 'none'}), not one the policy acts on",
                 )
-                await self._record(alert.model, DRIFT, skipped, alert.alert_id, decision_id)
+                await self._record(alert.model, DRIFT, ignored, alert.alert_id, decision_id)
                 continue
             await self._consider(alert.model, DRIFT, cause, alert.alert_id, decision_id)
 
@@ -207,13 +216,16 @@ class Controller:
         )
         metrics_of = {m.name: m.value for m in champion.metrics}
         labelled = len(columns["request_id"])
+        if not labelled:
+            return Performance(0, math.nan, math.nan)
         if regression:
-            errors = np.abs(columns["output_value"] - columns["truth_value"])
-            observed = float(errors.mean()) if labelled else math.nan
-            return Performance(labelled, observed, metrics_of.get("mae", math.nan))
-        right = columns["output_label"].astype(str) == columns["truth_label"].astype(str)
-        observed = float(right.mean()) if labelled else math.nan
-        return Performance(labelled, observed, metrics_of.get("accuracy", math.nan))
+            per_row = np.abs(columns["output_value"] - columns["truth_value"])
+            holdout = metrics_of.get("mae", math.nan)
+        else:
+            right = columns["output_label"].astype(str) == columns["truth_label"].astype(str)
+            per_row = right.astype(np.float64)
+            holdout = metrics_of.get("accuracy", math.nan)
+        return Performance(labelled, float(per_row.mean()), holdout, float(per_row.std()))
 
     async def _champion_of(self, model: str) -> registry_pb2.ModelVersion:
         return await self._versions.get(model, CHAMPION)
@@ -232,11 +244,14 @@ class Controller:
         """Admit or skip a trigger whose condition holds; record the decision."""
         async with self._lock(model):
             policy = await self.policy(model)
+            now = self._clock()
+            rolling = await self._runs.rollout_in_progress(model, now - ROLLOUT_WAIT)
             activity = ModelActivity(
                 running_run=self._running.get(model, ""),
                 last_started=await self._runs.last_started(model),
+                rolling_out=f"v{rolling.new_version} (run {rolling.run_id})" if rolling else "",
             )
-            decision = admit(policy, trigger, activity, self._clock(), cause)
+            decision = admit(policy, trigger, activity, now, cause)
             run = None
             if decision.triggered:
                 run = self._new_run(model, trigger, cause, evidence, policy, seed)

@@ -32,6 +32,8 @@ from driftloop.stats.paired import PairedResult, mcnemar, paired_bootstrap, wilc
 FloatArray = npt.NDArray[np.float64]
 TextArray = npt.NDArray[np.str_]
 EPS = 1e-15
+BOOTSTRAP_ROWS = 20_000
+MIN_SEGMENT_ROWS = 10  # fewer cannot be tested, whatever the policy says
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,15 @@ def judge(
 
 
 def _one_sided(result: PairedResult) -> float:
-    """The p-value that the challenger is better (half the two-sided one on its side)."""
-    return result.p_value / 2.0 if result.effect > 0 else 1.0 - result.p_value / 2.0
+    """The p-value that the challenger is better: half the two-sided one when the test's
+    own statistic leans the challenger's way, else at least 1/2 (1 on an exact tie). The
+    side comes from the statistic, not the mean effect: for Wilcoxon the ranks can lean
+    the other way from the mean (a few large gains, many small losses)."""
+    if result.statistic > 0:
+        return result.p_value / 2.0
+    if result.statistic < 0:
+        return 1.0 - result.p_value / 2.0
+    return 1.0
 
 
 def _accuracy(
@@ -146,8 +155,8 @@ def _accuracy(
         )
     else:
         p = result.p_value
-        harmed = result.effect < -rules.segment_tolerance and p < rules.alpha
-        passed = not harmed
+        harmed = result.effect < -rules.segment_tolerance and result.statistic < 0
+        passed = not (harmed and p < rules.alpha)
         detail = (
             f"segment {segment}: accuracy {acc_b:.4f} vs the champion's {acc_a:.4f} on "
             f"{len(truth):,} rows ({result.effect:+.4f}, McNemar p {p:.3g}); worse by more "
@@ -194,7 +203,8 @@ def _regression_primary(
         )
     else:
         p = result.p_value
-        passed = not (relative < -rules.segment_tolerance and p < rules.alpha)
+        worse = relative < -rules.segment_tolerance and result.statistic < 0
+        passed = not (worse and p < rules.alpha)
         detail = (
             f"segment {segment}: MAE {mae_b:.4g} vs the champion's {mae_a:.4g} on "
             f"{len(truth):,} rows ({relative:+.2%}, Wilcoxon p {p:.3g})"
@@ -217,7 +227,14 @@ def _regression_primary(
 
 
 def _secondary(metric: str, loss_a: FloatArray, loss_b: FloatArray, rules: GateRules) -> GateCheck:
-    result = paired_bootstrap(loss_a, loss_b, seed=rules.seed, resamples=1000)
+    # The bootstrap costs rows x resamples; past BOOTSTRAP_ROWS the mean difference is
+    # normal enough that the t interval (from the Wilcoxon result) is as good.
+    if len(loss_a) <= BOOTSTRAP_ROWS:
+        result = paired_bootstrap(loss_a, loss_b, seed=rules.seed, resamples=1000)
+        test = "paired_bootstrap"
+    else:
+        result = wilcoxon_signed_rank(loss_a, loss_b)
+        test = "paired_t_interval"
     mean_a, mean_b = float(loss_a.mean()), float(loss_b.mean())
     scale = mean_a if mean_a > 0 else 1.0
     # effect > 0: the challenger's loss is lower. Its relative increase is -effect / scale,
@@ -233,7 +250,7 @@ def _secondary(metric: str, loss_a: FloatArray, loss_b: FloatArray, rules: GateR
         name="secondary",
         passed=passed,
         metric=metric.replace(" ", "_"),
-        test="paired_bootstrap",
+        test=test,
         champion=mean_a,
         challenger=mean_b,
         effect=result.effect / scale,
@@ -257,7 +274,7 @@ def _segments(
     checks = []
     values, counts = np.unique(segments, return_counts=True)
     for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        if count < rules.segment_min_rows:
+        if count < max(rules.segment_min_rows, MIN_SEGMENT_ROWS):
             continue
         rows = segments == value
         if regression:

@@ -10,6 +10,7 @@ even then it only starts a canary, which the gateway's analysis ramps or rolls b
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from driftloop.kit.errors import InvalidArgument
@@ -88,6 +89,8 @@ def validate_policy(policy: retrainer_pb2.TrainingPolicy) -> None:
     _between("policy.gate.segment_tolerance", gate.segment_tolerance, 0.0, 1.0)
     if gate.segment_feature:
         check_name("policy.gate.segment_feature", gate.segment_feature, "feature name")
+    if gate.segment_min_rows < 10:
+        raise InvalidArgument("policy.gate.segment_min_rows", "at least 10")
     rollout = policy.rollout
     if rollout.on_pass not in (
         retrainer_pb2.ROLLOUT_ON_PASS_NONE,
@@ -96,5 +99,8 @@ def validate_policy(policy: retrainer_pb2.TrainingPolicy) -> None:
     ):
         raise InvalidArgument("policy.rollout.on_pass", "NONE, CANARY or BLUE_GREEN")
     steps = list(rollout.steps_percent)
-    if steps and (steps != sorted(steps) or steps[0] == 0 or steps[-1] > 100):
-        raise InvalidArgument("policy.rollout.steps_percent", "rising, from above 0 to 100")
+    rising = all(a < b for a, b in itertools.pairwise(steps))
+    if steps and (not rising or steps[0] == 0 or steps[-1] != 100):
+        raise InvalidArgument(
+            "policy.rollout.steps_percent", "strictly rising, from above 0, ending at 100"
+        )

@@ -295,6 +295,20 @@ class RunStore:
         value = result.scalar()
         return value if isinstance(value, dt.datetime) and value > EPOCH else None
 
+    async def rollout_in_progress(
+        self, model: str, since: dt.datetime
+    ) -> retrainer_pb2.RetrainRun | None:
+        """The newest run since `since` whose requested rollout has no outcome yet."""
+        result = await self._ch.query(
+            f"SELECT record FROM {self._ch.table('retrain_runs')} FINAL "
+            "WHERE model = {model:String} AND rollout_outcome = 'requested' "
+            "AND created >= {since:DateTime64(6, 'UTC')} ORDER BY created DESC LIMIT 1",
+            {"model": model, "since": since},
+        )
+        if not result.rows:
+            return None
+        return retrainer_pb2.RetrainRun.FromString(base64.b64decode(result.rows[0][0]))
+
     async def run_of_version(self, model: str, version: str) -> retrainer_pb2.RetrainRun | None:
         result = await self._ch.query(
             f"SELECT run_id FROM {self._ch.table('retrain_runs')} FINAL "

@@ -98,6 +98,7 @@ class RetrainerService:
             names.model_events,
             decode_model_event,
             self.controller.on_model_event,
+            from_beginning=True,  # outcomes announced while this process was down
         )
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -2,8 +2,9 @@
 
 A snapshot is one Parquet file in the artifact store: every feature as logged at serving
 time, the label, the request id, the serving time, and whether the row is in the holdout.
-Its id is the SHA-256 of the file, so the same rows always make the same id, and a run
-can be repeated from the id and the seed alone (the linear flavor trains
+Its id is the SHA-256 of the file, so the same rows always make the same id (with the
+same pyarrow: the file names the writer's version), and a run can be repeated from the
+id and the seed alone (the linear flavor trains
 deterministically: the same snapshot and seed give the same artifact digest).
 
 Reserved column names start with "__", which no feature name can.

@@ -10,14 +10,19 @@ recorded whether the answer is yes or no.
 - performance: the champion's labelled predictions of the recent window against its
   holdout. Classifiers: accuracy below holdout - max_drop, or below min_accuracy.
   Regression: MAE above holdout * (1 + max_drop). Only with at least min_labelled rows,
-  so a handful of early labels cannot trigger.
+  and only when the breach is beyond sampling noise: the one-sided 99% confidence bound
+  of the observed metric (observed +- 2.326 standard errors of the per-row mean) must be
+  past the threshold too. A model whose true accuracy sits at its holdout's shows a
+  window 3 standard errors low about once in 700 checks; checked every 30 s, a
+  point-estimate rule would retrain a healthy model several times a day.
 - drift: an alert of an enabled kind with at least the minimum severity.
 - new data: at least min_new_labelled labelled predictions since the champion's training
   data ended.
 - every automatic trigger then passes the gates: the policy is on; no run of the model
-  is in progress (the trigger is recorded as skipped, not lost); the cooldown since the
-  last run started has passed. A manual trigger skips the policy switch and the
-  cooldown, never the one-run-at-a-time rule.
+  is in progress (the trigger is recorded as skipped, not lost), nor the rollout a run
+  requested (a second challenger would race the first through the gateway); the cooldown
+  since the last run started has passed. A manual trigger skips the policy switch and
+  the cooldown, never the one-at-a-time rules.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class ModelActivity:
 
     running_run: str = ""
     last_started: dt.datetime | None = None
+    # "v7 (run r1)": a rollout a run requested whose outcome is not known yet.
+    rolling_out: str = ""
 
 
 def admit(
@@ -70,6 +77,8 @@ def admit(
         return Decision(False, f"{cause}; automatic retraining is off for {policy.model}")
     if activity.running_run:
         return Decision(False, f"{cause}; run {activity.running_run} is in progress")
+    if activity.rolling_out:
+        return Decision(False, f"{cause}; the rollout of {activity.rolling_out} is in progress")
     if trigger != MANUAL and activity.last_started is not None and policy.cooldown_s:
         ready = activity.last_started + dt.timedelta(seconds=policy.cooldown_s)
         if now < ready:
@@ -106,6 +115,15 @@ class Performance:
     labelled: int
     observed: float  # accuracy (classifiers) or MAE (regression)
     holdout: float  # the same metric on the holdout, NaN when unknown
+    spread: float = 0.0  # standard deviation of the per-row metric (correct, |error|)
+
+    @property
+    def margin(self) -> float:
+        """Half the one-sided 99% confidence interval of the observed metric."""
+        return Z_99 * self.spread / math.sqrt(self.labelled) if self.labelled else math.inf
+
+
+Z_99 = 2.326
 
 
 def performance_breach(
@@ -115,32 +133,39 @@ def performance_breach(
     rule = policy.performance
     if not rule.enabled or performance.labelled < max(rule.min_labelled, 1):
         return ""
-    seen = f"on {performance.labelled:,} labelled predictions"
+    seen = f"on {performance.labelled:,} labelled predictions (99% bound {{bound:.4g}})"
     if regression:
-        if math.isfinite(performance.holdout) and performance.observed > performance.holdout * (
-            1.0 + rule.max_drop
-        ):
+        bound = performance.observed - performance.margin
+        limit = performance.holdout * (1.0 + rule.max_drop)
+        if math.isfinite(performance.holdout) and bound > limit:
             return (
-                f"MAE {performance.observed:.4g} {seen}, above the holdout's "
-                f"{performance.holdout:.4g} by more than {rule.max_drop:.0%}"
+                f"MAE {performance.observed:.4g} {seen.format(bound=bound)}, above the "
+                f"holdout's {performance.holdout:.4g} by more than {rule.max_drop:.0%}"
             )
         return ""
-    if rule.min_accuracy and performance.observed < rule.min_accuracy:
-        return f"accuracy {performance.observed:.3f} {seen}, below {rule.min_accuracy:.3f}"
-    if math.isfinite(performance.holdout) and performance.observed < (
-        performance.holdout - rule.max_drop
-    ):
+    bound = performance.observed + performance.margin
+    if rule.min_accuracy and bound < rule.min_accuracy:
         return (
-            f"accuracy {performance.observed:.3f} {seen}, below the holdout's "
-            f"{performance.holdout:.3f} by more than {rule.max_drop:.3f}"
+            f"accuracy {performance.observed:.3f} {seen.format(bound=bound)}, below "
+            f"{rule.min_accuracy:.3f}"
+        )
+    # The tolerance keeps 0.8 - 0.1 (0.7000000000000001) from calling 0.7 a breach.
+    if math.isfinite(performance.holdout) and bound < performance.holdout - rule.max_drop - 1e-9:
+        return (
+            f"accuracy {performance.observed:.3f} {seen.format(bound=bound)}, below the "
+            f"holdout's {performance.holdout:.3f} by more than {rule.max_drop:.3f}"
         )
     return ""
 
 
-def drift_cause(policy: retrainer_pb2.TrainingPolicy, alert: events_pb2.DriftAlert) -> str:
-    """The cause when a drift alert calls for a retrain, else ""."""
+def drift_cause(
+    policy: retrainer_pb2.TrainingPolicy, alert: events_pb2.DriftAlert, champion: str
+) -> str:
+    """The cause when a drift alert calls for a retrain, else "". Only alerts about the
+    champion count: an alert about a version that no longer serves says nothing about
+    the model in production."""
     rule = policy.drift
-    if not rule.enabled:
+    if not rule.enabled or alert.version != champion:
         return ""
     if rule.kinds and alert.kind not in rule.kinds:
         return ""

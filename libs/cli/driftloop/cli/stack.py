@@ -1,0 +1,139 @@
+"""The five services in one process: standalone mode's composition, shared by the demo and
+the end-to-end tests (and `driftloop up`).
+
+Each service gets its own gRPC port (chosen free up front, so every service knows every
+other's address before any starts) and they talk to each other only over gRPC and Kafka,
+exactly as they do when distributed. One embedded ClickHouse is shared between them (the
+engine allows one data folder per process). Services start in dependency order and stop
+in reverse; a service that fails to start stops the ones already running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+
+from driftloop.clickhouse.client import ClickHouse
+from driftloop.client import ClientSettings
+from driftloop.drift.config import DriftSettings
+from driftloop.drift.server import DriftService
+from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.server import GatewayService
+from driftloop.inference.config import InferenceSettings
+from driftloop.inference.server import InferenceService
+from driftloop.kafka.local_broker import free_port
+from driftloop.kit.settings import KafkaSettings
+from driftloop.models.artifacts import LocalArtifactStore
+from driftloop.retrainer.config import RetrainerSettings
+from driftloop.retrainer.server import RetrainerService
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    gateway: int
+    inference: int
+    drift: int
+    retrainer: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(free_port(HOST), free_port(HOST), free_port(HOST), free_port(HOST))
+
+    def target(self, service: str) -> str:
+        return f"{HOST}:{getattr(self, service)}"
+
+
+@dataclass
+class Services:
+    retrainer: RetrainerService
+    inference: InferenceService
+    drift: DriftService
+    gateway: GatewayService
+    ports: Ports
+    admin_token: SecretStr
+
+    def client_settings(self, actor: str = "") -> ClientSettings:
+        """Where a client finds this stack (the same as DRIFTLOOP_*_TARGET in the shell)."""
+        return ClientSettings(
+            registry_target=self.ports.target("retrainer"),
+            inference_target=self.ports.target("inference"),
+            gateway_target=self.ports.target("gateway"),
+            drift_target=self.ports.target("drift"),
+            admin_token=self.admin_token,
+            actor=actor,
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_services(
+    kafka: KafkaSettings,
+    bootstrap_servers: str,
+    clickhouse: ClickHouse,
+    artifacts: LocalArtifactStore,
+    admin_token: SecretStr,
+    *,
+    ports: Ports | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> AsyncIterator[Services]:
+    """The registry + retrainer, inference, drift and gateway services, started and wired;
+    stopped on the way out. `overrides` sets service settings, by service name."""
+    ports = ports or Ports.free()
+    extra = overrides or {}
+    common: dict[str, Any] = {"host": HOST, "admin_token": admin_token}
+    retrainer = RetrainerService(
+        RetrainerSettings(
+            **common,
+            port=ports.retrainer,
+            gateway_target=ports.target("gateway"),
+            **extra.get("retrainer", {}),
+        ),
+        kafka,
+        bootstrap_servers,
+        clickhouse,
+        artifacts,
+    )
+    inference = InferenceService(
+        InferenceSettings(
+            **common,
+            port=ports.inference,
+            registry_target=ports.target("retrainer"),
+            **extra.get("inference", {}),
+        ),
+        artifacts,
+        kafka,
+        bootstrap_servers,
+    )
+    drift = DriftService(
+        DriftSettings(
+            **common,
+            port=ports.drift,
+            registry_target=ports.target("retrainer"),
+            **extra.get("drift", {}),
+        ),
+        kafka,
+        bootstrap_servers,
+        clickhouse,
+    )
+    gateway = GatewayService(
+        GatewaySettings(
+            **common,
+            port=ports.gateway,
+            inference_targets=[ports.target("inference")],
+            registry_target=ports.target("retrainer"),
+            drift_target=ports.target("drift"),
+            **extra.get("gateway", {}),
+        ),
+        kafka,
+        bootstrap_servers,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        for service in (retrainer, inference, drift, gateway):
+            await service.start()
+            stack.push_async_callback(service.stop, 0)
+        yield Services(retrainer, inference, drift, gateway, ports, admin_token)
