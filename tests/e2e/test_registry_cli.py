@@ -171,7 +171,7 @@ async def test_register_alias_history_and_predict_from_the_cli(
         "--expected",
         "5",
     )
-    assert code == 1 and "FAILED_PRECONDITION" in out and "points to version 1" in out, out
+    assert code == 2 and "FAILED_PRECONDITION" in out and "points to version 1" in out, out
     code, out = await cli(
         services,
         "models",
@@ -237,7 +237,7 @@ async def test_register_alias_history_and_predict_from_the_cli(
         "--row",
         json.dumps(row | {"x0": "oops"}),
     )
-    assert code == 1 and "INVALID_ARGUMENT: row.x0: expected a number" in out, out
+    assert code == 2 and "INVALID_ARGUMENT: row.x0: expected a number" in out, out
 
     # Through the gateway: a policy, a blue-green rollout, a rollback, a promotion.
     code, out = await cli(services, "routing", "set", "--model", "churn", "--stable", "1")
@@ -270,7 +270,7 @@ async def test_register_alias_history_and_predict_from_the_cli(
     assert code == 0 and "rolled back; version 1 serves" in out, out
     assert await served_by() == "1"
     code, out = await cli(services, "routing", "promote", "--model", "churn")
-    assert code == 1 and "FAILED_PRECONDITION" in out, out
+    assert code == 2 and "FAILED_PRECONDITION" in out, out
 
     # The drift service sinks what the gateway logged and reports on it.
     code, out = await cli(services, "drift", "baseline", "--model", "churn", "--version", "1")
@@ -292,4 +292,4 @@ async def test_register_alias_history_and_predict_from_the_cli(
     code, out = await cli(services, "drift", "alerts", "--model", "churn")
     assert code == 0 and out == "", out
     code, out = await cli(services, "drift", "report", "--model", "churn", "--version", "9")
-    assert code == 1 and "NOT_FOUND" in out, out
+    assert code == 2 and "NOT_FOUND" in out, out

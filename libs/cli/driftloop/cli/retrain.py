@@ -21,11 +21,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from driftloop.cli.calls import with_client
+from driftloop.cli.calls import EXIT_FAILED, with_client
 from driftloop.client import DriftloopClient
 from driftloop.v1 import events_pb2, retrainer_pb2
 
-EXIT_FAILED = 2
 OUTCOME_WIDTH = 100
 
 
@@ -626,7 +625,7 @@ async def call(work: Callable[[DriftloopClient], Awaitable[int]]) -> int:
     except (UsageError, TimeoutError) as error:
         print(f"driftloop: {error}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_FAILED if failed else code
+    return failed or code
 
 
 def _instant(text: str) -> dt.datetime:
