@@ -15,7 +15,7 @@ UV := $(CACHE)/tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bench-drift-sink bench-drift-window bench-gateway bench-inference bench-online help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
+.PHONY: bench-drift-sink bench-drift-window bench-gateway bench-inference bench-loop bench-online bench-training help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,7 +62,8 @@ lint: $(BIN)/.synced ## ruff
 
 typecheck: $(BIN)/.synced ## mypy --strict on our code
 	$(BIN)/mypy libs services tests bench/harness.py bench/inference_vs_mlserver.py bench/gateway_vs_direct.py \
-	    bench/drift_window_vs_evidently.py bench/online_vs_river.py bench/drift_sink.py
+	    bench/drift_window_vs_evidently.py bench/online_vs_river.py bench/drift_sink.py \
+	    bench/training_vs_sklearn.py bench/loop_timing.py
 
 lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock --python $(PYTHON)
@@ -84,10 +85,10 @@ proto-check: $(BIN)/.synced ## fail when the generated code in libs/api is stale
 clean: ## remove the environment, caches and local data
 	rm -rf $(VENV) $(CACHE) .data .mypy_cache .ruff_cache .pytest_cache
 
-bench/.venv-peers/.ready: bench/peers/mlserver_side.py bench/peers/evidently_side.py | $(UV)
+bench/.venv-peers/.ready: bench/peers/mlserver_side.py bench/peers/evidently_side.py bench/peers/sklearn_side.py | $(UV)
 	$(UV) venv -q --clear bench/.venv-peers --python $(PYTHON)
 	$(UV) pip install -q --python bench/.venv-peers/bin/python "mlserver==1.7.1" "mlserver-sklearn==1.7.1" scikit-learn "uvloop<0.22"
-	$(UV) pip install -q --python bench/.venv-peers/bin/python "evidently==0.7.*" "pandas<3"
+	$(UV) pip install -q --python bench/.venv-peers/bin/python "evidently==0.7.*" "pandas<3" pyarrow
 	@touch $@
 
 bench-inference: setup bench/.venv-peers/.ready ## benchmark: inference service vs MLServer (h2load)
@@ -106,3 +107,9 @@ bench-online: setup ## benchmark: online CUSUM vs river ADWIN (cost, delay)
 
 bench-drift-sink: setup ## benchmark: the drift sink (Kafka -> ClickHouse) vs a faust-streaming agent
 	$(BIN)/python bench/drift_sink.py
+
+bench-training: setup bench/.venv-peers/.ready ## benchmark: training the linear flavor vs scikit-learn LogisticRegression
+	$(BIN)/python bench/training_vs_sklearn.py
+
+bench-loop: setup ## benchmark: the closed loop, change -> promotion, by stage (3 runs of the demo scenario)
+	$(BIN)/python bench/loop_timing.py --runs 3

@@ -17,26 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import os
-import random
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from driftloop.cli.loop import (
-    MODEL,
-    LoopResult,
-    Scenario,
-    Stage,
-    customer,
-    run_loop,
-    training_policy,
-)
+from driftloop.cli.loop import MODEL, LoopResult, Scenario, Stage, first_champion, run_loop
 from driftloop.cli.stack import running_services
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.client import DriftloopClient
@@ -45,7 +35,6 @@ from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames, ensure_topics
 from driftloop.kit.settings import ClickHouseSettings, KafkaSettings, load_settings
 from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.v1 import events_pb2
 
 STEPS = 6
 # The demo's services: evaluate windows often, alert again soon, ramp canaries fast.
@@ -98,15 +87,6 @@ async def kafka(settings: KafkaSettings, data_dir: Path, progress: Progress) -> 
     finally:
         await asyncio.to_thread(broker.stop)
         progress.note("local broker stopped")
-
-
-def write_training_csv(path: Path, rows: Sequence[tuple[dict[str, float | str], str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["tenure", "monthly_charges", "plan", "churned"])
-        for row, churned in rows:
-            writer.writerow([row["tenure"], row["monthly_charges"], row["plan"], churned])
 
 
 def _clickhouse_settings(data_dir: Path, run: str) -> ClickHouseSettings:
@@ -169,8 +149,6 @@ async def demo(args: argparse.Namespace) -> int:
     kafka_settings = load_settings(KafkaSettings)
     run = str(int(time.time()))
     scenario = Scenario(seed=args.seed, change_after=args.change_after)
-    rng = random.Random(args.seed)
-    training = [customer(rng, changed=False) for _ in range(5000)]
     async with kafka(kafka_settings, args.data_dir / "kafka", progress) as bootstrap:
         settings = kafka_settings.model_copy(
             update={"topic_prefix": f"{kafka_settings.topic_prefix}demo-{run}."}
@@ -202,24 +180,13 @@ async def demo(args: argparse.Namespace) -> int:
                     "run)",
                 )
                 async with DriftloopClient(services.client_settings("demo")) as client:
-                    data = args.data_dir / "train.csv"
-                    await asyncio.to_thread(write_training_csv, data, training)
-                    first = await client.register_from_data(
-                        MODEL, data, target="churned", seed=args.seed
+                    first = await first_champion(
+                        services, client, args.data_dir / "train.csv", args.seed
                     )
-                    await client.set_alias(MODEL, "champion", first.version, reason="first version")
-                    await client.set_routing_policy(
-                        events_pb2.RoutingPolicy(model=MODEL, stable_version=first.version),
-                        expected_revision=0,
-                    )
-                    await services.retrainer.controller.set_policy(
-                        training_policy(MODEL), 0, "demo"
-                    )
-                    await asyncio.wait_for(services.gateway.lease.acquired.wait(), 60)
                     accuracy = next(m.value for m in first.metrics if m.name == "accuracy")
                     progress.step(
                         4,
-                        f"{MODEL} v{first.version} trained on {len(training):,} customers "
+                        f"{MODEL} v{first.version} trained on {first.data.row_count:,} customers "
                         f"(holdout accuracy {accuracy:.3f}): champion, stable version, and a "
                         "training policy (retrain on concept drift or a labelled accuracy "
                         "drop; canary 10% -> 50% -> 100%)",

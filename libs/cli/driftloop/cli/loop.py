@@ -16,19 +16,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import csv
 import datetime as dt
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from driftloop.cli.stack import Services
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.client import DriftloopClient
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames
-from driftloop.v1 import events_pb2, retrainer_pb2
+from driftloop.v1 import events_pb2, registry_pb2, retrainer_pb2
 
 MODEL = "demo-churn"
 Row = dict[str, float | str]
@@ -43,10 +45,10 @@ class Scenario:
     requests_per_s: float = 500.0
     batch: int = 100
     timeout_s: float = 240.0
-    # After a promotion, the loop goes on until no retraining or rollout happened for this
-    # long (a first challenger trained on little post-change data is improved on by the
-    # next runs), so the final champion has labelled traffic of its own.
-    settle_s: float = 10.0
+    # After the first promotion the loop runs on this long (a first challenger trained on
+    # little post-change data is improved on by the next runs), then until no canary is
+    # open, so the final champion has labelled traffic of its own.
+    settle_s: float = 20.0
 
 
 def customer(rng: random.Random, changed: bool) -> tuple[Row, str]:
@@ -64,8 +66,11 @@ def customer(rng: random.Random, changed: bool) -> tuple[Row, str]:
 
 
 def training_policy(model: str) -> retrainer_pb2.TrainingPolicy:
-    """The demo's policy: retrain on concept drift alerts or a labelled accuracy drop,
-    on the last 10 s of labelled traffic (the demo's world moves fast), canary 10/50/100."""
+    """The demo's policy: retrain on concept drift alerts, a labelled accuracy drop, or
+    2,500 new labelled predictions since the champion's training data ended, on the last
+    10 s of labelled traffic (the demo's world moves fast), canary 10/50/100. The first
+    retrain after the change sees little post-change data; the new-data trigger lets the
+    next one, on a window wholly after the change, improve on it."""
     return retrainer_pb2.TrainingPolicy(
         model=model,
         enabled=True,
@@ -77,12 +82,17 @@ def training_policy(model: str) -> retrainer_pb2.TrainingPolicy:
             kinds=[events_pb2.DRIFT_KIND_CONCEPT],
             min_severity=events_pb2.SEVERITY_WARNING,
         ),
+        new_data=retrainer_pb2.DataTrigger(min_new_labelled=2500),
         cooldown_s=5,
         training=retrainer_pb2.TrainingWindow(
             window_s=10, max_rows=5000, holdout_fraction=0.25, min_rows=300, l2=1.0, seed=7
         ),
         gate=retrainer_pb2.GatePolicy(
-            margin=0.02, alpha=0.01, secondary_tolerance=0.05, segment_tolerance=0.02
+            margin=0.02,
+            alpha=0.01,
+            secondary_tolerance=0.05,
+            segment_tolerance=0.02,
+            segment_min_rows=200,
         ),
         rollout=retrainer_pb2.RolloutPlan(
             on_pass=retrainer_pb2.ROLLOUT_ON_PASS_CANARY,
@@ -91,6 +101,34 @@ def training_policy(model: str) -> retrainer_pb2.TrainingPolicy:
             min_duration_s=2,
         ),
     )
+
+
+def write_training_csv(path: Path, rows: Sequence[tuple[Row, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tenure", "monthly_charges", "plan", "churned"])
+        for row, churned in rows:
+            writer.writerow([row["tenure"], row["monthly_charges"], row["plan"], churned])
+
+
+async def first_champion(
+    services: Services, client: DriftloopClient, data: Path, seed: int, rows: int = 5000
+) -> registry_pb2.ModelVersion:
+    """v1 trained on customers before the change, made champion and stable, with the
+    scenario's training policy; returns once the gateway's rollout controller is up."""
+    rng = random.Random(seed)
+    customers = [customer(rng, changed=False) for _ in range(rows)]
+    await asyncio.to_thread(write_training_csv, data, customers)
+    first = await client.register_from_data(MODEL, data, target="churned", seed=seed)
+    await client.set_alias(MODEL, "champion", first.version, reason="first version")
+    await client.set_routing_policy(
+        events_pb2.RoutingPolicy(model=MODEL, stable_version=first.version),
+        expected_revision=0,
+    )
+    await client.set_training_policy(training_policy(MODEL), expected_revision=0)
+    await asyncio.wait_for(services.gateway.lease.acquired.wait(), 60)
+    return first
 
 
 @dataclass
@@ -197,7 +235,6 @@ class Watcher:
         self.stages: list[Stage] = []
         self.champion = ""
         self.promoted_at: float | None = None  # the first promotion
-        self.last_activity = time.monotonic()
 
     def _note(self, key: str, kind: str, text: str) -> None:
         if key in self._seen:
@@ -206,8 +243,6 @@ class Watcher:
         now, change = time.monotonic(), self._traffic.change_at
         stage = Stage(now, kind, text, None if change is None else now - change)
         self.stages.append(stage)
-        if kind not in ("alert", "skipped", "ignored"):
-            self.last_activity = time.monotonic()
         self._report(stage)
 
     async def watch(self, first_champion: str) -> None:
@@ -322,8 +357,10 @@ async def run_loop(
             )
         )
         while time.monotonic() < deadline and not any(task.done() for task in tasks[:2]):
-            quiet = time.monotonic() - watcher.last_activity
-            if watcher.promoted_at is not None and quiet >= scenario.settle_s:
+            promoted = watcher.promoted_at
+            settled = promoted is not None and time.monotonic() - promoted >= scenario.settle_s
+            policy = services.gateway.book.get(MODEL)
+            if settled and (policy is None or not policy.canary.candidate_version):
                 break
             await asyncio.sleep(0.2)
     finally:

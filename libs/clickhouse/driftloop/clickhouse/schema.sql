@@ -232,6 +232,7 @@ CREATE TABLE IF NOT EXISTS driftloop.retrain_runs
     parent_version String,
     new_version String,
     snapshot_id String,
+    window_end DateTime64(6, 'UTC'),
     training_rows UInt64,
     holdout_rows UInt64,
     gate_passed UInt8,

@@ -187,11 +187,15 @@ class Controller:
             if cause:
                 await self._consider(model, PERFORMANCE, cause, f"{performance.observed:.6g}")
         if policy.new_data.min_new_labelled:
+            # New since the last training snapshot: the champion's, or a later run's (a
+            # refused run saw that data too; counting from the champion would re-run on it).
             since = (
                 champion.data.window.end.ToDatetime(tzinfo=dt.UTC)
                 if champion.data.window.HasField("end")
                 else champion.created.ToDatetime(tzinfo=dt.UTC)
             )
+            last_run = await self._runs.last_window_end(model)
+            since = max(since, last_run) if last_run else since
             count = await self._predictions.labelled_count(model, since)
             cause = new_data_cause(policy, count)
             if cause:

@@ -169,6 +169,7 @@ class RunStore:
                 "parent_version",
                 "new_version",
                 "snapshot_id",
+                "window_end",
                 "training_rows",
                 "holdout_rows",
                 "gate_passed",
@@ -188,6 +189,9 @@ class RunStore:
                     run.parent_version,
                     run.new_version,
                     run.snapshot_id,
+                    run.data_window.end.ToDatetime(tzinfo=dt.UTC)
+                    if run.data_window.HasField("end")
+                    else EPOCH,
                     run.training_rows,
                     run.holdout_rows,
                     int(run.gate.passed),
@@ -285,6 +289,16 @@ class RunStore:
             f"SELECT record FROM {self._ch.table('retrain_runs')} FINAL WHERE state IN ({states})"
         )
         return [retrainer_pb2.RetrainRun.FromString(base64.b64decode(r[0])) for r in result.rows]
+
+    async def last_window_end(self, model: str) -> dt.datetime | None:
+        """Where the newest training window of any run ended (None: no run extracted yet)."""
+        result = await self._ch.query(
+            f"SELECT max(window_end) FROM {self._ch.table('retrain_runs')} FINAL "
+            "WHERE model = {model:String}",
+            {"model": model},
+        )
+        value = result.scalar()
+        return value if isinstance(value, dt.datetime) and value > EPOCH else None
 
     async def last_started(self, model: str) -> dt.datetime | None:
         result = await self._ch.query(

@@ -16,8 +16,8 @@ recorded whether the answer is yes or no.
   window 3 standard errors low about once in 700 checks; checked every 30 s, a
   point-estimate rule would retrain a healthy model several times a day.
 - drift: an alert of an enabled kind with at least the minimum severity.
-- new data: at least min_new_labelled labelled predictions since the champion's training
-  data ended.
+- new data: at least min_new_labelled labelled predictions since the last training
+  snapshot ended (the champion's, or a later run's, passed or refused).
 - every automatic trigger then passes the gates: the policy is on; no run of the model
   is in progress (the trigger is recorded as skipped, not lost), nor the rollout a run
   requested (a second challenger would race the first through the gateway); the cooldown
