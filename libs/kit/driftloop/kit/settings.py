@@ -12,12 +12,36 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _not_empty(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one host:port")
+    return value
+
+
+# Endpoints, comma-separated in the environment ("10.0.0.1:50052,10.0.0.2:50052").
+Targets = Annotated[list[str], NoDecode, BeforeValidator(_split_commas), AfterValidator(_not_empty)]
 
 
 class ConfigError(Exception):

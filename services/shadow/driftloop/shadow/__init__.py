@@ -1,0 +1,1 @@
+"""The shadow service: mirrored traffic to shadow versions, and experiment statistics."""
