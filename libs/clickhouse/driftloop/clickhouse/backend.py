@@ -262,14 +262,28 @@ def _embedded_params(params: Params | None) -> dict[str, Any] | None:
     newline or a tab would be refused)."""
     if not params:
         return None
-    return {
-        name: _json_value(value)
-        if isinstance(value, dt.date)
-        else _escaped(value)
-        if isinstance(value, str)
-        else value
-        for name, value in params.items()
-    }
+    return {name: _embedded_value(value) for name, value in params.items()}
+
+
+def _embedded_value(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return _json_value(value)
+    if isinstance(value, str):
+        return _escaped(value)
+    if isinstance(value, list | tuple):
+        # An Array parameter is parsed as a ClickHouse literal: ['a', 'b'].
+        return "[" + ", ".join(_literal(item) for item in value) + "]"
+    return value
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"cannot bind {type(value).__name__} inside an array parameter")
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"})

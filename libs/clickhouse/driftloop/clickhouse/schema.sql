@@ -263,3 +263,68 @@ CREATE TABLE IF NOT EXISTS driftloop.retrain_steps
 )
 ENGINE = ReplacingMergeTree(updated)
 ORDER BY (model, run_id, ordinal);
+
+-- Shadow versions against live on the same requests, one row per (model, shadow version,
+-- window), written by the shadow service every few minutes; Grafana plots agreement and
+-- the labelled comparison from here.
+CREATE TABLE IF NOT EXISTS driftloop.shadow_comparisons
+(
+    model LowCardinality(String),
+    shadow_version LowCardinality(String),
+    live_version String,
+    window_start DateTime64(6, 'UTC'),
+    window_end DateTime64(6, 'UTC'),
+    compared UInt64,
+    agreement Float64,
+    agreement_low Float64,
+    agreement_high Float64,
+    mean_abs_diff Float64,
+    live_p99_latency_ms Float64,
+    shadow_p99_latency_ms Float64,
+    live_error_rate Float64,
+    shadow_error_rate Float64,
+    labelled UInt64,
+    metric LowCardinality(String),
+    live_metric Float64,
+    shadow_metric Float64,
+    effect Float64,
+    effect_low Float64,
+    effect_high Float64,
+    p_value Float64,
+    verdict LowCardinality(String),
+    skipped_share Float64,
+    computed DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(computed)
+ORDER BY (model, shadow_version, window_end);
+
+-- A/B results per variant against the control, one row per (model, window, variant),
+-- written by the shadow service for models whose live traffic has several variants.
+CREATE TABLE IF NOT EXISTS driftloop.ab_results
+(
+    model LowCardinality(String),
+    window_start DateTime64(6, 'UTC'),
+    window_end DateTime64(6, 'UTC'),
+    variant LowCardinality(String),
+    control LowCardinality(String),
+    version String,
+    requests UInt64,
+    units UInt64,
+    error_rate Float64,
+    p99_latency_ms Float64,
+    labelled UInt64,
+    metric LowCardinality(String),
+    value Float64,
+    value_low Float64,
+    value_high Float64,
+    difference Float64,
+    difference_low Float64,
+    difference_high Float64,
+    p_value Float64,
+    always_valid_p Float64,
+    required_labelled UInt64,
+    decision LowCardinality(String),
+    computed DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(computed)
+ORDER BY (model, window_end, variant);
