@@ -8,6 +8,7 @@ whose failure is logged and never holds the log up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -37,8 +38,12 @@ class LogSink:
     async def __call__(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
         predictions, labels = split_events(record.value for record in records)
-        table = prediction_table(predictions)
-        written = await self._log.write_tables(table, label_table(labels))
+        # Building a batch's columns is a second of Python for 50,000 records: off the event
+        # loop, which in standalone mode also serves the gateway.
+        table, labels_table = await asyncio.to_thread(
+            lambda: (prediction_table(predictions), label_table(labels))
+        )
+        written = await self._log.write_tables(table, labels_table)
         metrics.SINK_RECORDS.labels("prediction").inc(written[0])
         metrics.SINK_RECORDS.labels("label").inc(written[1])
         if self._detection is not None:
