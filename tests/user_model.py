@@ -41,3 +41,15 @@ class Slow:
     def predict(self, rows: list[dict[str, float]]) -> list[float]:
         time.sleep(0.15)
         return [0.5 for _ in rows]
+
+
+class SlowShadow:
+    """A slow shadow: 50 ms per call, then a fixed probability."""
+
+    @classmethod
+    def load(cls, path: Path) -> SlowShadow:
+        return cls()
+
+    def predict(self, rows: list[dict[str, float | str]]) -> list[float]:
+        time.sleep(0.05)
+        return [0.5 for _ in rows]

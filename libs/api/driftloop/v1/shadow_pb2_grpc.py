@@ -39,13 +39,38 @@ class ShadowServiceStub:
                 request_serializer=driftloop_dot_v1_dot_shadow__pb2.ShadowComparisonRequest.SerializeToString,
                 response_deserializer=driftloop_dot_v1_dot_shadow__pb2.ShadowComparison.FromString,
                 _registered_method=True)
+        self.GetABReport = channel.unary_unary(
+                '/driftloop.v1.ShadowService/GetABReport',
+                request_serializer=driftloop_dot_v1_dot_shadow__pb2.ABReportRequest.SerializeToString,
+                response_deserializer=driftloop_dot_v1_dot_shadow__pb2.ABReport.FromString,
+                _registered_method=True)
+        self.GetShadowStatus = channel.unary_unary(
+                '/driftloop.v1.ShadowService/GetShadowStatus',
+                request_serializer=driftloop_dot_v1_dot_shadow__pb2.ShadowStatusRequest.SerializeToString,
+                response_deserializer=driftloop_dot_v1_dot_shadow__pb2.ShadowStatus.FromString,
+                _registered_method=True)
 
 
 class ShadowServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetShadowComparison(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A shadow version against live on the same requests (from the prediction log).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetABReport(self, request, context):
+        """Every variant of a model's live traffic over a window, against a control.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetShadowStatus(self, request, context):
+        """How far behind the service is, and what it skipped.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -57,6 +82,16 @@ def add_ShadowServiceServicer_to_server(servicer, server):
                     servicer.GetShadowComparison,
                     request_deserializer=driftloop_dot_v1_dot_shadow__pb2.ShadowComparisonRequest.FromString,
                     response_serializer=driftloop_dot_v1_dot_shadow__pb2.ShadowComparison.SerializeToString,
+            ),
+            'GetABReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetABReport,
+                    request_deserializer=driftloop_dot_v1_dot_shadow__pb2.ABReportRequest.FromString,
+                    response_serializer=driftloop_dot_v1_dot_shadow__pb2.ABReport.SerializeToString,
+            ),
+            'GetShadowStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShadowStatus,
+                    request_deserializer=driftloop_dot_v1_dot_shadow__pb2.ShadowStatusRequest.FromString,
+                    response_serializer=driftloop_dot_v1_dot_shadow__pb2.ShadowStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +121,60 @@ class ShadowService:
             '/driftloop.v1.ShadowService/GetShadowComparison',
             driftloop_dot_v1_dot_shadow__pb2.ShadowComparisonRequest.SerializeToString,
             driftloop_dot_v1_dot_shadow__pb2.ShadowComparison.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetABReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.v1.ShadowService/GetABReport',
+            driftloop_dot_v1_dot_shadow__pb2.ABReportRequest.SerializeToString,
+            driftloop_dot_v1_dot_shadow__pb2.ABReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShadowStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.v1.ShadowService/GetShadowStatus',
+            driftloop_dot_v1_dot_shadow__pb2.ShadowStatusRequest.SerializeToString,
+            driftloop_dot_v1_dot_shadow__pb2.ShadowStatus.FromString,
             options,
             channel_credentials,
             insecure,

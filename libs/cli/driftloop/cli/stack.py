@@ -30,6 +30,8 @@ from driftloop.kit.settings import KafkaSettings
 from driftloop.models.artifacts import LocalArtifactStore
 from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.server import RetrainerService
+from driftloop.shadow.config import ShadowSettings
+from driftloop.shadow.server import ShadowService
 
 HOST = "127.0.0.1"
 
@@ -39,11 +41,12 @@ class Ports:
     gateway: int
     inference: int
     drift: int
+    shadow: int
     retrainer: int
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(free_port(HOST), free_port(HOST), free_port(HOST), free_port(HOST))
+        return cls(*(free_port(HOST) for _ in range(5)))
 
     def target(self, service: str) -> str:
         return f"{HOST}:{getattr(self, service)}"
@@ -54,6 +57,7 @@ class Services:
     retrainer: RetrainerService
     inference: InferenceService
     drift: DriftService
+    shadow: ShadowService
     gateway: GatewayService
     ports: Ports
     admin_token: SecretStr
@@ -65,6 +69,7 @@ class Services:
             inference_target=self.ports.target("inference"),
             gateway_target=self.ports.target("gateway"),
             drift_target=self.ports.target("drift"),
+            shadow_target=self.ports.target("shadow"),
             admin_token=self.admin_token,
             actor=actor,
         )
@@ -81,7 +86,8 @@ async def running_services(
     ports: Ports | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[Services]:
-    """The registry + retrainer, inference, drift and gateway services, started and wired;
+    """The registry + retrainer, inference, drift, shadow and gateway services, started and
+    wired;
     stopped on the way out. `overrides` sets service settings, by service name."""
     ports = ports or Ports.free()
     extra = overrides or {}
@@ -120,6 +126,17 @@ async def running_services(
         bootstrap_servers,
         clickhouse,
     )
+    shadow = ShadowService(
+        ShadowSettings(
+            **common,
+            port=ports.shadow,
+            inference_targets=[ports.target("inference")],
+            **extra.get("shadow", {}),
+        ),
+        kafka,
+        bootstrap_servers,
+        clickhouse,
+    )
     gateway = GatewayService(
         GatewaySettings(
             **common,
@@ -133,7 +150,7 @@ async def running_services(
         bootstrap_servers,
     )
     async with contextlib.AsyncExitStack() as stack:
-        for service in (retrainer, inference, drift, gateway):
+        for service in (retrainer, inference, drift, shadow, gateway):
             await service.start()
             stack.push_async_callback(service.stop, 0)
-        yield Services(retrainer, inference, drift, gateway, ports, admin_token)
+        yield Services(retrainer, inference, drift, shadow, gateway, ports, admin_token)

@@ -42,6 +42,8 @@ from driftloop.v1 import (
     registry_pb2_grpc,
     retrainer_pb2,
     retrainer_pb2_grpc,
+    shadow_pb2,
+    shadow_pb2_grpc,
 )
 
 CHUNK = 1024 * 1024
@@ -60,6 +62,7 @@ class ClientSettings(BaseSettings):
     inference_target: str = "127.0.0.1:50052"
     gateway_target: str = "127.0.0.1:50051"
     drift_target: str = "127.0.0.1:50053"
+    shadow_target: str = "127.0.0.1:50054"
     admin_token: SecretStr | None = None
     tls_ca_file: Path | None = None
     actor: str = ""
@@ -85,6 +88,10 @@ class DriftloopClient:
         self._drift_channel = open_channel(settings.drift_target, tls_ca_file=settings.tls_ca_file)
         self.gateway = gateway_pb2_grpc.GatewayStub(self._gateway_channel)
         self.drift = drift_pb2_grpc.DriftServiceStub(self._drift_channel)
+        self._shadow_channel = open_channel(
+            settings.shadow_target, tls_ca_file=settings.tls_ca_file
+        )
+        self.shadow = shadow_pb2_grpc.ShadowServiceStub(self._shadow_channel)
         self._timeout = settings.timeout_s
 
     async def __aenter__(self) -> DriftloopClient:
@@ -103,6 +110,7 @@ class DriftloopClient:
         await self._inference_channel.close()
         await self._gateway_channel.close()
         await self._drift_channel.close()
+        await self._shadow_channel.close()
 
     def _admin(self) -> tuple[tuple[str, str], ...]:
         token = self._settings.admin_token
@@ -506,3 +514,44 @@ class DriftloopClient:
                 state = retrainer_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_").lower()
                 raise TimeoutError(f"run {run_id} is still {state} after {timeout_s:g} s")
             await asyncio.sleep(min(poll_s, left))
+
+    async def shadow_comparison(
+        self,
+        model: str,
+        shadow_version: str,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> shadow_pb2.ShadowComparison:
+        """A shadow version against live on the same requests (default: the last hour)."""
+        request = shadow_pb2.ShadowComparisonRequest(model=model, shadow_version=shadow_version)
+        if start is not None:
+            request.window.start.FromDatetime(start)
+        if end is not None:
+            request.window.end.FromDatetime(end)
+        comparison: shadow_pb2.ShadowComparison = await self.shadow.GetShadowComparison(
+            request, timeout=self._timeout
+        )
+        return comparison
+
+    async def ab_report(
+        self,
+        model: str,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        min_effect: float = 0.0,
+        control: str = "",
+    ) -> shadow_pb2.ABReport:
+        """Every A/B variant of a model over a window against the control."""
+        request = shadow_pb2.ABReportRequest(model=model, min_effect=min_effect, control=control)
+        if start is not None:
+            request.window.start.FromDatetime(start)
+        if end is not None:
+            request.window.end.FromDatetime(end)
+        report: shadow_pb2.ABReport = await self.shadow.GetABReport(request, timeout=self._timeout)
+        return report
+
+    async def shadow_status(self) -> shadow_pb2.ShadowStatus:
+        status: shadow_pb2.ShadowStatus = await self.shadow.GetShadowStatus(
+            shadow_pb2.ShadowStatusRequest(), timeout=self._timeout
+        )
+        return status

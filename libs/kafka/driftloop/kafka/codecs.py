@@ -147,3 +147,22 @@ def decode_drift_alert(raw: bytes) -> events_pb2.DriftAlert:
         raise DecodeError("alert_id is empty")
     _require_length("alert_id", alert.alert_id, MAX_SHORT_CHARS)
     return alert
+
+
+def decode_shadow_request(raw: bytes) -> events_pb2.ShadowRequest:
+    request = parse_binary(events_pb2.ShadowRequest, raw)
+    _require_request_id(request.request_id)
+    if not NAME.fullmatch(request.model):
+        raise DecodeError(f"model {shown(request.model)} is not a valid model name")
+    if not request.HasField("time"):
+        raise DecodeError("time is not set")
+    _require_time("time", request.time.seconds, request.time.nanos)
+    if not request.shadow_versions:
+        raise DecodeError("no shadow_versions")
+    for version in request.shadow_versions:
+        if not VERSION_NUMBER.fullmatch(version):
+            raise DecodeError(f"shadow version {shown(version)} is not a version number")
+    if len(request.features) > MAX_FEATURES:
+        raise DecodeError(f"{len(request.features):,} features, more than {MAX_FEATURES}")
+    _require_length("entity_key", request.entity_key, MAX_KEY_CHARS)
+    return request

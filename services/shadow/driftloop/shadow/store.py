@@ -82,8 +82,23 @@ class ShadowStore:
         )
         return [(str(model), str(version)) for model, version in result.rows]
 
+    async def experiments(self, since: dt.datetime, not_arms: tuple[str, ...]) -> list[str]:
+        """Models whose live traffic since `since` went to at least two A/B variants."""
+        result = await self._ch.query(
+            f"SELECT model FROM {self._ch.table('predictions')} "
+            "WHERE role = 'live' AND time >= {since:DateTime64(6, 'UTC')} "
+            "AND NOT has({not_arms:Array(String)}, variant) "
+            "GROUP BY model HAVING uniqExact(variant) >= 2 ORDER BY model",
+            {"since": since, "not_arms": list(not_arms)},
+        )
+        return [str(row[0]) for row in result.rows]
+
     async def write_comparison(self, row: dict[str, Any]) -> None:
         await self._ch.insert("shadow_comparisons", tuple(row), [tuple(row.values())])
+
+    async def write_ab(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self._ch.insert("ab_results", tuple(rows[0]), [tuple(r.values()) for r in rows])
 
 
 def categorical_columns(names: npt.NDArray[Any], values: npt.NDArray[Any]) -> dict[str, Any]:

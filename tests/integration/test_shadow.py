@@ -1,0 +1,281 @@
+"""The shadow service in the standalone composition (real broker, real ClickHouse engine):
+mirrored requests answered by shadow versions, compared with live on the same requests;
+A/B reports per variant. The gateway mirrors, the drift service logs both sides, the
+shadow service answers and compares, exactly as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from driftloop.cli.stack import Services, running_services
+from driftloop.clickhouse.client import ClickHouse
+from driftloop.client import DriftloopClient
+from driftloop.kafka.producer import EventProducer
+from driftloop.kafka.topics import TopicNames
+from driftloop.kit.settings import KafkaSettings
+from driftloop.models.artifacts import LocalArtifactStore
+from driftloop.models.convert import OUTPUT_KINDS, row_to_proto
+from driftloop.models.registration import version_record
+from driftloop.models.schema import Model, Row
+from driftloop.models.training import TrainingSpec, train_linear
+from driftloop.v1 import events_pb2, gateway_pb2, registry_pb2
+from tests.retrain_data import MODEL, population, rows_of
+
+OVERRIDES: dict[str, dict[str, object]] = {
+    "drift": {"sink_batch": 2000, "evaluate_every_s": 3600},
+    "gateway": {"controller_interval_s": 0.2, "request_timeout_s": 5},
+    "retrainer": {"training": False},
+    "shadow": {"compare_every_s": 3600},
+}
+
+
+@dataclass
+class Setup:
+    services: Services
+    client: DriftloopClient
+    producer: EventProducer
+    names: TopicNames
+    clickhouse: ClickHouse
+    store: LocalArtifactStore
+
+    async def linear(self, seed: int, flip: str = "") -> tuple[str, Model]:
+        trained = train_linear(
+            population(seed, 3000, flip_regions=flip), TrainingSpec(target="churned", seed=1)
+        )
+        record = version_record(
+            trained, model=MODEL, artifact_sha256=self.store.put(trained.artifact), source="t"
+        )
+        registered = await self.services.retrainer.registry.register(record, "tester")
+        return registered.version, trained.model
+
+    async def slow_shadow(self, like: str) -> str:
+        base = await self.services.retrainer.registry.get(MODEL, like)
+        record = registry_pb2.ModelVersion(
+            model=MODEL,
+            flavor="python",
+            artifact_sha256=self.store.put(b"-"),
+            schema=base.schema,
+            output_kind=OUTPUT_KINDS["binary"],
+            entry_point="tests.user_model:SlowShadow",
+        )
+        registered = await self.services.retrainer.registry.register(record, "tester")
+        return registered.version
+
+    async def policy(self, stable: str, shadow: list[str], **fields: object) -> None:
+        current = self.services.gateway.book.get(MODEL)
+        policy = events_pb2.RoutingPolicy(model=MODEL, stable_version=stable, **fields)  # type: ignore[arg-type]
+        policy.shadow.versions.extend(shadow)
+        policy.shadow.sample_bp = 10_000 if shadow else 0
+        await self.client.set_routing_policy(policy, current.revision if current else 0)
+
+    async def serve(
+        self, seed: int, rows: int, flip: str = "", keys: int = 0
+    ) -> list[tuple[str, str]]:
+        """Serve seeded customers through the gateway; publish every label; return
+        (request id, truth) per request."""
+        table = population(seed, rows, flip_regions=flip)
+        customers = rows_of(table)
+        truths = ["1" if v == 1.0 else "0" for v in table.columns["churned"].tolist()]
+        rng = np.random.default_rng(seed)
+        served: list[tuple[str, str]] = []
+        for start in range(0, rows, 100):
+            chunk = customers[start : start + 100]
+            entity = [f"key-{rng.integers(keys)}" if keys else "" for _ in chunk]
+            responses = await self.client.serve_batch(MODEL, chunk, entity)
+            served += [
+                (r.request_id, truth)
+                for r, truth in zip(responses, truths[start : start + 100], strict=True)
+            ]
+        deliveries = [
+            await self.producer.enqueue(
+                self.names.labels,
+                request_id,
+                events_pb2.LabelEvent(request_id=request_id, label=truth, source="test"),
+            )
+            for request_id, truth in served
+        ]
+        await asyncio.gather(*deliveries)
+        return served
+
+    async def stored(self, role: str, rows: int, version: str = "") -> None:
+        """Until ClickHouse holds `rows` predictions of that role (and version) and labels."""
+        deadline = time.monotonic() + 60
+        while True:
+            result = await self.clickhouse.query(
+                f"SELECT countIf(role = {{role:String}} AND ({{v:String}} = '' OR version = "
+                f"{{v:String}})) FROM {self.clickhouse.table('predictions')} FINAL",
+                {"role": role, "v": version},
+            )
+            if int(result.scalar()) >= rows:
+                return
+            assert time.monotonic() < deadline, f"only {result.scalar()} {role} rows"
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def setup(
+    kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
+) -> AsyncIterator[Setup]:
+    assert kafka_settings.bootstrap_servers is not None
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    producer = EventProducer(kafka_settings, kafka_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        async with (
+            running_services(
+                kafka_settings,
+                kafka_settings.bootstrap_servers,
+                clickhouse,
+                store,
+                SecretStr("shadow-test"),
+                overrides=OVERRIDES,
+            ) as services,
+            DriftloopClient(services.client_settings("tester")) as client,
+        ):
+            yield Setup(
+                services,
+                client,
+                producer,
+                TopicNames(kafka_settings.topic_prefix),
+                clickhouse,
+                store,
+            )
+    finally:
+        await producer.stop()
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_shadow_identical_to_live_agrees_everywhere(setup: Setup) -> None:
+    v1, _ = await setup.linear(1)
+    v2, _ = await setup.linear(1)  # the same data and seed: the same model
+    await setup.policy(v1, [v2])
+    served = await setup.serve(5, 600)
+    await setup.stored("shadow", len(served), v2)
+    comparison = await setup.client.shadow_comparison(MODEL, v2)
+    assert comparison.compared == len(served)
+    assert comparison.live_version == v1
+    assert comparison.agreement == 1.0 and comparison.mean_abs_diff == 0.0
+    assert comparison.labelled == len(served)
+    assert comparison.verdict == "no significant difference"
+    assert comparison.effect == 0.0 and comparison.shadow_error_rate == 0.0
+
+
+async def test_a_better_shadow_is_significantly_better_and_a_worse_one_worse(
+    setup: Setup,
+) -> None:
+    old, _ = await setup.linear(1)
+    new, _ = await setup.linear(2, flip="abc")  # knows the relation the traffic follows
+    await setup.policy(old, [new])
+    first = dt.datetime.now(dt.UTC)
+    served = await setup.serve(6, 1000, flip="abc")
+    await setup.stored("shadow", len(served), new)
+    better = await setup.client.shadow_comparison(MODEL, new, start=first)
+    assert better.verdict == "shadow better", better
+    assert better.effect > 0.3 and better.effect_low > 0 and better.p_value < 1e-6
+    assert better.shadow_metric - better.live_metric == pytest.approx(better.effect)
+    assert better.agreement < 0.5  # they answer differently most of the time
+    # The other way round: the shadow is now the worse one.
+    await setup.policy(new, [old])
+    second = dt.datetime.now(dt.UTC)
+    served = await setup.serve(7, 1000, flip="abc")
+    await setup.stored("shadow", len(served), old)
+    worse = await setup.client.shadow_comparison(MODEL, old, start=second)
+    assert worse.compared == len(served)
+    assert worse.verdict == "shadow worse" and worse.effect < -0.3 and worse.effect_high < 0
+    segments = {(s.feature, s.value) for s in worse.segments}
+    assert ("region", "a") in segments
+
+
+async def test_a_slow_shadow_leaves_live_answers_and_latency_alone(setup: Setup) -> None:
+    v1, _ = await setup.linear(1)
+    slow = await setup.slow_shadow(v1)
+    row = row_to_proto(rows_of(population(8, 1))[0])
+
+    async def latencies(count: int) -> tuple[list[float], set[float]]:
+        times, outputs = [], set()
+        for _ in range(count):
+            started = time.perf_counter()
+            response = await setup.client.gateway.Predict(
+                gateway_pb2.PredictRequest(model=MODEL, row=row), timeout=5
+            )
+            times.append((time.perf_counter() - started) * 1000)
+            outputs.add(round(response.output.value, 12))
+        return times, outputs
+
+    await setup.policy(v1, [])
+    await latencies(50)  # warm up
+    off, off_outputs = await latencies(300)
+    await setup.policy(v1, [slow])
+    on, on_outputs = await latencies(300)
+    assert on_outputs == off_outputs  # the live answer is the same
+    p50_off, p50_on = statistics.median(off), statistics.median(on)
+    p99_off, p99_on = np.quantile(off, 0.99), np.quantile(on, 0.99)
+    assert p50_on <= 1.5 * p50_off + 1.0, (p50_off, p50_on)
+    assert p99_on <= 2.0 * p99_off + 5.0, (p99_off, p99_on)
+    await setup.stored("shadow", 100, slow)
+    status = await setup.client.shadow_status()
+    assert status.answered >= 100 and status.lag_s >= 0
+    comparison = await setup.client.shadow_comparison(MODEL, slow)
+    assert comparison.shadow_p50_latency_ms >= 50 > comparison.live_p50_latency_ms
+
+
+async def test_ab_report_covers_the_true_difference_with_sticky_keys(setup: Setup) -> None:
+    v1, model_1 = await setup.linear(1)
+    v2, model_2 = await setup.linear(3, flip="c")  # better in region c only
+    await setup.policy(
+        v1,
+        [],
+        variants=[
+            events_pb2.Variant(name="a", version=v1, weight_bp=5000),
+            events_pb2.Variant(name="b", version=v2, weight_bp=5000),
+        ],
+        salt="exp-1",
+    )
+    served = await setup.serve(9, 3000, flip="c", keys=300)
+    await setup.stored("live", len(served))
+    await until(
+        lambda: labels_stored(setup.clickhouse, len(served)),
+    )
+    report = await setup.client.ab_report(MODEL, min_effect=0.02)
+    variants = {v.variant: v for v in report.variants}
+    assert set(variants) == {"a", "b"}
+    assert variants["a"].version == v1 and variants["b"].version == v2
+    assert sum(v.requests for v in report.variants) == len(served)
+    assert variants["a"].units + variants["b"].units <= 300
+    (comparison,) = report.comparisons
+    assert (comparison.variant, comparison.control) == ("b", "a")
+    truth = population(10, 200_000, flip_regions="c")
+    rows = rows_of(truth)
+    labels = ["1" if v == 1.0 else "0" for v in truth.columns["churned"].tolist()]
+    true_difference = accuracy(model_2, rows, labels) - accuracy(model_1, rows, labels)
+    assert comparison.ci_low <= true_difference <= comparison.ci_high, (
+        true_difference,
+        comparison,
+    )
+    assert comparison.design_effect >= 1.0 and comparison.required_labelled > 0
+
+
+def accuracy(model: Model, rows: list[Row], labels: list[str]) -> float:
+    predictions = model.predict(rows)
+    return float(np.mean([p.label == label for p, label in zip(predictions, labels, strict=True)]))
+
+
+async def labels_stored(clickhouse: ClickHouse, count: int) -> bool:
+    result = await clickhouse.query(f"SELECT count() FROM {clickhouse.table('labels')} FINAL")
+    return int(result.scalar()) >= count
