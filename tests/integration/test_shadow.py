@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import os
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -154,6 +157,27 @@ async def setup(
         await producer.stop()
 
 
+async def cli(setup: Setup, *args: str) -> tuple[int, str]:
+    """The CLI as a user runs it, against this stack."""
+    env = {
+        **os.environ,
+        "DRIFTLOOP_SHADOW_TARGET": setup.services.ports.target("shadow"),
+        "DRIFTLOOP_GATEWAY_TARGET": setup.services.ports.target("gateway"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "driftloop.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
 async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not await condition():
@@ -174,6 +198,13 @@ async def test_a_shadow_identical_to_live_agrees_everywhere(setup: Setup) -> Non
     assert comparison.labelled == len(served)
     assert comparison.verdict == "no significant difference"
     assert comparison.effect == 0.0 and comparison.shadow_error_rate == 0.0
+    code, out = await cli(setup, "shadow", "compare", MODEL, v2, "--json")
+    assert code == 0, out
+    assert json.loads(out)["agreement"] == 1.0 and int(json.loads(out)["compared"]) == len(served)
+    code, out = await cli(setup, "shadow", "compare", MODEL, v2)
+    assert code == 0 and "verdict         no significant difference" in out, out
+    code, out = await cli(setup, "shadow", "status", "--json")
+    assert code == 0 and int(json.loads(out)["answered"]) >= len(served), out
 
 
 async def test_a_better_shadow_is_significantly_better_and_a_worse_one_worse(
@@ -269,6 +300,8 @@ async def test_ab_report_covers_the_true_difference_with_sticky_keys(setup: Setu
         comparison,
     )
     assert comparison.design_effect >= 1.0 and comparison.required_labelled > 0
+    code, out = await cli(setup, "ab", "report", MODEL)
+    assert code == 0 and "b - a:" in out and "units = entity keys" in out, out
 
 
 def accuracy(model: Model, rows: list[Row], labels: list[str]) -> float:

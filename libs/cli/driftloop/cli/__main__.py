@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from driftloop.cli import commands, drift, models, retrain, routing
+from driftloop.cli import commands, drift, experiments, models, retrain, routing
 from driftloop.kit.logging import configure_logging
 from driftloop.kit.settings import ConfigError, LoggingSettings, load_settings
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_commands(sub)
     drift.add_commands(sub)
     retrain.add_commands(sub)
+    experiments.add_commands(sub)
 
     demo = sub.add_parser(
         "demo",

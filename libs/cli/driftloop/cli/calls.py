@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -13,8 +15,26 @@ from driftloop.client import ClientSettings, DriftloopClient
 from driftloop.kit.settings import load_settings
 
 
+def as_dict(message: Message) -> dict[str, Any]:
+    """A message as the JSON the CLI prints: field names as in the protos, every field
+    (zeros and empty ones too, so a script finds what is off)."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
 def print_json(message: Message) -> None:
-    print(json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True))
+    print(json.dumps(as_dict(message), indent=2))
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns left-aligned to their widest cell; the last one is not padded."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
 
 
 # An expected failure (a refused call, an unreachable service): one line on stderr, and

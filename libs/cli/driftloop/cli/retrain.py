@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from driftloop.cli.calls import EXIT_FAILED, with_client
+from driftloop.cli.calls import EXIT_FAILED, print_json, table, with_client
 from driftloop.client import DriftloopClient
 from driftloop.v1 import events_pb2, retrainer_pb2
 
@@ -33,16 +30,6 @@ class UsageError(Exception):
 
 
 # Output helpers.
-
-
-def as_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def print_json(message: Message) -> None:
-    print(json.dumps(as_dict(message), indent=2))
 
 
 def enum_name(enum: Any, value: int, prefix: str) -> str:
@@ -81,16 +68,6 @@ def seconds(started: Timestamp, finished: Timestamp) -> float | None:
 def one_line(text: str, width: int = OUTCOME_WIDTH) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns left-aligned to their widest cell; the last one is not padded."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    lines = []
-    for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
 
 
 def versions(run: retrainer_pb2.RetrainRun) -> str:
