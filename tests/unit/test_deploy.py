@@ -25,6 +25,7 @@ from driftloop.kit.settings import (
     LoggingSettings,
 )
 from driftloop.retrainer.config import RetrainerSettings
+from driftloop.shadow.config import ShadowSettings
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("GATEWAY", "INFERENCE", "SHADOW", "DRIFT", "RETRAINER")
@@ -54,6 +55,7 @@ def known_variables() -> set[str]:
         RetrainerSettings,
         GatewaySettings,
         DriftSettings,
+        ShadowSettings,
     ):
         known |= variables(cls)
     for service in SERVICES:
