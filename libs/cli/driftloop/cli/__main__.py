@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from driftloop.cli import commands, drift, experiments, models, retrain, routing
+from driftloop.cli import commands, drift, experiments, models, retrain, routing, up
 from driftloop.kit.logging import configure_logging
 from driftloop.kit.settings import ConfigError, LoggingSettings, load_settings
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_commands(sub)
     retrain.add_commands(sub)
     experiments.add_commands(sub)
+    up.add_commands(sub)
 
     demo = sub.add_parser(
         "demo",

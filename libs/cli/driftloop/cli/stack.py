@@ -36,6 +36,13 @@ from driftloop.shadow.server import ShadowService
 HOST = "127.0.0.1"
 
 
+def settings(
+    base: dict[str, Any], name: str, extra: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A service's settings: the common ones, then its overrides."""
+    return {**base, **extra.get(name, {})}
+
+
 @dataclass(frozen=True)
 class Ports:
     gateway: int
@@ -87,17 +94,17 @@ async def running_services(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[Services]:
     """The registry + retrainer, inference, drift, shadow and gateway services, started and
-    wired;
-    stopped on the way out. `overrides` sets service settings, by service name."""
+    wired; stopped on the way out. `overrides` sets service settings, by service name (over
+    the environment's and the defaults)."""
     ports = ports or Ports.free()
     extra = overrides or {}
     common: dict[str, Any] = {"host": HOST, "admin_token": admin_token}
+
     retrainer = RetrainerService(
         RetrainerSettings(
-            **common,
+            **settings(common, "retrainer", extra),
             port=ports.retrainer,
             gateway_target=ports.target("gateway"),
-            **extra.get("retrainer", {}),
         ),
         kafka,
         bootstrap_servers,
@@ -106,10 +113,9 @@ async def running_services(
     )
     inference = InferenceService(
         InferenceSettings(
-            **common,
+            **settings(common, "inference", extra),
             port=ports.inference,
             registry_target=ports.target("retrainer"),
-            **extra.get("inference", {}),
         ),
         artifacts,
         kafka,
@@ -117,10 +123,9 @@ async def running_services(
     )
     drift = DriftService(
         DriftSettings(
-            **common,
+            **settings(common, "drift", extra),
             port=ports.drift,
             registry_target=ports.target("retrainer"),
-            **extra.get("drift", {}),
         ),
         kafka,
         bootstrap_servers,
@@ -128,10 +133,9 @@ async def running_services(
     )
     shadow = ShadowService(
         ShadowSettings(
-            **common,
+            **settings(common, "shadow", extra),
             port=ports.shadow,
             inference_targets=[ports.target("inference")],
-            **extra.get("shadow", {}),
         ),
         kafka,
         bootstrap_servers,
@@ -139,12 +143,11 @@ async def running_services(
     )
     gateway = GatewayService(
         GatewaySettings(
-            **common,
+            **settings(common, "gateway", extra),
             port=ports.gateway,
             inference_targets=[ports.target("inference")],
             registry_target=ports.target("retrainer"),
             drift_target=ports.target("drift"),
-            **extra.get("gateway", {}),
         ),
         kafka,
         bootstrap_servers,

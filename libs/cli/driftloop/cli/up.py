@@ -1,0 +1,280 @@
+"""`driftloop up` and `driftloop status`: standalone mode for users.
+
+`up` runs the whole system on one machine until Ctrl-C or SIGTERM: the configured Kafka
+broker, else a local single-node broker (KRaft) with its data under the data folder;
+the configured ClickHouse server, else the embedded engine in a folder that persists
+between runs; the five services in this process (driftloop.cli.stack), each on its
+configured port (DRIFTLOOP_<SERVICE>_PORT, defaults 50051 to 50055). It prints where
+everything is and the environment a shell needs to talk to it. A second `up` on the same
+folder finds its models, policies and prediction log again.
+
+`status` asks every service for its health, and the broker and ClickHouse whether they
+answer, from the same environment a client uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
+
+from driftloop.cli.stack import HOST, Ports, running_services
+from driftloop.clickhouse.client import open_clickhouse
+from driftloop.client import ClientSettings
+from driftloop.drift.config import DriftSettings
+from driftloop.gateway.config import GatewaySettings
+from driftloop.inference.config import InferenceSettings
+from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
+from driftloop.kafka.topics import ensure_topics
+from driftloop.kit.grpc_client import open_channel
+from driftloop.kit.grpc_server import wait_for_signal
+from driftloop.kit.settings import (
+    ArtifactSettings,
+    ClickHouseSettings,
+    KafkaSettings,
+    load_settings,
+)
+from driftloop.models.artifacts import LocalArtifactStore
+from driftloop.retrainer.config import RetrainerSettings
+from driftloop.shadow.config import ShadowSettings
+
+SERVICES = ("gateway", "inference", "drift", "shadow", "retrainer")
+
+
+def configured_ports() -> Ports:
+    """Each service's port from its settings (DRIFTLOOP_<SERVICE>_PORT or the default)."""
+    return Ports(
+        gateway=load_settings(GatewaySettings).port,
+        inference=load_settings(InferenceSettings).port,
+        drift=load_settings(DriftSettings).port,
+        shadow=load_settings(ShadowSettings).port,
+        retrainer=load_settings(RetrainerSettings).port,
+    )
+
+
+def admin_token(data_dir: Path) -> tuple[SecretStr, str]:
+    """DRIFTLOOP_ADMIN_TOKEN, else the token this data folder was first started with
+    (kept in a file only its owner reads), else a new one; and where it came from."""
+    if os.environ.get("DRIFTLOOP_ADMIN_TOKEN"):
+        return SecretStr(os.environ["DRIFTLOOP_ADMIN_TOKEN"]), "DRIFTLOOP_ADMIN_TOKEN"
+    path = data_dir / "admin-token"
+    if path.is_file():
+        return SecretStr(path.read_text().strip()), str(path)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(token)
+    return SecretStr(token), f"{path} (new)"
+
+
+@contextlib.asynccontextmanager
+async def broker(
+    settings: KafkaSettings, data_dir: Path, port: int, controller_port: int
+) -> AsyncIterator[str]:
+    if settings.bootstrap_servers:
+        yield settings.bootstrap_servers
+        return
+    local = LocalBroker(find_kafka_libs(), data_dir, port=port, controller_port=controller_port)
+    print(f"starting a local Apache Kafka broker on {HOST}:{port}, data in {data_dir} ...")
+    await asyncio.to_thread(local.start)
+    try:
+        yield local.bootstrap_servers
+    finally:
+        print("stopping the local broker ...", flush=True)
+        await asyncio.to_thread(local.stop)
+
+
+async def up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    data_dir: Path = args.data_dir
+    kafka = load_settings(KafkaSettings)
+    clickhouse_env = any(
+        name in os.environ for name in ("DRIFTLOOP_CLICKHOUSE_URL", "DRIFTLOOP_CLICKHOUSE_PATH")
+    )
+    clickhouse_settings = (
+        load_settings(ClickHouseSettings)
+        if clickhouse_env
+        else load_settings(ClickHouseSettings, path=data_dir / "clickhouse")
+    )
+    artifacts_path = (
+        load_settings(ArtifactSettings).path
+        if "DRIFTLOOP_ARTIFACTS_PATH" in os.environ
+        else data_dir / "artifacts"
+    )
+    ports = configured_ports()
+    token, token_source = admin_token(data_dir)
+    async with broker(kafka, data_dir / "kafka", args.kafka_port, args.controller_port) as servers:
+        await ensure_topics(kafka, servers)
+        clickhouse = await open_clickhouse(clickhouse_settings)
+        try:
+            async with running_services(
+                kafka,
+                servers,
+                clickhouse,
+                LocalArtifactStore(artifacts_path),
+                token,
+                ports=ports,
+                overrides={name: {"host": args.host} for name in SERVICES},
+            ):
+                where = (
+                    "a ClickHouse server"
+                    if clickhouse_settings.url
+                    else f"embedded in {clickhouse_settings.path}"
+                )
+                print(
+                    f"driftloop is up in {time.monotonic() - started:.1f} s: Kafka {servers} "
+                    f"(prefix {kafka.topic_prefix!r}), ClickHouse {where}, artifacts in "
+                    f"{artifacts_path}",
+                    flush=True,
+                )
+                for name in SERVICES:
+                    print(f"  {name:<10} {args.host}:{getattr(ports, name)}")
+                print("In another shell, to use the CLI, the Python client or a label producer:")
+                for line in exports(ports, servers, kafka.topic_prefix):
+                    print(f"  {line}")
+                print(f"  (the admin token is in {token_source})")
+                print("Ctrl-C stops everything.", flush=True)
+                received = await wait_for_signal()
+                print(f"received {received.name}: stopping ...", flush=True)
+        finally:
+            await clickhouse.close()
+    print("stopped.", flush=True)
+    return 0
+
+
+def exports(ports: Ports, servers: str, prefix: str) -> list[str]:
+    lines = [f"export DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS={servers}"]
+    if prefix != "driftloop.":
+        lines.append(f"export DRIFTLOOP_KAFKA_TOPIC_PREFIX={prefix}")
+    targets = {
+        "REGISTRY": ports.retrainer,
+        "INFERENCE": ports.inference,
+        "GATEWAY": ports.gateway,
+        "DRIFT": ports.drift,
+        "SHADOW": ports.shadow,
+    }
+    lines += [f"export DRIFTLOOP_{name}_TARGET={HOST}:{port}" for name, port in targets.items()]
+    return lines
+
+
+async def _health(target: str) -> str:
+    async with open_channel(target) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs type the sync client only
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.aio.AioRpcError as error:
+            return f"down ({error.code().name})"
+    return "serving" if reply.status == health_pb2.HealthCheckResponse.SERVING else "not serving"
+
+
+async def _kafka(settings: KafkaSettings) -> str:
+    if not settings.bootstrap_servers:
+        return "not configured (DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS)"
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=3000
+    )
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        topics = await asyncio.wait_for(admin.list_topics(), 5)
+    except Exception as error:  # noqa: BLE001  # any failure means the same: not reachable
+        return f"unreachable at {settings.bootstrap_servers} ({type(error).__name__})"
+    finally:
+        await admin.close()
+    ours = [t for t in topics if t.startswith(settings.topic_prefix)]
+    return f"up at {settings.bootstrap_servers} ({len(ours)} driftloop topics)"
+
+
+def _clickhouse(settings: ClickHouseSettings) -> str:
+    if settings.url:
+        return "a ClickHouse server (DRIFTLOOP_CLICKHOUSE_URL; ask it with `driftloop schema`)"
+    lock = settings.path / ".driftloop.lock"
+    if not lock.exists():
+        return f"embedded in {settings.path}: not created yet"
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"embedded in {settings.path}: open in a running process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return f"embedded in {settings.path}: not open (no driftloop process uses it)"
+
+
+async def status(args: argparse.Namespace) -> int:
+    client = load_settings(ClientSettings)
+    targets = {
+        "gateway": client.gateway_target,
+        "inference": client.inference_target,
+        "drift": client.drift_target,
+        "shadow": client.shadow_target,
+        "retrainer": client.registry_target,
+    }
+    health = await asyncio.gather(*(_health(target) for target in targets.values()))
+    report: dict[str, Any] = {
+        "services": {
+            name: {"target": target, "health": state}
+            for (name, target), state in zip(targets.items(), health, strict=True)
+        },
+        "kafka": await _kafka(load_settings(KafkaSettings)),
+        "clickhouse": _clickhouse(load_settings(ClickHouseSettings)),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, entry in report["services"].items():
+            print(f"{name:<10} {entry['target']:<22} {entry['health']}")
+        print(f"{'kafka':<10} {report['kafka']}")
+        print(f"{'clickhouse':<10} {report['clickhouse']}")
+    down = [name for name, state in zip(targets, health, strict=True) if state != "serving"]
+    return 2 if down else 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = sub.add_parser(
+        "up",
+        help="run everything on this machine until Ctrl-C (standalone mode)",
+        description="Start the configured Kafka broker (else a local one), ClickHouse "
+        "(embedded unless DRIFTLOOP_CLICKHOUSE_URL is set) and the five services in this "
+        "process on their configured ports; print where they are. Data persists in the "
+        "data folder between runs.\n\nexample:\n  driftloop up --data-dir .data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument(
+        "--data-dir", type=Path, default=Path(".data"), help="where data lives (default .data)"
+    )
+    command.add_argument(
+        "--host", default=HOST, help="the address the services bind (default 127.0.0.1)"
+    )
+    command.add_argument(
+        "--kafka-port", type=int, default=9092, help="the local broker's port (default 9092)"
+    )
+    command.add_argument(
+        "--controller-port",
+        type=int,
+        default=9093,
+        help="the local broker's controller port (default 9093)",
+    )
+    command.set_defaults(run=up)
+    check = sub.add_parser(
+        "status",
+        help="health of every service, the broker and ClickHouse",
+        description="Ask each service (DRIFTLOOP_<SERVICE>_TARGET) for its gRPC health, and "
+        "the broker and ClickHouse whether they answer. Exit status 2 when a service is "
+        "not serving.\n\nexample:\n  driftloop status --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--json", action="store_true", help="the status as JSON")
+    check.set_defaults(run=status)
