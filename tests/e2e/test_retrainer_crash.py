@@ -38,8 +38,32 @@ OPEN = (retrainer_pb2.RUN_STATE_PENDING, retrainer_pb2.RUN_STATE_RUNNING)
 
 
 async def prepare(settings: KafkaSettings, folder: Path, artifacts: LocalArtifactStore) -> None:
-    """A champion and a lot of labelled traffic, written before the service starts (one
-    process per embedded ClickHouse folder)."""
+    """A champion and a lot of labelled traffic, written before the service starts, by a
+    process of its own: a process opens one embedded ClickHouse folder in its life, and
+    this test process has its own already."""
+    code = (
+        "import asyncio, sys; from pathlib import Path; "
+        "from driftloop.kit.settings import KafkaSettings; "
+        "from driftloop.models.artifacts import LocalArtifactStore; "
+        "from tests.e2e.test_retrainer_crash import write_history; "
+        "asyncio.run(write_history(KafkaSettings(bootstrap_servers=sys.argv[1], "
+        "topic_prefix=sys.argv[2]), Path(sys.argv[3]), LocalArtifactStore(Path(sys.argv[4]))))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        str(settings.bootstrap_servers),
+        settings.topic_prefix,
+        str(folder),
+        str(artifacts.root),
+    )
+    assert await asyncio.wait_for(process.wait(), 120) == 0
+
+
+async def write_history(
+    settings: KafkaSettings, folder: Path, artifacts: LocalArtifactStore
+) -> None:
     assert settings.bootstrap_servers is not None
     backend = EmbeddedBackend(folder)
     clickhouse = ClickHouse(backend, "driftloop")
@@ -62,12 +86,15 @@ async def prepare(settings: KafkaSettings, folder: Path, artifacts: LocalArtifac
         await clickhouse.close()
 
 
-def kill_tree(process: psutil.Process) -> None:
-    """SIGKILL a process and every process it started (its training worker)."""
-    family = [process, *process.children(recursive=True)]
-    for member in family:
-        member.kill()
-    psutil.wait_procs(family, timeout=10)
+async def kill_tree(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL a process and every process it started (its training worker): the children
+    through psutil, the process itself through asyncio, which reaps it."""
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    for child in children:
+        child.kill()
+    await asyncio.to_thread(psutil.wait_procs, children, 10)
+    await process.wait()
 
 
 async def test_a_retrainer_killed_mid_run_closes_the_run_and_registers_nothing_twice(
@@ -125,8 +152,7 @@ async def test_a_retrainer_killed_mid_run_closes_the_run_and_registers_nothing_t
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         interrupted_in = running[0].name
-        await asyncio.to_thread(kill_tree, psutil.Process(process.pid))
-        await process.wait()
+        await kill_tree(process)
         assert process.returncode == -signal.SIGKILL
         process = await start()
         closed = await stub.GetRetrainRun(
@@ -162,5 +188,4 @@ async def test_a_retrainer_killed_mid_run_closes_the_run_and_registers_nothing_t
             try:
                 await asyncio.wait_for(process.wait(), 30)
             except TimeoutError:
-                await asyncio.to_thread(kill_tree, psutil.Process(process.pid))
-                await process.wait()
+                await kill_tree(process)

@@ -332,6 +332,16 @@ async def test_canary_analysis_fails_a_candidate_with_worse_accuracy(
     assert result.stable.labelled == 3000
     assert result.candidate.accuracy < result.stable.accuracy - 0.1
     assert any("quality" in reason for reason in result.reasons)
+    assert not result.evidence_sufficient and result.quality_difference_high < -0.1
+    # The other way round, the better version as the candidate: evidence enough to pass.
+    better = await drift.stub.AnalyzeCanary(
+        drift_pb2.CanaryAnalysisRequest(
+            model=MODEL, stable_version="2", candidate_version="1", window=window
+        ),
+        timeout=30,
+    )
+    assert better.verdict == drift_pb2.VERDICT_PASS and better.evidence_sufficient
+    assert 0.1 < better.quality_difference_low < better.quality_difference_high
     same = await drift.stub.AnalyzeCanary(
         drift_pb2.CanaryAnalysisRequest(
             model=MODEL, stable_version="1", candidate_version="1x", window=window

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
 import grpc
 import pytest
 
+from driftloop.gateway import routing
+from driftloop.gateway.rollouts import NO_QUALITY
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
 from driftloop.kafka.topics import TopicNames, ensure_topics
-from driftloop.v1 import events_pb2, gateway_pb2, registry_pb2
+from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, registry_pb2
 from tests.conftest import REPO
 from tests.integration.stack import (
     ADMIN,
@@ -61,11 +64,14 @@ async def test_ab_routing_is_sticky_and_every_prediction_is_logged(stack: Stack)
     assert all(e.features["plan"].category == "pro" for e in events)
 
 
-async def test_a_healthy_canary_walks_every_step_and_is_promoted(stack: Stack) -> None:
+async def test_a_healthy_canary_walks_every_step_and_is_promoted(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     v1, v2 = await stack.register_linear(1), await stack.register_linear(2)
     await stack.champion(v1)
     gateway = await stack.gateway(canary_min_requests=15, canary_min_duration_s=0)
     await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
+    caplog.set_level(logging.WARNING, logger="driftloop.gateway.rollouts")
     started = await gateway.StartRollout(
         gateway_pb2.StartRolloutRequest(
             model="churn",
@@ -99,6 +105,19 @@ async def test_a_healthy_canary_walks_every_step_and_is_promoted(stack: Stack) -
     assert kinds.count(events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED) == 2
     assert events_pb2.MODEL_EVENT_KIND_PROMOTED in kinds
     assert (await predict(gateway)).version == v2
+    # This gateway has no drift service: every event of the canary says so, and the log.
+    rollout = [
+        e
+        for e in events
+        if e.kind
+        in (
+            events_pb2.MODEL_EVENT_KIND_ROLLOUT_STARTED,
+            events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED,
+            events_pb2.MODEL_EVENT_KIND_PROMOTED,
+        )
+    ]
+    assert len(rollout) == 4 and all(NO_QUALITY in e.reason for e in rollout)
+    assert any(NO_QUALITY in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
 @pytest.mark.parametrize(
@@ -150,6 +169,71 @@ async def test_a_bad_canary_is_rolled_back_within_one_step(
     rollback = [e for e in events if e.kind == events_pb2.MODEL_EVENT_KIND_ROLLED_BACK]
     assert len(rollback) == 1 and reason in rollback[0].reason and rollback[0].version == bad
     assert not any(e.kind == events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED for e in events)
+
+
+async def test_failed_calls_are_logged_with_their_status_and_caller_mistakes_are_not(
+    stack: Stack,
+) -> None:
+    v1 = await stack.register_linear(1)
+    bad = await stack.register_user("tests.user_model:Failing")
+    await stack.champion(v1)
+    # Errors are allowed here, so that the canary stays for the whole test.
+    gateway = await stack.gateway(canary_max_error_rate_increase=1.0)
+    await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
+    policy = await gateway.StartRollout(
+        gateway_pb2.StartRolloutRequest(
+            model="churn",
+            candidate_version=bad,
+            strategy=gateway_pb2.ROLLOUT_STRATEGY_CANARY,
+            steps=[
+                events_pb2.CanaryStep(weight_bp=5000, min_requests=10_000, min_duration_s=3600),
+                events_pb2.CanaryStep(weight_bp=10_000),
+            ],
+        ),
+        timeout=30,
+        metadata=ADMIN,
+    )
+    responses = [await predict(gateway, request_id=f"r{n}") for n in range(60)]
+    assert all(r.version == v1 for r in responses)  # the stable fallback answered them all
+    # Caller mistakes (a row that does not fit the schema), one routed to each version.
+    mistakes = {
+        routing.route(policy, "", f"mistake-{n}").variant: f"mistake-{n}" for n in range(20)
+    }
+    assert set(mistakes) == {"canary", "stable"}
+    row = common_pb2.Row()
+    row.CopyFrom(ROW)
+    row.features["x0"].category = "not a number"
+    for request_id in mistakes.values():
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await gateway.Predict(
+                gateway_pb2.PredictRequest(model="churn", request_id=request_id, row=row),
+                timeout=10,
+            )
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    service = stack.gateways[-1]
+    counts = service.prediction_log.counts
+    await until(lambda: asyncio.sleep(0, result=counts.delivered == counts.offered))
+    logged = [
+        events_pb2.PredictionEvent.FromString(value)
+        for value in await read_topic(
+            stack.kafka, TopicNames(stack.kafka.topic_prefix).predictions, counts.offered
+        )
+    ]
+    failed = [e for e in logged if e.error]
+    assert len(logged) == counts.offered == 60 + len(failed) and 10 < len(failed) < 50
+    answers = {e.request_id: e for e in logged if not e.error}
+    assert set(answers) == {f"r{n}" for n in range(60)}  # no mistake was logged
+    for event in failed:
+        assert (event.version, event.variant) == (bad, "canary")
+        assert event.error in ("INTERNAL", "UNKNOWN") and not event.HasField("output")
+        assert event.features["plan"].category == "pro" and event.HasField("time")
+        answer = answers[event.request_id]  # then answered by stable, logged as such
+        assert (answer.version, answer.variant, answer.error) == (v1, "stable", "")
+        assert answer.HasField("output")
+    # The gateway's own analysis counts the same failures, and no mistake among them.
+    candidate = service.recorder.stats("churn", bad, 0.0)
+    assert (candidate.requests, candidate.errors) == (len(failed), len(failed))
 
 
 async def test_blue_green_switch_and_rollback_take_effect_on_the_next_request(stack: Stack) -> None:
@@ -324,10 +408,14 @@ async def test_a_dead_inference_endpoint_is_skipped_within_the_deadline(stack: S
     assert all(r.version == version for r in responses)
 
 
-async def test_a_registered_version_starts_the_configured_rollout(stack: Stack) -> None:
+async def test_a_registered_version_starts_the_configured_rollout(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     v1 = await stack.register_linear(1)
     await stack.champion(v1)
+    caplog.set_level(logging.WARNING, logger="driftloop.gateway.server")
     gateway = await stack.gateway(auto_rollout="blue-green", blue_green_hold_s=0)
+    assert any(NO_QUALITY in r.getMessage() for r in caplog.records)  # no drift service
     await set_policy(gateway, events_pb2.RoutingPolicy(model="churn", stable_version=v1))
     service = stack.gateways[-1]
     await until(lambda: asyncio.sleep(0, result=service.lease.held))

@@ -378,7 +378,14 @@ async def test_a_performance_drop_and_new_data_trigger_runs(retrainer: Retrainer
     assert [r.trigger for r in runs] == [retrainer_pb2.RETRAIN_TRIGGER_PERFORMANCE]
     assert "below the holdout" in runs[0].reason
     # More labelled traffic since the champion's training data ended: the new-data rule fires.
-    await log_traffic(retrainer.log, champion, v1, population(18, 1200), prefix="n")
+    await log_traffic(
+        retrainer.log,
+        champion,
+        v1,
+        population(18, 1200),
+        prefix="n",
+        spacing=dt.timedelta(microseconds=100),  # all of it after the last run's window
+    )
     await retrainer.policy(
         performance__enabled=False, new_data__min_new_labelled=1000, cooldown_s=0
     )
@@ -390,7 +397,7 @@ async def test_a_performance_drop_and_new_data_trigger_runs(retrainer: Retrainer
         )
     ).runs
     assert runs[0].trigger == retrainer_pb2.RETRAIN_TRIGGER_DATA_VOLUME
-    assert "2,700 new labelled predictions (at least 1,000)" in runs[0].reason
+    assert "1,200 new labelled predictions (at least 1,000)" in runs[0].reason
     assert runs[0].artifact_sha256 != runs[1].artifact_sha256, "trained on more data"
 
 

@@ -312,3 +312,53 @@ def accuracy(model: Model, rows: list[Row], labels: list[str]) -> float:
 async def labels_stored(clickhouse: ClickHouse, count: int) -> bool:
     result = await clickhouse.query(f"SELECT count() FROM {clickhouse.table('labels')} FINAL")
     return int(result.scalar()) >= count
+
+
+async def test_shadow_first_starts_the_canary_only_on_good_shadow_evidence(
+    setup: Setup,
+) -> None:
+    v1, _ = await setup.linear(1)
+    worse, _ = await setup.linear(2, flip="abc")  # answers the traffic's relation wrong
+    similar, _ = await setup.linear(4)  # as good as v1
+    await setup.policy(v1, [])
+    await until(lambda: asyncio.sleep(0, result=setup.services.gateway.lease.held))
+
+    async def rollout(candidate: str) -> events_pb2.RoutingPolicy:
+        return await setup.client.start_rollout(
+            MODEL,
+            candidate,
+            "canary",
+            steps_percent=(50, 100),
+            min_requests=20,
+            min_duration_s=1,
+            shadow_min_compared=300,
+            shadow_min_labelled=200,
+        )
+
+    async def serve_until(done: Callable[[events_pb2.RoutingPolicy], bool]) -> None:
+        for seed in range(100, 130):
+            policy = await setup.client.routing_policy(MODEL)
+            if done(policy):
+                return
+            await setup.serve(seed, 200)
+        raise AssertionError(f"the rollout did not move: {policy}")
+
+    started = await rollout(worse)
+    assert started.shadow_gate.candidate_version == worse
+    assert list(started.shadow.versions) == [worse] and not started.canary.candidate_version
+    # The worse candidate never gets live traffic: the gate ends the rollout.
+    await serve_until(lambda p: not p.shadow_gate.candidate_version)
+    after = await setup.client.routing_policy(MODEL)
+    assert not after.canary.candidate_version and not after.shadow.versions
+    assert after.stable_version == v1
+    live = await setup.clickhouse.query(
+        f"SELECT count() FROM {setup.clickhouse.table('predictions')} FINAL "
+        "WHERE role = 'live' AND version = {v:String}",
+        {"v": worse},
+    )
+    assert live.scalar() == 0
+    # A candidate as good as live passes the gate: the canary starts.
+    await rollout(similar)
+    await serve_until(lambda p: p.canary.candidate_version == similar)
+    canary = await setup.client.routing_policy(MODEL)
+    assert not canary.shadow_gate.candidate_version and not canary.shadow.versions

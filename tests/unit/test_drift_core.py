@@ -11,7 +11,7 @@ import pytest
 
 from driftloop.clickhouse.prediction_log import prediction_table
 from driftloop.drift.alerts import Alerts
-from driftloop.drift.canary import CanaryLimits, VariantStats, judge
+from driftloop.drift.canary import CanaryLimits, VersionTraffic, judge
 from driftloop.drift.detection import feature_matrix
 from driftloop.drift.labels import LabelJoin, Served, Truth
 from driftloop.drift.online import ERROR, OnlineAlarm, VersionMonitor
@@ -182,17 +182,20 @@ async def test_alerts_are_debounced_per_model_version_and_kind(trained: TrainedM
     assert len(published) == 2
 
 
-def variant(version: str, accuracy: float, labelled: int = 2000) -> VariantStats:
-    return VariantStats(
+def variant(version: str, accuracy: float, labelled: int = 2000) -> VersionTraffic:
+    """5,000 requests over 100 s, the first `labelled` with a label, `accuracy` of them
+    right (spread evenly over time)."""
+    times = np.linspace(0.0, 100.0, 5000)
+    k, per_mille = np.arange(labelled), round(accuracy * 1000)
+    right = (k + 1) * per_mille // 1000 - k * per_mille // 1000  # evenly spread, exact
+    return VersionTraffic(
         version=version,
-        requests=5000,
-        errors=0,
-        p50_latency_ms=1.0,
-        p99_latency_ms=3.0,
-        labelled=labelled,
-        accuracy=accuracy,
-        quality_var=accuracy * (1 - accuracy),
-        outputs=np.random.default_rng(1).random(500),
+        times=times,
+        failed=np.zeros(5000, dtype=bool),
+        latency_ms=np.full(5000, 2.0),
+        outputs=np.random.default_rng(1).random(5000),
+        label_times=times[:labelled],
+        quality=right.astype(np.float64),
     )
 
 
@@ -203,7 +206,9 @@ def test_the_canary_fails_on_a_significant_accuracy_drop_only() -> None:
     assert failed.verdict == "fail" and "quality" in failed.reasons[0]
     few = judge(variant("1", 0.80), variant("2", 0.70, labelled=10), limits)
     assert few.verdict == "pass"  # ten labels say nothing yet
-    quiet = VariantStats("2", requests=3)
+    quiet = VersionTraffic(
+        "2", times=np.zeros(3), failed=np.zeros(3, dtype=bool), latency_ms=np.ones(3)
+    )
     assert judge(variant("1", 0.8), quiet, limits).verdict == "inconclusive"
 
 

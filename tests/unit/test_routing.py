@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
 from collections import Counter
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from driftloop.gateway.buffer import EventBuffer
-from driftloop.gateway.canary import Verdict, VersionStats, analyse
+from driftloop.gateway.canary import QualityOpinion, Verdict, VersionStats, analyse
+from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.policies import PolicyBook, validate
-from driftloop.gateway.rollouts import default_plan
+from driftloop.gateway.rollouts import EARLY, NO_QUALITY, Rollouts, default_plan
 from driftloop.gateway.routing import route, shadow_versions
 from driftloop.kit.errors import InvalidArgument
 from driftloop.stats import output_distance
-from driftloop.v1 import events_pb2
+from driftloop.v1 import events_pb2, gateway_pb2
 
 
 def ab(weights: tuple[int, int]) -> events_pb2.RoutingPolicy:
@@ -192,3 +196,157 @@ async def test_the_buffer_never_blocks_and_its_counts_add_up() -> None:
     assert counts.delivered == len(sender.sent) == 150
     assert counts.dropped_failed == 30 and counts.dropped_full == 50
     assert counts.offered == counts.delivered + counts.dropped
+
+
+class Fakes:
+    """The controller's collaborators, in memory: the events it announced, the champion,
+    the traffic it sees (`served`) and the drift service's view (`view`)."""
+
+    def __init__(self) -> None:
+        self.events: list[events_pb2.ModelEvent] = []
+        self.champion = "1"
+        self.served = {"1": VersionStats(1000, 0, 2.0, (0.5,) * 1000, 1.0)}
+        self.view = QualityOpinion()
+        self.asked_since: list[dt.datetime] = []
+
+    async def publish(self, message: Any) -> None:
+        if isinstance(message, events_pb2.ModelEvent):
+            self.events.append(message)
+
+    async def current(self, model: str) -> str:
+        return self.champion
+
+    async def move(self, model: str, version: str, expected: str, reason: str) -> None:
+        self.champion = version
+
+    async def load(self, model: str, version: str) -> None:
+        return None
+
+    async def check(self, model: str, version: str) -> None:
+        return None
+
+    def stats(self, model: str, version: str, since: float) -> VersionStats:
+        return self.served.get(version, VersionStats(0, 0, 0.0, ()))
+
+    async def opinion(
+        self,
+        model: str,
+        stable: str,
+        candidate: str,
+        since: dt.datetime,
+        plan: events_pb2.CanaryPlan,
+    ) -> QualityOpinion:
+        self.asked_since.append(since)
+        return self.view
+
+    def kinds(self) -> list[int]:
+        return [event.kind for event in self.events]
+
+
+async def controller(
+    fakes: Fakes, *, quality: bool = True, min_labelled: int = 0, duration_s: int = 600
+) -> Rollouts:
+    """A controller over model churn (stable 1) with a canary of 2 started: two steps that
+    each need 100 candidate requests and 10 minutes."""
+    book = PolicyBook()
+    book.apply(events_pb2.RoutingPolicy(model="churn", stable_version="1", revision=1))
+    plan = default_plan(steps=(1000, 10_000), min_requests=100, min_duration_s=duration_s)
+    plan.min_labelled_before_promotion = min_labelled
+    rollouts = Rollouts(
+        book, fakes, fakes, fakes, fakes, fakes, defaults=plan, quality=fakes if quality else None
+    )
+    await rollouts.start(
+        gateway_pb2.StartRolloutRequest(
+            model="churn", candidate_version="2", strategy=gateway_pb2.ROLLOUT_STRATEGY_CANARY
+        ),
+        "test",
+    )
+    return rollouts
+
+
+HEALTHY = VersionStats(150, 0, 2.0, (0.5,) * 150, 1.0)
+
+
+async def test_sufficient_labelled_evidence_cuts_the_step_duration_short() -> None:
+    fakes = Fakes()
+    rollouts = await controller(fakes)
+    fakes.served["2"] = HEALTHY
+    await rollouts.tick()  # 10 minutes to go and no evidence: the step waits
+    assert rollouts.policy("churn").canary.current_step == 0
+    fakes.view = QualityOpinion(
+        evidence_sufficient=True,
+        candidate_labelled=300,
+        stable_labelled=2800,
+        quality_difference_low=-0.004,
+    )
+    fakes.served["2"] = VersionStats(90, 0, 2.0, (0.5,) * 90, 1.0)
+    await rollouts.tick()  # evidence, but not the step's 100 requests yet
+    assert rollouts.policy("churn").canary.current_step == 0
+    fakes.served["2"] = HEALTHY
+    await rollouts.tick()
+    policy = rollouts.policy("churn")
+    assert policy.canary.current_step == 1
+    (stepped,) = [e for e in fakes.events if e.kind == events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED]
+    assert EARLY in stepped.reason and "300/2800 labelled rows" in stepped.reason
+    assert NO_QUALITY not in stepped.reason
+    # Every question covers the canary from its start, not from the step's.
+    assert set(fakes.asked_since) == {policy.canary.started.ToDatetime(tzinfo=dt.UTC)}
+    await rollouts.tick()  # the last step: promoted early too
+    assert fakes.champion == "2" and rollouts.policy("churn").stable_version == "2"
+    assert EARLY in fakes.events[-1].reason
+
+
+async def test_the_last_step_waits_for_the_labelled_rows_the_plan_asks() -> None:
+    fakes = Fakes()
+    rollouts = await controller(fakes, min_labelled=500)
+    fakes.served["2"] = HEALTHY
+    fakes.view = QualityOpinion(evidence_sufficient=True, candidate_labelled=300)
+    await rollouts.tick()
+    assert rollouts.policy("churn").canary.current_step == 1  # the first step is not held
+    await rollouts.tick()
+    await rollouts.tick()
+    assert fakes.champion == "1" and rollouts.policy("churn").canary.candidate_version == "2"
+    fakes.view = QualityOpinion(evidence_sufficient=True, candidate_labelled=520)
+    await rollouts.tick()
+    assert fakes.champion == "2"
+    promoted = fakes.events[-1]
+    assert promoted.kind == events_pb2.MODEL_EVENT_KIND_PROMOTED
+    assert "520 labelled candidate rows (at least 500 required)" in promoted.reason
+    # Only the drift service counts labelled rows: the setting needs it.
+    with pytest.raises(ValidationError, match="drift_target"):
+        GatewaySettings(canary_min_labelled_before_promotion=500)
+    assert (
+        GatewaySettings(
+            canary_min_labelled_before_promotion=500, drift_target="127.0.0.1:50053"
+        ).canary_min_labelled_before_promotion
+        == 500
+    )
+
+
+async def test_a_failure_of_the_drift_service_rolls_the_canary_back() -> None:
+    fakes = Fakes()
+    rollouts = await controller(fakes)
+    fakes.served["2"] = HEALTHY
+    fakes.view = QualityOpinion(failures=("drift service: quality 0.2 vs stable 0.8",))
+    await rollouts.tick()
+    assert not rollouts.policy("churn").canary.candidate_version and fakes.champion == "1"
+    assert fakes.kinds()[-1] == events_pb2.MODEL_EVENT_KIND_ROLLED_BACK
+    assert "drift service: quality" in fakes.events[-1].reason
+
+
+async def test_without_a_drift_service_every_canary_event_says_there_is_no_quality_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fakes = Fakes()
+    with caplog.at_level(logging.WARNING, logger="driftloop.gateway.rollouts"):
+        rollouts = await controller(fakes, quality=False, duration_s=0)
+    assert any(NO_QUALITY in record.getMessage() for record in caplog.records)
+    fakes.served["2"] = HEALTHY
+    await rollouts.tick()
+    await rollouts.tick()
+    assert fakes.kinds() == [
+        events_pb2.MODEL_EVENT_KIND_ROLLOUT_STARTED,
+        events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED,
+        events_pb2.MODEL_EVENT_KIND_PROMOTED,
+    ]
+    assert all(NO_QUALITY in event.reason for event in fakes.events)

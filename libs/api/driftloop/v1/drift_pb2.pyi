@@ -319,9 +319,23 @@ class CanaryAnalysis(_message.Message):
     OUTPUT_DISTANCE_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_SUFFICIENT_FIELD_NUMBER: _builtins.int
+    QUALITY_DIFFERENCE_LOW_FIELD_NUMBER: _builtins.int
+    QUALITY_DIFFERENCE_HIGH_FIELD_NUMBER: _builtins.int
     output_distance: _builtins.float
     """Jensen-Shannon distance between the two output distributions."""
     verdict: Global___Verdict.ValueType
+    evidence_sufficient: _builtins.bool
+    """The labelled evidence is enough to pass early: both versions have the minimum of
+    labelled rows, nothing fails, and the always-valid confidence sequence of
+    (candidate - stable) quality lies above -max_accuracy_drop (the candidate is
+    non-inferior). Safe to act on at any look (see services/drift/.../canary.py).
+    """
+    quality_difference_low: _builtins.float
+    """That confidence sequence (accuracy, or negative MAE for regression): the range of
+    (candidate - stable) quality still credible; NaN before enough labelled rows.
+    """
+    quality_difference_high: _builtins.float
     @_builtins.property
     def stable(self) -> Global___VariantStats: ...
     @_builtins.property
@@ -336,10 +350,13 @@ class CanaryAnalysis(_message.Message):
         output_distance: _builtins.float = ...,
         verdict: Global___Verdict.ValueType = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
+        evidence_sufficient: _builtins.bool = ...,
+        quality_difference_low: _builtins.float = ...,
+        quality_difference_high: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "stable", b"stable"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "output_distance", b"output_distance", "reasons", b"reasons", "stable", b"stable", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "evidence_sufficient", b"evidence_sufficient", "output_distance", b"output_distance", "quality_difference_high", b"quality_difference_high", "quality_difference_low", b"quality_difference_low", "reasons", b"reasons", "stable", b"stable", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -345,6 +345,8 @@ class CanaryPlan(_message.Message):
     MAX_P99_LATENCY_RATIO_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_DISTANCE_FIELD_NUMBER: _builtins.int
     MAX_ACCURACY_DROP_FIELD_NUMBER: _builtins.int
+    MIN_LABELLED_BEFORE_PROMOTION_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
     candidate_version: _builtins.str
     current_step: _builtins.int
     """The step now running (index into steps)."""
@@ -353,10 +355,20 @@ class CanaryPlan(_message.Message):
     max_p99_latency_ratio: _builtins.float
     max_output_distance: _builtins.float
     max_accuracy_drop: _builtins.float
+    min_labelled_before_promotion: _builtins.int
+    """The last step waits until the drift service's canary analysis counts at least this many
+    labelled rows of the candidate (0: no such wait). Needs the gateway's drift service.
+    """
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___CanaryStep]: ...
     @_builtins.property
     def step_started(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def started(self) -> _timestamp_pb2.Timestamp:
+        """When the rollout started: the drift service's sequential analysis covers the whole
+        canary from here, so its evidence accumulates across the steps.
+        """
+
     def __init__(
         self,
         *,
@@ -368,10 +380,12 @@ class CanaryPlan(_message.Message):
         max_p99_latency_ratio: _builtins.float = ...,
         max_output_distance: _builtins.float = ...,
         max_accuracy_drop: _builtins.float = ...,
+        min_labelled_before_promotion: _builtins.int = ...,
+        started: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["step_started", b"step_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started", b"started", "step_started", b"step_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_version", b"candidate_version", "current_step", b"current_step", "max_accuracy_drop", b"max_accuracy_drop", "max_error_rate_increase", b"max_error_rate_increase", "max_output_distance", b"max_output_distance", "max_p99_latency_ratio", b"max_p99_latency_ratio", "step_started", b"step_started", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_version", b"candidate_version", "current_step", b"current_step", "max_accuracy_drop", b"max_accuracy_drop", "max_error_rate_increase", b"max_error_rate_increase", "max_output_distance", b"max_output_distance", "max_p99_latency_ratio", b"max_p99_latency_ratio", "min_labelled_before_promotion", b"min_labelled_before_promotion", "started", b"started", "step_started", b"step_started", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -432,6 +446,51 @@ class ShadowPlan(_message.Message):
 Global___ShadowPlan: _TypeAlias = ShadowPlan  # noqa: Y015
 
 @_typing.final
+class ShadowGate(_message.Message):
+    """Shadow first: a canary that waits for evidence from the shadow service. The candidate is
+    mirrored (a shadow version, every request) until enough requests were compared, and
+    labelled; then the canary starts, unless the shadow comparison found it significantly
+    worse (then the rollout ends, rolled back, with no live traffic ever sent to it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANDIDATE_VERSION_FIELD_NUMBER: _builtins.int
+    MIN_COMPARED_FIELD_NUMBER: _builtins.int
+    MIN_LABELLED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    CANARY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SAMPLE_BP_FIELD_NUMBER: _builtins.int
+    candidate_version: _builtins.str
+    min_compared: _builtins.int
+    min_labelled: _builtins.int
+    previous_sample_bp: _builtins.int
+    """The shadow sampling before the gate, restored after it."""
+    @_builtins.property
+    def started(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def canary(self) -> Global___CanaryPlan:
+        """The canary to start on good evidence."""
+
+    def __init__(
+        self,
+        *,
+        candidate_version: _builtins.str = ...,
+        min_compared: _builtins.int = ...,
+        min_labelled: _builtins.int = ...,
+        started: _timestamp_pb2.Timestamp | None = ...,
+        canary: Global___CanaryPlan | None = ...,
+        previous_sample_bp: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "candidate_version", b"candidate_version", "min_compared", b"min_compared", "min_labelled", b"min_labelled", "previous_sample_bp", b"previous_sample_bp", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowGate: _TypeAlias = ShadowGate  # noqa: Y015
+
+@_typing.final
 class RoutingPolicy(_message.Message):
     """Topic `routing` (compacted), key = model. The whole routing state of one model."""
 
@@ -447,6 +506,7 @@ class RoutingPolicy(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATED_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
+    SHADOW_GATE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     stable_version: _builtins.str
     salt: _builtins.str
@@ -466,6 +526,8 @@ class RoutingPolicy(_message.Message):
     def shadow(self) -> Global___ShadowPlan: ...
     @_builtins.property
     def updated(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def shadow_gate(self) -> Global___ShadowGate: ...
     def __init__(
         self,
         *,
@@ -479,10 +541,11 @@ class RoutingPolicy(_message.Message):
         revision: _builtins.int = ...,
         updated: _timestamp_pb2.Timestamp | None = ...,
         updated_by: _builtins.str = ...,
+        shadow_gate: Global___ShadowGate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["blue_green", b"blue_green", "canary", b"canary", "shadow", b"shadow", "updated", b"updated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blue_green", b"blue_green", "canary", b"canary", "shadow", b"shadow", "shadow_gate", b"shadow_gate", "updated", b"updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blue_green", b"blue_green", "canary", b"canary", "model", b"model", "revision", b"revision", "salt", b"salt", "shadow", b"shadow", "stable_version", b"stable_version", "updated", b"updated", "updated_by", b"updated_by", "variants", b"variants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blue_green", b"blue_green", "canary", b"canary", "model", b"model", "revision", b"revision", "salt", b"salt", "shadow", b"shadow", "shadow_gate", b"shadow_gate", "stable_version", b"stable_version", "updated", b"updated", "updated_by", b"updated_by", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

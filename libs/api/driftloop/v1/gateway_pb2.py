@@ -27,7 +27,7 @@ from driftloop.v1 import events_pb2 as driftloop_dot_v1_dot_events__pb2
 from driftloop.v1 import options_pb2 as driftloop_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64riftloop/v1/gateway.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x19\x64riftloop/v1/events.proto\x1a\x1a\x64riftloop/v1/options.proto\"g\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12\x1e\n\x03row\x18\x04 \x01(\x0b\x32\x11.driftloop.v1.Row\"|\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12$\n\x06output\x18\x05 \x01(\x0b\x32\x14.driftloop.v1.Output\"T\n\x13PredictBatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.driftloop.v1.PredictRequest\"H\n\x14PredictBatchResponse\x12\x30\n\tresponses\x18\x01 \x03(\x0b\x32\x1d.driftloop.v1.PredictResponse\"(\n\x17GetRoutingPolicyRequest\x12\r\n\x05model\x18\x01 \x01(\t\"q\n\x17SetRoutingPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.driftloop.v1.RoutingPolicy\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb9\x01\n\x13StartRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x02 \x01(\t\x12/\n\x08strategy\x18\x03 \x01(\x0e\x32\x1d.driftloop.v1.RolloutStrategy\x12\'\n\x05steps\x18\x04 \x03(\x0b\x32\x18.driftloop.v1.CanaryStep\x12\x0e\n\x06hold_s\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"/\n\x0ePromoteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x0fRollbackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*q\n\x0fRolloutStrategy\x12 \n\x1cROLLOUT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bROLLOUT_STRATEGY_BLUE_GREEN\x10\x01\x12\x1b\n\x17ROLLOUT_STRATEGY_CANARY\x10\x02\x32\xa0\x05\n\x07Gateway\x12\x46\n\x07Predict\x12\x1c.driftloop.v1.PredictRequest\x1a\x1d.driftloop.v1.PredictResponse\x12U\n\x0cPredictBatch\x12!.driftloop.v1.PredictBatchRequest\x1a\".driftloop.v1.PredictBatchResponse\x12P\n\rPredictStream\x12\x1c.driftloop.v1.PredictRequest\x1a\x1d.driftloop.v1.PredictResponse(\x01\x30\x01\x12V\n\x10GetRoutingPolicy\x12%.driftloop.v1.GetRoutingPolicyRequest\x1a\x1b.driftloop.v1.RoutingPolicy\x12\\\n\x10SetRoutingPolicy\x12%.driftloop.v1.SetRoutingPolicyRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x12T\n\x0cStartRollout\x12!.driftloop.v1.StartRolloutRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x12J\n\x07Promote\x12\x1c.driftloop.v1.PromoteRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x12L\n\x08Rollback\x12\x1d.driftloop.v1.RollbackRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64riftloop/v1/gateway.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x19\x64riftloop/v1/events.proto\x1a\x1a\x64riftloop/v1/options.proto\"g\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12\x1e\n\x03row\x18\x04 \x01(\x0b\x32\x11.driftloop.v1.Row\"|\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12$\n\x06output\x18\x05 \x01(\x0b\x32\x14.driftloop.v1.Output\"T\n\x13PredictBatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.driftloop.v1.PredictRequest\"H\n\x14PredictBatchResponse\x12\x30\n\tresponses\x18\x01 \x03(\x0b\x32\x1d.driftloop.v1.PredictResponse\"(\n\x17GetRoutingPolicyRequest\x12\r\n\x05model\x18\x01 \x01(\t\"q\n\x17SetRoutingPolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.driftloop.v1.RoutingPolicy\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xea\x01\n\x13StartRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x02 \x01(\t\x12/\n\x08strategy\x18\x03 \x01(\x0e\x32\x1d.driftloop.v1.RolloutStrategy\x12\'\n\x05steps\x18\x04 \x03(\x0b\x32\x18.driftloop.v1.CanaryStep\x12\x0e\n\x06hold_s\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0cshadow_first\x18\x07 \x01(\x0b\x32\x19.driftloop.v1.ShadowFirst\"9\n\x0bShadowFirst\x12\x14\n\x0cmin_compared\x18\x01 \x01(\r\x12\x14\n\x0cmin_labelled\x18\x02 \x01(\r\"/\n\x0ePromoteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x0fRollbackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*q\n\x0fRolloutStrategy\x12 \n\x1cROLLOUT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bROLLOUT_STRATEGY_BLUE_GREEN\x10\x01\x12\x1b\n\x17ROLLOUT_STRATEGY_CANARY\x10\x02\x32\xa0\x05\n\x07Gateway\x12\x46\n\x07Predict\x12\x1c.driftloop.v1.PredictRequest\x1a\x1d.driftloop.v1.PredictResponse\x12U\n\x0cPredictBatch\x12!.driftloop.v1.PredictBatchRequest\x1a\".driftloop.v1.PredictBatchResponse\x12P\n\rPredictStream\x12\x1c.driftloop.v1.PredictRequest\x1a\x1d.driftloop.v1.PredictResponse(\x01\x30\x01\x12V\n\x10GetRoutingPolicy\x12%.driftloop.v1.GetRoutingPolicyRequest\x1a\x1b.driftloop.v1.RoutingPolicy\x12\\\n\x10SetRoutingPolicy\x12%.driftloop.v1.SetRoutingPolicyRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x12T\n\x0cStartRollout\x12!.driftloop.v1.StartRolloutRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x12J\n\x07Promote\x12\x1c.driftloop.v1.PromoteRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x12L\n\x08Rollback\x12\x1d.driftloop.v1.RollbackRequest\x1a\x1b.driftloop.v1.RoutingPolicy\"\x04\xc8\xf3\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,8 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEWAY'].methods_by_name['Promote']._serialized_options = b'\310\363\030\001'
   _globals['_GATEWAY'].methods_by_name['Rollback']._loaded_options = None
   _globals['_GATEWAY'].methods_by_name['Rollback']._serialized_options = b'\310\363\030\001'
-  _globals['_ROLLOUTSTRATEGY']._serialized_start=961
-  _globals['_ROLLOUTSTRATEGY']._serialized_end=1074
+  _globals['_ROLLOUTSTRATEGY']._serialized_start=1069
+  _globals['_ROLLOUTSTRATEGY']._serialized_end=1182
   _globals['_PREDICTREQUEST']._serialized_start=126
   _globals['_PREDICTREQUEST']._serialized_end=229
   _globals['_PREDICTRESPONSE']._serialized_start=231
@@ -57,11 +57,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETROUTINGPOLICYREQUEST']._serialized_start=559
   _globals['_SETROUTINGPOLICYREQUEST']._serialized_end=672
   _globals['_STARTROLLOUTREQUEST']._serialized_start=675
-  _globals['_STARTROLLOUTREQUEST']._serialized_end=860
-  _globals['_PROMOTEREQUEST']._serialized_start=862
-  _globals['_PROMOTEREQUEST']._serialized_end=909
-  _globals['_ROLLBACKREQUEST']._serialized_start=911
-  _globals['_ROLLBACKREQUEST']._serialized_end=959
-  _globals['_GATEWAY']._serialized_start=1077
-  _globals['_GATEWAY']._serialized_end=1749
+  _globals['_STARTROLLOUTREQUEST']._serialized_end=909
+  _globals['_SHADOWFIRST']._serialized_start=911
+  _globals['_SHADOWFIRST']._serialized_end=968
+  _globals['_PROMOTEREQUEST']._serialized_start=970
+  _globals['_PROMOTEREQUEST']._serialized_end=1017
+  _globals['_ROLLBACKREQUEST']._serialized_start=1019
+  _globals['_ROLLBACKREQUEST']._serialized_end=1067
+  _globals['_GATEWAY']._serialized_start=1185
+  _globals['_GATEWAY']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

@@ -202,6 +202,7 @@ class StartRolloutRequest(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     HOLD_S_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SHADOW_FIRST_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     candidate_version: _builtins.str
     strategy: Global___RolloutStrategy.ValueType
@@ -212,6 +213,13 @@ class StartRolloutRequest(_message.Message):
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.CanaryStep]:
         """Canary only; empty for the default plan (1%, 5%, 25%, 50%, 100%)."""
 
+    @_builtins.property
+    def shadow_first(self) -> Global___ShadowFirst:
+        """Canary only: shadow first (min_compared > 0): mirror the candidate until the shadow
+        service compared this many requests, min_labelled of them labelled, and start the
+        canary only if the shadow was not significantly worse.
+        """
+
     def __init__(
         self,
         *,
@@ -221,14 +229,37 @@ class StartRolloutRequest(_message.Message):
         steps: _abc.Iterable[_events_pb2.CanaryStep] | None = ...,
         hold_s: _builtins.int = ...,
         reason: _builtins.str = ...,
+        shadow_first: Global___ShadowFirst | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shadow_first", b"shadow_first"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_version", b"candidate_version", "hold_s", b"hold_s", "model", b"model", "reason", b"reason", "steps", b"steps", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_version", b"candidate_version", "hold_s", b"hold_s", "model", b"model", "reason", b"reason", "shadow_first", b"shadow_first", "steps", b"steps", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartRolloutRequest: _TypeAlias = StartRolloutRequest  # noqa: Y015
+
+@_typing.final
+class ShadowFirst(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_COMPARED_FIELD_NUMBER: _builtins.int
+    MIN_LABELLED_FIELD_NUMBER: _builtins.int
+    min_compared: _builtins.int
+    min_labelled: _builtins.int
+    def __init__(
+        self,
+        *,
+        min_compared: _builtins.int = ...,
+        min_labelled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_compared", b"min_compared", "min_labelled", b"min_labelled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowFirst: _TypeAlias = ShadowFirst  # noqa: Y015
 
 @_typing.final
 class PromoteRequest(_message.Message):

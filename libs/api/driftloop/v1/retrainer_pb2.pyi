@@ -104,6 +104,10 @@ class _RolloutOnPassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rollout
     """Register and set the challenger alias only."""
     ROLLOUT_ON_PASS_CANARY: _RolloutOnPass.ValueType  # 2
     ROLLOUT_ON_PASS_BLUE_GREEN: _RolloutOnPass.ValueType  # 3
+    ROLLOUT_ON_PASS_SHADOW_THEN_CANARY: _RolloutOnPass.ValueType  # 4
+    """Mirror the challenger first; the canary starts only on shadow evidence that it is
+    not significantly worse (the gateway needs the shadow service).
+    """
 
 class RolloutOnPass(_RolloutOnPass, metaclass=_RolloutOnPassEnumTypeWrapper): ...
 
@@ -112,6 +116,10 @@ ROLLOUT_ON_PASS_NONE: RolloutOnPass.ValueType  # 1
 """Register and set the challenger alias only."""
 ROLLOUT_ON_PASS_CANARY: RolloutOnPass.ValueType  # 2
 ROLLOUT_ON_PASS_BLUE_GREEN: RolloutOnPass.ValueType  # 3
+ROLLOUT_ON_PASS_SHADOW_THEN_CANARY: RolloutOnPass.ValueType  # 4
+"""Mirror the challenger first; the canary starts only on shadow evidence that it is
+not significantly worse (the gateway needs the shadow service).
+"""
 Global___RolloutOnPass: _TypeAlias = RolloutOnPass  # noqa: Y015
 
 @_typing.final
@@ -310,9 +318,14 @@ class RolloutPlan(_message.Message):
     STEPS_PERCENT_FIELD_NUMBER: _builtins.int
     MIN_REQUESTS_FIELD_NUMBER: _builtins.int
     MIN_DURATION_S_FIELD_NUMBER: _builtins.int
+    SHADOW_MIN_COMPARED_FIELD_NUMBER: _builtins.int
+    SHADOW_MIN_LABELLED_FIELD_NUMBER: _builtins.int
     on_pass: Global___RolloutOnPass.ValueType
     min_requests: _builtins.int
     min_duration_s: _builtins.int
+    shadow_min_compared: _builtins.int
+    """Shadow then canary: requests compared, and labelled, before the canary may start."""
+    shadow_min_labelled: _builtins.int
     @_builtins.property
     def steps_percent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Canary steps (percent of traffic) and what each step needs; empty: the gateway's default."""
@@ -324,10 +337,12 @@ class RolloutPlan(_message.Message):
         steps_percent: _abc.Iterable[_builtins.int] | None = ...,
         min_requests: _builtins.int = ...,
         min_duration_s: _builtins.int = ...,
+        shadow_min_compared: _builtins.int = ...,
+        shadow_min_labelled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_duration_s", b"min_duration_s", "min_requests", b"min_requests", "on_pass", b"on_pass", "steps_percent", b"steps_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_duration_s", b"min_duration_s", "min_requests", b"min_requests", "on_pass", b"on_pass", "shadow_min_compared", b"shadow_min_compared", "shadow_min_labelled", b"shadow_min_labelled", "steps_percent", b"steps_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

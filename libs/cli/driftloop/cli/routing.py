@@ -41,6 +41,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--hold-s", type=int, default=0, help="blue-green hold period (0: the gateway's default)"
     )
     rollout.add_argument("--reason", default="")
+    rollout.add_argument(
+        "--shadow-first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="canary only: mirror the candidate until N requests are compared (and "
+        "--shadow-labelled of them labelled); the canary starts only if the shadow was not "
+        "significantly worse",
+    )
+    rollout.add_argument(
+        "--shadow-labelled", type=int, default=0, metavar="M", help="with --shadow-first"
+    )
     rollout.set_defaults(run=run_rollout)
 
     for name, helptext in (
@@ -96,7 +108,13 @@ async def run_set(args: argparse.Namespace) -> int:
 async def run_rollout(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
         policy = await client.start_rollout(
-            args.model, args.candidate, args.strategy, hold_s=args.hold_s, reason=args.reason
+            args.model,
+            args.candidate,
+            args.strategy,
+            hold_s=args.hold_s,
+            reason=args.reason,
+            shadow_min_compared=args.shadow_first,
+            shadow_min_labelled=args.shadow_labelled,
         )
         print(
             json.dumps(
@@ -105,6 +123,7 @@ async def run_rollout(args: argparse.Namespace) -> int:
                     "stable": policy.stable_version,
                     "candidate": args.candidate,
                     "strategy": args.strategy,
+                    "shadow_first": bool(policy.shadow_gate.candidate_version),
                     "revision": policy.revision,
                 }
             )

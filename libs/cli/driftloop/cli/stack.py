@@ -148,6 +148,7 @@ async def running_services(
             inference_targets=[ports.target("inference")],
             registry_target=ports.target("retrainer"),
             drift_target=ports.target("drift"),
+            shadow_target=ports.target("shadow"),
         ),
         kafka,
         bootstrap_servers,

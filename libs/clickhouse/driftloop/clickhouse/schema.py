@@ -8,8 +8,11 @@ from importlib import resources
 from driftloop.kit.settings import IDENTIFIER
 
 _ENGINE = re.compile(r"ENGINE = (Replacing)?MergeTree(\((?P<args>[^)]*)\))?")
+# Tables are created if missing (they hold data); views are replaced (they hold none, so
+# a changed view reaches existing databases too).
 _CREATE = re.compile(
-    r"^(CREATE (?:DATABASE|TABLE|VIEW) IF NOT EXISTS [A-Za-z0-9_.]+)", re.MULTILINE
+    r"^(CREATE (?:(?:DATABASE|TABLE) IF NOT EXISTS|OR REPLACE VIEW) [A-Za-z0-9_.]+)",
+    re.MULTILINE,
 )
 _END = re.compile(r";[ \t]*(?:\n|$)")
 

@@ -46,8 +46,9 @@ CREATE TABLE IF NOT EXISTS driftloop.labels
 ENGINE = ReplacingMergeTree(time)
 ORDER BY request_id;
 
--- Predictions that have their label: performance windows and training data read this.
-CREATE VIEW IF NOT EXISTS driftloop.predictions_labelled AS
+-- Predictions that were answered and have their label: performance windows and training
+-- data read this (a failed call, logged with its error, has no answer to judge).
+CREATE OR REPLACE VIEW driftloop.predictions_labelled AS
 SELECT
     p.request_id AS request_id,
     p.time AS time,
@@ -68,7 +69,8 @@ SELECT
     l.time AS label_time,
     l.source AS label_source
 FROM driftloop.predictions AS p FINAL
-INNER JOIN driftloop.labels AS l FINAL ON p.request_id = l.request_id;
+INNER JOIN driftloop.labels AS l FINAL ON p.request_id = l.request_id
+WHERE p.error = '';
 
 -- Model versions: one row per (model, version); `record` is the full ModelVersion the
 -- registry serves (base64 protobuf), the other columns are for SQL and Grafana.
@@ -168,7 +170,7 @@ ORDER BY (model, time, alert_id);
 -- The root-cause view: per model version and evaluated window, each feature's drift (PSI),
 -- its link to the performance drop (when labels existed) and its rank: by link when the
 -- window showed concept drift, else by PSI. Grafana reads the newest window from here.
-CREATE VIEW IF NOT EXISTS driftloop.drift_root_causes AS
+CREATE OR REPLACE VIEW driftloop.drift_root_causes AS
 SELECT
     model,
     version,

@@ -331,8 +331,12 @@ class DriftloopClient:
         steps_percent: Sequence[float] = (),
         min_requests: int = 0,
         min_duration_s: int = 0,
+        shadow_min_compared: int = 0,
+        shadow_min_labelled: int = 0,
     ) -> events_pb2.RoutingPolicy:
-        """strategy: "canary" or "blue-green". Canary steps default to the gateway's plan."""
+        """strategy: "canary" or "blue-green". Canary steps default to the gateway's plan.
+        With shadow_min_compared, a canary starts shadow first: the candidate is mirrored
+        until that many requests (shadow_min_labelled of them labelled) were compared."""
         kind = {
             "canary": gateway_pb2.ROLLOUT_STRATEGY_CANARY,
             "blue-green": gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
@@ -351,6 +355,9 @@ class DriftloopClient:
                 hold_s=hold_s,
                 reason=reason,
                 steps=steps,
+                shadow_first=gateway_pb2.ShadowFirst(
+                    min_compared=shadow_min_compared, min_labelled=shadow_min_labelled
+                ),
             ),
             timeout=max(self._timeout, 60.0),
             metadata=self._admin(),

@@ -54,3 +54,8 @@ class DriftSettings(GrpcServerSettings):
     online_false_alarm_events: Annotated[float, Field(ge=10_000)] = 10_000_000.0
     # At most one alert per (model, version, kind) in this many seconds.
     alert_debounce_s: Annotated[float, Field(ge=0)] = 300.0
+    # Canary analysis (AnalyzeCanary): the false-FAIL budget of its always-valid sequential
+    # tests over a whole canary, and the traffic each version needs before it is judged.
+    canary_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    canary_min_requests: Annotated[int, Field(ge=1)] = 50
+    canary_min_labelled: Annotated[int, Field(ge=2)] = 50

@@ -119,7 +119,14 @@ class DriftService:
                 self.evaluator,
                 self.baselines,
                 self.store,
-                CanaryAnalysis(clickhouse, CanaryLimits(alpha=settings.fdr_alpha)),
+                CanaryAnalysis(
+                    clickhouse,
+                    CanaryLimits(
+                        alpha=settings.canary_alpha,
+                        min_requests=settings.canary_min_requests,
+                        min_labelled=settings.canary_min_labelled,
+                    ),
+                ),
                 settings.window_last_n,
             ),
         )

@@ -106,12 +106,16 @@ def _variant(stats: VariantStats) -> drift_pb2.VariantStats:
 
 
 def canary_to_proto(result: CanaryResult) -> drift_pb2.CanaryAnalysis:
+    low, high = result.quality_difference
     return drift_pb2.CanaryAnalysis(
         stable=_variant(result.stable),
         candidate=_variant(result.candidate),
         output_distance=result.output_distance,
         verdict=_VERDICTS[result.verdict],
         reasons=result.reasons,
+        evidence_sufficient=result.evidence_sufficient,
+        quality_difference_low=low,
+        quality_difference_high=high,
     )
 
 

@@ -8,7 +8,9 @@ import logging
 
 import grpc
 
-from driftloop.gateway.upstream import Endpoint, InferencePool
+from driftloop.client.inference_pool import Endpoint, InferencePool
+from driftloop.gateway.canary import QualityOpinion
+from driftloop.gateway.rollouts import ShadowEvidence
 from driftloop.kafka.producer import EventProducer
 from driftloop.kit.errors import FailedPrecondition, Unavailable
 from driftloop.kit.grpc_client import admin_metadata, upstream_error
@@ -20,6 +22,8 @@ from driftloop.v1 import (
     inference_pb2,
     registry_pb2,
     registry_pb2_grpc,
+    shadow_pb2,
+    shadow_pb2_grpc,
 )
 
 CHAMPION = "champion"
@@ -28,20 +32,21 @@ log = logging.getLogger(__name__)
 
 class DriftQuality:
     """The drift service's AnalyzeCanary as the controller's QualityCheck. An unreachable
-    drift service is logged and does not block the rollout (the local analysis still runs)."""
+    drift service is logged and fails nothing (the local analysis still runs), but gives
+    no evidence either: no early pass, and no promotion that waits for labelled rows."""
 
     def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 10.0) -> None:
         self._stub = drift_pb2_grpc.DriftServiceStub(channel)
         self._timeout = timeout_s
 
-    async def failures(
+    async def opinion(
         self,
         model: str,
         stable: str,
         candidate: str,
         since: dt.datetime,
         plan: events_pb2.CanaryPlan,
-    ) -> list[str]:
+    ) -> QualityOpinion:
         window = common_pb2.TimeWindow()
         window.start.FromDatetime(since)
         window.end.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
@@ -63,10 +68,56 @@ class DriftQuality:
                 "the drift service's canary analysis failed; using the local one only",
                 extra={"model": model, "code": error.code().name, "details": error.details()},
             )
-            return []
-        if analysis.verdict != drift_pb2.VERDICT_FAIL:
-            return []
-        return [f"drift service: {reason}" for reason in analysis.reasons]
+            return QualityOpinion(available=False)
+        failed = analysis.verdict == drift_pb2.VERDICT_FAIL
+        return QualityOpinion(
+            failures=tuple(f"drift service: {reason}" for reason in analysis.reasons)
+            if failed
+            else (),
+            evidence_sufficient=analysis.evidence_sufficient and not failed,
+            candidate_labelled=analysis.candidate.labelled,
+            stable_labelled=analysis.stable.labelled,
+            quality_difference_low=analysis.quality_difference_low,
+        )
+
+
+class ShadowComparisons:
+    """The shadow service's comparison as the controller's shadow-first evidence. An
+    unreachable shadow service is logged; the gate then waits (None)."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 10.0) -> None:
+        self._stub = shadow_pb2_grpc.ShadowServiceStub(channel)
+        self._timeout = timeout_s
+
+    async def evidence(self, model: str, version: str, since: dt.datetime) -> ShadowEvidence | None:
+        window = common_pb2.TimeWindow()
+        window.start.FromDatetime(since)
+        window.end.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+        try:
+            comparison = await self._stub.GetShadowComparison(
+                shadow_pb2.ShadowComparisonRequest(
+                    model=model, shadow_version=version, window=window
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning(
+                "the shadow service's comparison failed; the shadow gate waits",
+                extra={"model": model, "code": error.code().name, "details": error.details()},
+            )
+            return None
+        return ShadowEvidence(
+            compared=comparison.compared,
+            labelled=comparison.labelled,
+            worse=comparison.verdict == "shadow worse",
+            summary=(
+                f"{comparison.verdict}: {comparison.metric or 'quality'} "
+                f"{comparison.shadow_metric:.4f} vs live {comparison.live_metric:.4f} on "
+                f"{comparison.labelled} labelled of {comparison.compared} compared requests "
+                f"(effect {comparison.effect:+.4f}, p {comparison.p_value:.3g}), agreement "
+                f"{comparison.agreement:.3f}"
+            ),
+        )
 
 
 class RegistryChampions:

@@ -2,8 +2,14 @@
 
 The gateway analyses the traffic it served itself: error rate, p50/p99 latency and the
 Jensen-Shannon distance between the two output distributions (`TrafficAnalysis`). When a
-drift service is configured, its canary analysis over the logged traffic is a second
-opinion (`QualityCheck`): it adds accuracy on labelled rows, and its failure fails the step.
+drift service is configured, its canary analysis over the logged traffic of every replica
+is a second opinion (`QualityCheck`): always-valid sequential tests of the error rate and
+of quality on labelled rows (services/drift/.../canary.py), safe to ask at every round.
+Its failure fails the step; its "evidence sufficient" (the candidate's quality is
+non-inferior with confidence) lets a step that has its minimum requests move on before its
+minimum duration; and its count of the candidate's labelled rows is what
+`min_labelled_before_promotion` waits for. Without a drift service there is no labelled
+quality check at all, and the rollout says so in its events.
 """
 
 from __future__ import annotations
@@ -58,18 +64,32 @@ class TrafficAnalysis(Protocol):
     def stats(self, model: str, version: str, since: float) -> VersionStats: ...
 
 
-class QualityCheck(Protocol):
-    """A second opinion on a canary step from the logged traffic (the drift service's
-    AnalyzeCanary, with accuracy once labels arrive): the reasons it fails, or none."""
+@dataclass(frozen=True)
+class QualityOpinion:
+    """The drift service's view of a canary: the reasons it fails (none: it does not),
+    whether the labelled evidence suffices to pass early, and the labelled rows it counts.
+    `available` is False when it could not be asked (then nothing else is known)."""
 
-    async def failures(
+    failures: tuple[str, ...] = ()
+    evidence_sufficient: bool = False
+    candidate_labelled: int = 0
+    stable_labelled: int = 0
+    quality_difference_low: float = math.nan
+    available: bool = True
+
+
+class QualityCheck(Protocol):
+    """A second opinion on a canary from the logged traffic since the canary started (the
+    drift service's AnalyzeCanary, with quality once labels arrive)."""
+
+    async def opinion(
         self,
         model: str,
         stable: str,
         candidate: str,
         since: dt.datetime,
         plan: events_pb2.CanaryPlan,
-    ) -> list[str]: ...
+    ) -> QualityOpinion: ...
 
 
 class TrafficRecorder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from driftloop.kit.settings import GrpcServerSettings
@@ -28,6 +28,9 @@ class GatewaySettings(GrpcServerSettings):
     # The drift service, whose canary analysis (accuracy on labelled traffic, from the
     # prediction log) can fail a canary step; empty: the gateway's own analysis only.
     drift_target: str = ""
+    # The shadow service, whose comparisons let a rollout go "shadow first" (the canary
+    # starts only on shadow evidence); empty: shadow-first rollouts are refused.
+    shadow_target: str = ""
     # Deadline of one inference call (a caller's shorter deadline wins).
     request_timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     max_batch_requests: Annotated[int, Field(ge=1, le=10_000)] = 1000
@@ -43,7 +46,19 @@ class GatewaySettings(GrpcServerSettings):
     canary_max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = 0.02
     canary_max_p99_latency_ratio: Annotated[float, Field(ge=1)] = 2.0
     canary_max_output_distance: Annotated[float, Field(ge=0, le=1)] = 0.3
+    # The last canary step waits until the drift service counts this many labelled rows of
+    # the candidate (0: no wait); needs drift_target.
+    canary_min_labelled_before_promotion: Annotated[int, Field(ge=0)] = 0
     blue_green_hold_s: Annotated[int, Field(ge=0)] = 300
+
+    @model_validator(mode="after")
+    def _labelled_needs_drift(self) -> GatewaySettings:
+        if self.canary_min_labelled_before_promotion and not self.drift_target:
+            raise ValueError(
+                "canary_min_labelled_before_promotion needs drift_target: only the drift "
+                "service counts labelled rows"
+            )
+        return self
 
     @field_validator("inference_targets", mode="before")
     @classmethod

@@ -74,11 +74,24 @@ def validate(policy: events_pb2.RoutingPolicy) -> None:
         _version(f"policy.shadow.versions[{index}]", version)
     if policy.shadow.sample_bp > 10_000:
         raise InvalidArgument("policy.shadow.sample_bp", "at most 10000 (100%)")
+    gate = policy.shadow_gate
+    if gate.candidate_version:
+        _version("policy.shadow_gate.candidate_version", gate.candidate_version)
+        if gate.candidate_version not in policy.shadow.versions:
+            raise InvalidArgument(
+                "policy.shadow_gate.candidate_version", "the candidate must be a shadow version"
+            )
+        if canary.candidate_version or policy.blue_green.active_version:
+            raise InvalidArgument("policy.shadow_gate", "one rollout at a time")
+        if gate.min_compared == 0:
+            raise InvalidArgument("policy.shadow_gate.min_compared", "must be positive")
     for field, instant in (
         ("policy.canary.step_started", canary.step_started),
+        ("policy.canary.started", canary.started),
         ("policy.blue_green.switched", policy.blue_green.switched),
         ("policy.blue_green.hold_until", policy.blue_green.hold_until),
         ("policy.updated", policy.updated),
+        ("policy.shadow_gate.started", policy.shadow_gate.started),
     ):
         to_datetime(field, instant)
 

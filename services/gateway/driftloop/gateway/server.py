@@ -7,6 +7,7 @@ import logging
 
 from google.protobuf.message import Message
 
+from driftloop.client.inference_pool import InferencePool
 from driftloop.gateway import metrics
 from driftloop.gateway.adapters import (
     DriftQuality,
@@ -14,6 +15,7 @@ from driftloop.gateway.adapters import (
     KafkaEvents,
     RegistryChampions,
     RegistryVersions,
+    ShadowComparisons,
 )
 from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
@@ -21,10 +23,9 @@ from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.lease import ControllerLease
 from driftloop.gateway.policies import PolicyBook
 from driftloop.gateway.policy_topic import PolicyTopic
-from driftloop.gateway.rollouts import Rollouts, default_plan
+from driftloop.gateway.rollouts import NO_QUALITY, Rollouts, default_plan
 from driftloop.gateway.servicer import GatewayServicer
 from driftloop.gateway.serving import PredictionService
-from driftloop.gateway.upstream import InferencePool
 from driftloop.kafka.codecs import decode_model_event
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.tail import TopicTail
@@ -85,6 +86,9 @@ class GatewayService:
             RegistryVersions(self._registry_channel),
         )
         self._drift_channel = open_channel(settings.drift_target) if settings.drift_target else None
+        self._shadow_channel = (
+            open_channel(settings.shadow_target) if settings.shadow_target else None
+        )
         self.rollouts = Rollouts(
             self.book,
             self.policy_topic,
@@ -98,9 +102,11 @@ class GatewayService:
                 max_error_rate_increase=settings.canary_max_error_rate_increase,
                 max_p99_latency_ratio=settings.canary_max_p99_latency_ratio,
                 max_output_distance=settings.canary_max_output_distance,
+                min_labelled_before_promotion=settings.canary_min_labelled_before_promotion,
             ),
             hold_default_s=settings.blue_green_hold_s,
             quality=DriftQuality(self._drift_channel) if self._drift_channel else None,
+            shadow=ShadowComparisons(self._shadow_channel) if self._shadow_channel else None,
         )
         self.lease = ControllerLease(
             kafka, bootstrap_servers, names.routing, f"{kafka.topic_prefix}gateway-controller"
@@ -122,6 +128,13 @@ class GatewayService:
         return self._server.port
 
     async def start(self) -> int:
+        if self._settings.auto_rollout != "off" and not self.rollouts.has_quality_check:
+            log.warning(
+                "auto-rollout (%s) with %s: set DRIFTLOOP_GATEWAY_DRIFT_TARGET for the drift "
+                "service's canary analysis",
+                self._settings.auto_rollout,
+                NO_QUALITY,
+            )
         await self._producer.start()
         await self._log_producer.start()
         self.prediction_log.start()
@@ -149,8 +162,9 @@ class GatewayService:
         await self._producer.stop()
         await self.pool.close()
         await self._registry_channel.close()
-        if self._drift_channel is not None:
-            await self._drift_channel.close()
+        for channel in (self._drift_channel, self._shadow_channel):
+            if channel is not None:
+                await channel.close()
 
     async def _control(self) -> None:
         while True:

@@ -5,6 +5,15 @@ buffers that drop (and count) rather than block. A candidate, canary or A/B vari
 fails for a server-side reason is recorded as a failure of that version and the request
 is answered by the stable version instead, within the same deadline, so a bad rollout is
 seen by the analysis, not by the application.
+
+Every failure of a version is logged too, as a PredictionEvent of that version with
+`error` set to the gRPC status name and no output (same request id, variant, features,
+time and latency as a success would have): the drift service's canary analysis counts
+errors from the log, and a version that fails before the stable one answers would
+otherwise leave no trace there. A request answered by the fallback therefore has two
+events, the candidate's failure and the stable version's answer. INVALID_ARGUMENT is the
+caller's mistake, not the model's: it is neither logged nor counted as a failure, by the
+log and the gateway's own TrafficRecorder alike.
 """
 
 from __future__ import annotations
@@ -16,11 +25,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from driftloop.client.inference_pool import InferencePool
 from driftloop.gateway import metrics, routing
 from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
 from driftloop.gateway.policies import PolicyBook
-from driftloop.gateway.upstream import InferencePool
 from driftloop.kit.errors import DriftloopError, ErrorCode, InvalidArgument, NotFound
 from driftloop.kit.grpc_client import upstream_error
 from driftloop.v1 import common_pb2, events_pb2, inference_pb2
@@ -29,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_ID = 128
 MAX_ENTITY_KEY = 256
+MAX_LATENCY_US = 2**32 - 1  # the event's uint32
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,9 @@ class PredictionService:
             request_id=request_id,
             row=row,
         )
-        started = time.perf_counter()
         try:
-            response = await self._call(request, deadline)
+            response, latency_ms = await self._attempt(request, chosen, entity_key, deadline)
         except DriftloopError as error:
-            self._recorder.record(model, chosen.version, False, _ms(started), 0.0)
             if chosen.version == policy.stable_version or error.code == ErrorCode.INVALID_ARGUMENT:
                 raise
             metrics.FALLBACKS.labels(model, chosen.variant).inc()
@@ -97,15 +105,37 @@ class PredictionService:
             )
             chosen = routing.Route(policy.stable_version, routing.STABLE)
             request.model.version = chosen.version
-            started = time.perf_counter()
-            response = await self._call(request, deadline)
-        latency_ms = _ms(started)
+            response, latency_ms = await self._attempt(request, chosen, entity_key, deadline)
         self._recorder.record(model, chosen.version, True, latency_ms, response.output.value)
         metrics.REQUESTS.labels(model, chosen.variant).inc()
         self._log_prediction(policy, request, chosen, response, entity_key, latency_ms)
         return Served(
             request_id, response.model.version or chosen.version, chosen.variant, response.output
         )
+
+    async def _attempt(
+        self,
+        request: inference_pb2.InferenceRequest,
+        chosen: routing.Route,
+        entity_key: str,
+        deadline: float,
+    ) -> tuple[inference_pb2.InferenceResponse, float]:
+        """One call to the chosen version: the answer and its latency, or the failure,
+        recorded and logged as that version's (the caller's own mistakes excepted)."""
+        started = time.perf_counter()
+        try:
+            response = await self._call(request, deadline)
+        except DriftloopError as error:
+            if error.code != ErrorCode.INVALID_ARGUMENT:
+                latency_ms = _ms(started)
+                model = request.model.model
+                self._recorder.record(model, chosen.version, False, latency_ms, 0.0)
+                self._log.offer(
+                    request.request_id,
+                    self._event(request, chosen, entity_key, latency_ms, error.code.value),
+                )
+            raise
+        return response, _ms(started)
 
     async def _call(
         self, request: inference_pb2.InferenceRequest, deadline: float
@@ -124,18 +154,8 @@ class PredictionService:
         entity_key: str,
         latency_ms: float,
     ) -> None:
-        event = events_pb2.PredictionEvent(
-            request_id=request.request_id,
-            model=request.model.model,
-            version=chosen.version,
-            role=common_pb2.ROLE_LIVE,
-            variant=chosen.variant,
-            entity_key=entity_key,
-            output=response.output,
-            latency_us=int(latency_ms * 1000),
-        )
-        event.time.GetCurrentTime()
-        event.features.MergeFrom(request.row.features)
+        event = self._event(request, chosen, entity_key, latency_ms)
+        event.output.CopyFrom(response.output)
         self._log.offer(request.request_id, event)
         shadows = routing.shadow_versions(policy, request.request_id)
         if shadows:
@@ -151,6 +171,29 @@ class PredictionService:
             mirror.time.CopyFrom(event.time)
             mirror.features.MergeFrom(request.row.features)
             self._mirror.offer(request.request_id, mirror)
+
+    @staticmethod
+    def _event(
+        request: inference_pb2.InferenceRequest,
+        chosen: routing.Route,
+        entity_key: str,
+        latency_ms: float,
+        error: str = "",
+    ) -> events_pb2.PredictionEvent:
+        """The log record of one call to one version (no output yet)."""
+        event = events_pb2.PredictionEvent(
+            request_id=request.request_id,
+            model=request.model.model,
+            version=chosen.version,
+            role=common_pb2.ROLE_LIVE,
+            variant=chosen.variant,
+            entity_key=entity_key,
+            latency_us=min(int(latency_ms * 1000), MAX_LATENCY_US),
+            error=error,
+        )
+        event.time.GetCurrentTime()
+        event.features.MergeFrom(request.row.features)
+        return event
 
 
 def _ms(started: float) -> float:

@@ -10,6 +10,7 @@ from driftloop.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc, retrainer_pb
 STRATEGIES = {
     retrainer_pb2.ROLLOUT_ON_PASS_CANARY: gateway_pb2.ROLLOUT_STRATEGY_CANARY,
     retrainer_pb2.ROLLOUT_ON_PASS_BLUE_GREEN: gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+    retrainer_pb2.ROLLOUT_ON_PASS_SHADOW_THEN_CANARY: gateway_pb2.ROLLOUT_STRATEGY_CANARY,
 }
 
 
@@ -38,6 +39,12 @@ class GatewayRollouts:
                     strategy=STRATEGIES[plan.on_pass],
                     steps=steps,
                     reason=reason,
+                    shadow_first=gateway_pb2.ShadowFirst(
+                        min_compared=plan.shadow_min_compared,
+                        min_labelled=plan.shadow_min_labelled,
+                    )
+                    if plan.on_pass == retrainer_pb2.ROLLOUT_ON_PASS_SHADOW_THEN_CANARY
+                    else None,
                 ),
                 timeout=self._timeout,
                 metadata=self._metadata,

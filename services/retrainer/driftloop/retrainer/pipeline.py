@@ -526,9 +526,11 @@ class Pipeline:
             f"{run.evidence[:200]}",
         )
         run.rollout_outcome = "requested"
-        strategy = (
-            "canary" if plan.on_pass == retrainer_pb2.ROLLOUT_ON_PASS_CANARY else ("blue-green")
-        )
+        strategy = {
+            retrainer_pb2.ROLLOUT_ON_PASS_CANARY: "canary",
+            retrainer_pb2.ROLLOUT_ON_PASS_BLUE_GREEN: "blue-green",
+            retrainer_pb2.ROLLOUT_ON_PASS_SHADOW_THEN_CANARY: "shadow first, then canary",
+        }[plan.on_pass]
         steps = " -> ".join(f"{p}%" for p in plan.steps_percent) or "the gateway's default steps"
         context.outputs = {"strategy": strategy, "steps": list(plan.steps_percent)}
         return f"{strategy} of v{run.new_version} requested from the gateway ({steps})"

@@ -96,8 +96,16 @@ def validate_policy(policy: retrainer_pb2.TrainingPolicy) -> None:
         retrainer_pb2.ROLLOUT_ON_PASS_NONE,
         retrainer_pb2.ROLLOUT_ON_PASS_CANARY,
         retrainer_pb2.ROLLOUT_ON_PASS_BLUE_GREEN,
+        retrainer_pb2.ROLLOUT_ON_PASS_SHADOW_THEN_CANARY,
     ):
-        raise InvalidArgument("policy.rollout.on_pass", "NONE, CANARY or BLUE_GREEN")
+        raise InvalidArgument(
+            "policy.rollout.on_pass", "NONE, CANARY, BLUE_GREEN or SHADOW_THEN_CANARY"
+        )
+    shadow_first = rollout.on_pass == retrainer_pb2.ROLLOUT_ON_PASS_SHADOW_THEN_CANARY
+    if shadow_first and rollout.shadow_min_compared == 0:
+        raise InvalidArgument(
+            "policy.rollout.shadow_min_compared", "shadow then canary needs a positive number"
+        )
     steps = list(rollout.steps_percent)
     rising = all(a < b for a, b in itertools.pairwise(steps))
     if steps and (not rising or steps[0] == 0 or steps[-1] != 100):

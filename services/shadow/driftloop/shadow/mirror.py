@@ -14,9 +14,12 @@ pair on the request id, and watches the shadow's traffic for drift like any vers
   fails over between inference endpoints within it); a failure is recorded as the
   shadow's error, which the comparison counts.
 - Falls behind, then samples: when the oldest request of a batch is older than
-  `max_lag_s`, only a share of requests (at least `min_share`) is answered, chosen by a
-  hash of the request id (a re-delivered request gets the same choice); the rest are
-  counted as skipped, and the lag and the skipped share are exposed.
+  `max_lag_s`, only a share of requests is answered: max_lag_s / lag rounded down to a
+  power of two (1/2, 1/4, ...; at least `min_share`), chosen by a hash of the request id.
+  The shares are powers of two so the choice is stable: a re-delivered request is answered
+  again unless the lag has crossed a power of two meanwhile, and the requests answered at
+  a share are a subset of those answered at twice that share. The rest are counted as
+  skipped, and the lag and the skipped share are exposed.
 - Bounded: at most `concurrency` calls in flight.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,7 +103,8 @@ class Mirror:
         metrics.LAG_SECONDS.set(lag)
         if lag <= self._settings.max_lag_s:
             return 1.0
-        return max(self._settings.min_share, self._settings.max_lag_s / lag)
+        halvings = math.ceil(math.log2(lag / self._settings.max_lag_s))
+        return max(self._settings.min_share, 0.5**halvings)
 
     async def __call__(self, records: Sequence[Record]) -> None:
         if not records:
