@@ -24,6 +24,8 @@ _names = itertools.count(1)
 # one test (multiprocessing's resource tracker serves every pool of the test process).
 _SINGLETON_THREADS = ("asyncio_", "(_poll_wrapper)")
 _SINGLETON_PROCESSES = ("multiprocessing.resource_tracker",)
+# Caches of the test tools themselves.
+_TOOL_FILES = {".hypothesis", ".pytest_cache"}
 
 
 def unique_name(prefix: str) -> str:
@@ -33,7 +35,9 @@ def unique_name(prefix: str) -> str:
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves threads or child processes behind."""
+    """Fail a test that leaves threads or child processes behind, or writes files into the
+    working directory (services keep their data where they are told, never in the cwd)."""
+    files_before = set(os.listdir())
     threads_before = set(threading.enumerate())
     children_before = {child.pid for child in psutil.Process().children(recursive=True)}
     yield
@@ -57,6 +61,8 @@ def no_leaks() -> Iterator[None]:
         time.sleep(0.05)
     assert not threads, f"the test left threads running: {threads}"
     assert not children, f"the test left processes running: {children}"
+    files = set(os.listdir()) - files_before - _TOOL_FILES
+    assert not files, f"the test wrote into the working directory: {sorted(files)}"
 
 
 def _singleton(process: psutil.Process) -> bool:

@@ -13,6 +13,8 @@ CPU per record of the BatchConsumer (`make bench-drift-sink`).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,8 +52,12 @@ class FaustSink:
         self._backoff = retry_backoff_s
         self._batches = 0
         self._records = 0
+        # The tables live in memory; faust still creates its data folder, so it goes to a
+        # temporary one, removed on stop (not the working directory).
+        self._datadir = tempfile.mkdtemp(prefix="driftloop-faust-")
         self.app = faust.App(
             group_id,
+            datadir=self._datadir,
             broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
             value_serializer="raw",
             key_serializer="raw",
@@ -88,6 +94,7 @@ class FaustSink:
 
     async def stop(self) -> None:
         await self.app.stop()
+        shutil.rmtree(self._datadir, ignore_errors=True)
 
     async def _agent(self, stream: Any) -> None:
         async for events in stream.take_events(self._max_batch, within=0.5):

@@ -47,8 +47,12 @@ class ControllerLease:
         self.held = False
         self.acquired = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def _set(self, held: bool) -> None:
+        # A rebalance finishing while the consumer closes may still assign the partition;
+        # a stopped lease is never held again.
+        held = held and not self._stopped
         if held != self.held:
             log.info("controller lease %s", "acquired" if held else "released")
         self.held = held
@@ -64,6 +68,7 @@ class ControllerLease:
         self._task = asyncio.create_task(self._poll(), name="controller lease")
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
