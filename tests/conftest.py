@@ -37,7 +37,7 @@ def unique_name(prefix: str) -> str:
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves threads or child processes behind, or writes files into the
     working directory (services keep their data where they are told, never in the cwd)."""
-    files_before = set(os.listdir())
+    files_before = {path.name for path in Path.cwd().iterdir()}
     threads_before = set(threading.enumerate())
     children_before = {child.pid for child in psutil.Process().children(recursive=True)}
     yield
@@ -61,7 +61,7 @@ def no_leaks() -> Iterator[None]:
         time.sleep(0.05)
     assert not threads, f"the test left threads running: {threads}"
     assert not children, f"the test left processes running: {children}"
-    files = set(os.listdir()) - files_before - _TOOL_FILES
+    files = {path.name for path in Path.cwd().iterdir()} - files_before - _TOOL_FILES
     assert not files, f"the test wrote into the working directory: {sorted(files)}"
 
 
