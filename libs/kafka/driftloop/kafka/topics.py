@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftloop.kit.errors import FailedPrecondition
-from driftloop.kit.settings import KafkaSettings
+from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,18 @@ async def ensure_topics(settings: KafkaSettings, bootstrap_servers: str) -> list
         return created
     finally:
         await admin.close()
+
+
+async def service_kafka() -> tuple[KafkaSettings, str]:
+    """The Kafka settings of a service running on its own (`python -m driftloop.<service>`):
+    a bootstrap address is required, and the topics exist once this returns."""
+    kafka = load_settings(KafkaSettings)
+    if kafka.bootstrap_servers is None:
+        raise ConfigError(
+            "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS: required when a service runs on its own"
+        )
+    await ensure_topics(kafka, kafka.bootstrap_servers)
+    return kafka, kafka.bootstrap_servers
 
 
 async def partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:

@@ -8,26 +8,19 @@ import sys
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.drift.config import DriftSettings
 from driftloop.drift.server import DriftService
-from driftloop.kafka.topics import ensure_topics
+from driftloop.kafka.topics import service_kafka
 from driftloop.kit.entrypoint import run_main, serve_until_signal
-from driftloop.kit.settings import ClickHouseSettings, ConfigError, KafkaSettings, load_settings
+from driftloop.kit.settings import ClickHouseSettings, load_settings
 
 log = logging.getLogger("driftloop.drift")
 
 
 async def run() -> None:
     settings = load_settings(DriftSettings)
-    kafka = load_settings(KafkaSettings)
-    if kafka.bootstrap_servers is None:
-        raise ConfigError(
-            "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS: required when a service runs on its own"
-        )
-    await ensure_topics(kafka, kafka.bootstrap_servers)
+    kafka, bootstrap = await service_kafka()
     clickhouse = await open_clickhouse(load_settings(ClickHouseSettings))
     try:
-        await serve_until_signal(
-            DriftService(settings, kafka, kafka.bootstrap_servers, clickhouse), log
-        )
+        await serve_until_signal(DriftService(settings, kafka, bootstrap, clickhouse), log)
     finally:
         await clickhouse.close()
 

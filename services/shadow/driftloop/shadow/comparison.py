@@ -53,20 +53,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
+from driftloop.shadow.columns import (
+    CLASSIFIERS,
+    NAN_PAIR,
+    BoolArray,
+    FloatArray,
+    TextArray,
+    coerce_columns,
+)
 from driftloop.stats.experiments import check_confidence, wilson_interval
 from driftloop.stats.paired import mcnemar, wilcoxon_signed_rank
 
-FloatArray = npt.NDArray[np.float64]
-TextArray = npt.NDArray[np.object_]
-BoolArray = npt.NDArray[np.bool_]
-
 Kind = Literal["binary", "multiclass", "regression"]
 Verdict = Literal["insufficient", "no significant difference", "shadow better", "shadow worse"]
-KINDS: tuple[str, ...] = ("binary", "multiclass", "regression")
-CLASSIFIERS: tuple[str, ...] = ("binary", "multiclass")
-NAN_PAIR: tuple[float, float] = (math.nan, math.nan)
 
 _FLOAT_FIELDS = (
     "live_value",
@@ -101,19 +101,7 @@ class PairedColumns:
     labelled: BoolArray
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        for name in _FLOAT_FIELDS:
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
-        for name in _TEXT_FIELDS:
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=object))
-        for name in _BOOL_FIELDS:
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.bool_))
-        shapes = {name: getattr(self, name).shape for name in _all_columns()}
-        if any(len(shape) != 1 for shape in shapes.values()):
-            raise ValueError(f"every column must be 1-D, got {shapes}")
-        if len(set(shapes.values())) > 1:
-            raise ValueError(f"columns differ in length: {shapes}")
+        coerce_columns(self, _FLOAT_FIELDS, _TEXT_FIELDS, _BOOL_FIELDS)
 
     @property
     def rows(self) -> int:
@@ -128,10 +116,6 @@ class PairedColumns:
         return cls(
             kind, floats, floats, texts, texts, floats, floats, flags, flags, texts, floats, flags
         )
-
-
-def _all_columns() -> tuple[str, ...]:
-    return _FLOAT_FIELDS + _TEXT_FIELDS + _BOOL_FIELDS
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,14 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from driftloop.shadow.columns import (
+    CLASSIFIERS,
+    NAN_PAIR,
+    BoolArray,
+    FloatArray,
+    TextArray,
+    coerce_columns,
+)
 from driftloop.stats.divergence import js_distance, output_distance
 from driftloop.stats.experiments import (
     GroupDifference,
@@ -82,15 +90,9 @@ from driftloop.stats.experiments import (
 )
 from driftloop.stats.sequential import SequentialState, SequentialTest, fixed_horizon_n
 
-FloatArray = npt.NDArray[np.float64]
-TextArray = npt.NDArray[np.object_]
-BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 
 Decision = Literal["keep testing", "b better", "b worse", "no difference"]
-KINDS: tuple[str, ...] = ("binary", "multiclass", "regression")
-CLASSIFIERS: tuple[str, ...] = ("binary", "multiclass")
-NAN_PAIR: tuple[float, float] = (math.nan, math.nan)
 FIRST_LOOK = 100
 """Rows of the experiment at the first sequential look."""
 LOOK_GROWTH = 1.1
@@ -120,27 +122,11 @@ class VariantColumns:
     abs_error: FloatArray
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        for name in _FLOAT_FIELDS:
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
-        for name in _TEXT_FIELDS:
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=object))
-        for name in _BOOL_FIELDS:
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.bool_))
-        shapes = {name: getattr(self, name).shape for name in _all_columns()}
-        if any(len(shape) != 1 for shape in shapes.values()):
-            raise ValueError(f"every column must be 1-D, got {shapes}")
-        if len(set(shapes.values())) > 1:
-            raise ValueError(f"columns differ in length: {shapes}")
+        coerce_columns(self, _FLOAT_FIELDS, _TEXT_FIELDS, _BOOL_FIELDS)
 
     @property
     def rows(self) -> int:
         return int(self.variant.size)
-
-
-def _all_columns() -> tuple[str, ...]:
-    return _FLOAT_FIELDS + _TEXT_FIELDS + _BOOL_FIELDS
 
 
 @dataclass(frozen=True)
