@@ -27,6 +27,11 @@ def print_json(message: Message) -> None:
     print(json.dumps(as_dict(message), indent=2))
 
 
+def show(as_json: bool, message: Message, text: Callable[[], str]) -> None:
+    """Print `message` as JSON, or the human text made from it."""
+    print(json.dumps(as_dict(message), indent=2) if as_json else text())
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns left-aligned to their widest cell; the last one is not padded."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]

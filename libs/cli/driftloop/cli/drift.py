@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import math
 
-from driftloop.cli.calls import print_json, with_client
+from driftloop.cli.calls import print_json, show, with_client
 from driftloop.client import DriftloopClient
 from driftloop.v1 import drift_pb2, events_pb2
 
@@ -83,10 +83,7 @@ async def run_report(args: argparse.Namespace) -> int:
         report = await client.drift_report(
             args.model, args.version, last_n=args.last, start=start, end=end
         )
-        if args.json:
-            print_json(report)
-        else:
-            print(format_report(report))
+        show(args.json, report, lambda: format_report(report))
 
     return await with_client(work)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from driftloop.cli.calls import EXIT_FAILED, print_json, table, with_client
+from driftloop.cli.calls import EXIT_FAILED, print_json, show, table, with_client
 from driftloop.client import DriftloopClient
 from driftloop.v1 import events_pb2, retrainer_pb2
 
@@ -811,10 +811,11 @@ async def run_trigger(args: argparse.Namespace) -> int:
 async def run_runs(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> int:
         runs = await client.retrain_runs(args.model, args.limit)
-        if args.json:
-            print_json(retrainer_pb2.ListRetrainRunsResponse(runs=runs))
-        else:
-            print(format_runs(args.model, runs))
+        show(
+            args.json,
+            retrainer_pb2.ListRetrainRunsResponse(runs=runs),
+            lambda: format_runs(args.model, runs),
+        )
         return 0
 
     return await call(work)
@@ -823,10 +824,7 @@ async def run_runs(args: argparse.Namespace) -> int:
 async def run_show(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> int:
         run = await client.retrain_run(args.run_id)
-        if args.json:
-            print_json(run)
-        else:
-            print(format_run(run))
+        show(args.json, run, lambda: format_run(run))
         return 0
 
     return await call(work)
@@ -835,10 +833,11 @@ async def run_show(args: argparse.Namespace) -> int:
 async def run_decisions(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> int:
         decisions = await client.retrain_decisions(args.model, args.limit)
-        if args.json:
-            print_json(retrainer_pb2.ListRetrainDecisionsResponse(decisions=decisions))
-        else:
-            print(format_decisions(args.model, decisions))
+        show(
+            args.json,
+            retrainer_pb2.ListRetrainDecisionsResponse(decisions=decisions),
+            lambda: format_decisions(args.model, decisions),
+        )
         return 0
 
     return await call(work)
@@ -847,10 +846,7 @@ async def run_decisions(args: argparse.Namespace) -> int:
 async def run_policy_get(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> int:
         policy = await client.training_policy(args.model)
-        if args.json:
-            print_json(policy)
-        else:
-            print(format_policy(policy))
+        show(args.json, policy, lambda: format_policy(policy))
         return 0
 
     return await call(work)
