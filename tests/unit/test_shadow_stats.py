@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from driftloop.shadow.comparison import Comparison, PairedColumns, TextArray, compare
+from driftloop.shadow.columns import TextArray
+from driftloop.shadow.comparison import Comparison, PairedColumns, compare
 from driftloop.shadow.experiments import ABReport, VariantColumns, ab_report
 from driftloop.stats import SequentialTest, proportion_difference, required_sample_size
 from driftloop.stats.sequential import fixed_horizon_n
