@@ -36,6 +36,7 @@ from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.policy import default_policy
 from driftloop.retrainer.server import RetrainerService
 from driftloop.v1 import common_pb2, events_pb2, registry_pb2, retrainer_pb2, retrainer_pb2_grpc
+from tests.integration.test_registry import model_events
 from tests.retrain_data import MODEL, log_traffic, population, rows_of
 
 TOKEN = "retrainer-test-token"
@@ -239,6 +240,11 @@ async def test_a_challenger_no_better_is_refused_with_its_effect_and_p_value(
     assert "p" in run.outcome and "McNemar" in run.outcome
     assert [step.name for step in run.steps][-1] == "gate"
     assert [v.version for v in await retrainer.versions()] == [v1]
+    # The halt is announced on model-events (after the registration and the alias move).
+    events = await model_events(retrainer.kafka, 3)
+    (halted,) = [e for e in events if e.kind == events_pb2.MODEL_EVENT_KIND_RETRAIN_HALTED]
+    assert (halted.model, halted.version, halted.run_id) == (MODEL, v1, run.run_id)
+    assert halted.run_state == "rejected_challenger" and halted.reason == run.outcome
 
 
 async def test_a_challenger_better_overall_but_worse_on_one_segment_is_refused_naming_it(

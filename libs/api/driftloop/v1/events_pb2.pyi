@@ -34,6 +34,10 @@ class _ModelEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelE
     MODEL_EVENT_KIND_ROLLOUT_STEPPED: _ModelEventKind.ValueType  # 4
     MODEL_EVENT_KIND_PROMOTED: _ModelEventKind.ValueType  # 5
     MODEL_EVENT_KIND_ROLLED_BACK: _ModelEventKind.ValueType  # 6
+    MODEL_EVENT_KIND_RETRAIN_HALTED: _ModelEventKind.ValueType  # 7
+    """A retraining run ended without a new version: it failed, or a gate halted it (data
+    validation, champion/challenger). `run_id` and `run_state` say which run and how.
+    """
 
 class ModelEventKind(_ModelEventKind, metaclass=_ModelEventKindEnumTypeWrapper): ...
 
@@ -44,6 +48,10 @@ MODEL_EVENT_KIND_ROLLOUT_STARTED: ModelEventKind.ValueType  # 3
 MODEL_EVENT_KIND_ROLLOUT_STEPPED: ModelEventKind.ValueType  # 4
 MODEL_EVENT_KIND_PROMOTED: ModelEventKind.ValueType  # 5
 MODEL_EVENT_KIND_ROLLED_BACK: ModelEventKind.ValueType  # 6
+MODEL_EVENT_KIND_RETRAIN_HALTED: ModelEventKind.ValueType  # 7
+"""A retraining run ended without a new version: it failed, or a gate halted it (data
+validation, champion/challenger). `run_id` and `run_state` say which run and how.
+"""
 Global___ModelEventKind: _TypeAlias = ModelEventKind  # noqa: Y015
 
 class _DriftKind:
@@ -565,6 +573,8 @@ class ModelEvent(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    RUN_STATE_FIELD_NUMBER: _builtins.int
     kind: Global___ModelEventKind.ValueType
     model: _builtins.str
     version: _builtins.str
@@ -573,6 +583,12 @@ class ModelEvent(_message.Message):
     previous_version: _builtins.str
     reason: _builtins.str
     actor: _builtins.str
+    run_id: _builtins.str
+    """For RETRAIN_HALTED: the run, and the state it ended in as the retrain_runs table names
+    it ("failed", "rejected_data", "rejected_challenger"); `version` is the champion it
+    was to challenge and `reason` the run's outcome.
+    """
+    run_state: _builtins.str
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -586,10 +602,12 @@ class ModelEvent(_message.Message):
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        run_id: _builtins.str = ...,
+        run_state: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "kind", b"kind", "model", b"model", "previous_version", b"previous_version", "reason", b"reason", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "kind", b"kind", "model", b"model", "previous_version", b"previous_version", "reason", b"reason", "run_id", b"run_id", "run_state", b"run_state", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

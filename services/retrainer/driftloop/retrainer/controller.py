@@ -7,7 +7,8 @@ reason; a drift alert's decision is keyed by the alert id, so a re-delivered ale
 not acted on twice. An admitted run executes the pipeline in a task of its own; a trigger
 that arrives while it runs is recorded as skipped, not lost. At start, a run a previous
 process left open is closed as failed with the step it was in (never resumed blindly,
-never left "running"). Model-events tell how a requested rollout ended.
+never left "running"). Model-events tell how a requested rollout ended; a run that ends
+without a new version (failed, or halted by a gate) is announced there as RETRAIN_HALTED.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from driftloop.kit.times import stamp
 from driftloop.retrainer import metrics
 from driftloop.retrainer.pipeline import CHAMPION, Pipeline, Versions
 from driftloop.retrainer.policy import default_policy, validate_policy
+from driftloop.retrainer.registry import ModelEventSink
 from driftloop.retrainer.runs_store import RUN_STATE_NAMES, RunStore
 from driftloop.retrainer.triggers import (
     DATA_VOLUME,
@@ -55,6 +57,11 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
 # A requested rollout whose outcome was never heard of stops blocking new runs after this.
 ROLLOUT_WAIT = dt.timedelta(hours=1)
+HALTED_STATES = (
+    retrainer_pb2.RUN_STATE_FAILED,
+    retrainer_pb2.RUN_STATE_REJECTED_DATA,
+    retrainer_pb2.RUN_STATE_REJECTED_CHALLENGER,
+)
 
 
 def _now() -> dt.datetime:
@@ -69,9 +76,11 @@ class Controller:
         models: Callable[[], Awaitable[list[str]]],
         prediction_log: PredictionLog,
         pipeline: Pipeline,
+        events: ModelEventSink,
         clock: Clock = _now,
     ) -> None:
         self._runs = runs
+        self._events = events
         self._versions = versions
         self._list_models = models
         self._predictions = prediction_log
@@ -312,7 +321,28 @@ class Controller:
             state,
             extra={"outcome": done.outcome, "new_version": done.new_version},
         )
+        await self._announce_halt(done)
         return done
+
+    async def _announce_halt(self, run: retrainer_pb2.RetrainRun) -> None:
+        """RETRAIN_HALTED on model-events for a run that ended without a new version. The
+        run is recorded either way; an announcement the broker refused is logged, not retried."""
+        if run.state not in HALTED_STATES:
+            return
+        event = events_pb2.ModelEvent(
+            kind=events_pb2.MODEL_EVENT_KIND_RETRAIN_HALTED,
+            model=run.model,
+            version=run.parent_version,
+            reason=run.outcome[:1000],
+            actor="retrainer",
+            time=stamp(self._clock()),
+            run_id=run.run_id,
+            run_state=RUN_STATE_NAMES[run.state],
+        )
+        try:
+            await self._events.publish(event)
+        except DriftloopError as error:
+            log.warning("retraining run %s of %s: %s", run.run_id, run.model, error)
 
     async def _record(
         self,
@@ -389,6 +419,7 @@ class Controller:
                     await self._runs.save_step(run, ordinal, step)
             closed += 1
             log.warning("closed run %s of %s: %s", run.run_id, run.model, run.reason)
+            await self._announce_halt(run)
         return closed
 
     async def wait_idle(self) -> None:

@@ -71,7 +71,12 @@ class RetrainerService:
             self._train,
         )
         self.controller = Controller(
-            self.runs, self.registry, self.registry.models, PredictionLog(clickhouse), pipeline
+            self.runs,
+            self.registry,
+            self.registry.models,
+            PredictionLog(clickhouse),
+            pipeline,
+            events,
         )
         self._server = GrpcServer("retrainer", settings)
         self._server.add_service(
