@@ -17,8 +17,11 @@ def open_channel(
     tls_key_file: Path | None = None,
     max_message_bytes: int = 16 * 1024 * 1024,
 ) -> grpc.aio.Channel:
-    """An asyncio channel to `target`; TLS when a CA file is given (mutual with cert+key)."""
+    """An asyncio channel to `target`; TLS when a CA file is given (mutual with cert+key).
+    Calls go round-robin over every address the target resolves to (`dns:///name:port` of
+    a headless Kubernetes Service: each replica), not all to the first one."""
     options = [
+        ("grpc.lb_policy_name", "round_robin"),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]

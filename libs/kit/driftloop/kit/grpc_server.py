@@ -64,6 +64,11 @@ class GrpcServer:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        if settings.max_connection_age_s is not None:
+            options += [
+                ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000)),
+            ]
         server = grpc.aio.server(options=options)
         for descriptor, servicer in self._services:
             handlers = {

@@ -129,6 +129,10 @@ class GrpcServerSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("DRIFTLOOP_ADMIN_TOKEN")
     )
     grace_period_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    # When set, clients reconnect after this long (calls in flight get the grace period),
+    # so they resolve the name again and spread over replicas added since (an
+    # autoscaler's). Unset: connections live on (a long PredictStream is never cut).
+    max_connection_age_s: Annotated[float, Field(ge=10)] | None = None
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
 
     @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file")
