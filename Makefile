@@ -12,6 +12,9 @@ KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:
 KAFKA_LIBS := $(CACHE)/kafka/$(KAFKA_VERSION)/libs
 PROTO_OUT := libs/api
 UV := $(CACHE)/tools/bin/uv
+GO_BIN := $(CACHE)/go/bin
+KUSTOMIZE_VERSION := v5.8.0
+KUSTOMIZE := $(GO_BIN)/kustomize
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -20,7 +23,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: $(BIN)/.synced $(KAFKA_LIBS)/.complete ## install everything: Python environment (uv), Kafka broker jars (Maven)
+setup: $(BIN)/.synced $(KAFKA_LIBS)/.complete $(KUSTOMIZE) ## install everything: Python environment (uv), Kafka broker jars (Maven), kustomize (Go)
 
 # uv, pinned, in a tools venv of its own (nothing installed outside the repository).
 $(UV):
@@ -42,6 +45,11 @@ $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 	mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies \
 	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	@touch $@
+
+# kustomize renders deploy/k8s in the tests; built from the Go module proxy.
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "Go is needed to build kustomize (deploy/k8s checks)"; exit 1; }
+	GOBIN=$(CURDIR)/$(GO_BIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 run: setup ## the main job: bring up a local broker and embedded ClickHouse and run the loop
 	$(BIN)/driftloop demo
