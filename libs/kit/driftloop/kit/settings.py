@@ -49,7 +49,8 @@ class ConfigError(Exception):
 
 
 class KafkaSettings(BaseSettings):
-    """How to reach Kafka. No bootstrap servers: standalone mode starts a local broker."""
+    """How to reach Kafka. No bootstrap servers: `driftloop up` and the demo start a local
+    broker; a service on its own refuses to start (`service_kafka`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="DRIFTLOOP_KAFKA_", extra="ignore", populate_by_name=True

@@ -81,10 +81,14 @@ class InferenceService:
             if not failed:
                 await self._server.set_ready()
                 return
+            retry = self._settings.preload_retry_s
             log.warning(
-                "preloading failed for %d of %d versions; retrying in 5 s", len(failed), len(refs)
+                "preloading failed for %d of %d versions; retrying in %g s",
+                len(failed),
+                len(refs),
+                retry,
             )
-            await asyncio.sleep(5)
+            await asyncio.sleep(retry)
 
     async def _on_model_event(self, event: Message) -> None:
         assert isinstance(event, events_pb2.ModelEvent)
