@@ -5,6 +5,7 @@ Ctrl-C leaves no process behind; a second `up` finds its data."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -146,12 +147,22 @@ async def test_up_serves_the_client_cli_and_label_producers_and_keeps_its_data(
         code, out = await run_cli(shell, "status")
         assert code == 0, out
         assert out.count("serving") == 5 and "up at 127.0.0.1" in out, out
+        code, out = await run_cli(shell, "status", "--json")
+        lag = json.loads(out)["lag"]
+        prefix = exports.get("DRIFTLOOP_KAFKA_TOPIC_PREFIX", "driftloop.")
+        sink = lag[f"{prefix}drift-sink"]  # everything served is stored: at most a batch left
+        assert sink[f"{prefix}predictions"] is not None and sink[f"{prefix}predictions"] <= 50
+        assert sink[f"{prefix}labels"] is not None and sink[f"{prefix}labels"] <= 50
+        code, out = await run_cli(shell, "status", "--service", "gateway")
+        assert code == 0 and out.strip().endswith("serving"), out
         code, out = await run_cli(shell, "models", "list", "--model", MODEL)
         assert code == 0 and "champion" in out and "linear" in out, out
     finally:
         assert await up.stop() == 0, up.output
     assert "stopped." in up.output
     code, out = await run_cli(env | exports, "status")
+    assert code == 2 and "down" in out, out
+    code, out = await run_cli(env | exports, "status", "--service", "inference")
     assert code == 2 and "down" in out, out
     # A second `up` on the same folder finds the model, its policy and its prediction log.
     up = await start_up(tmp_path / "data", env, kafka_port)

@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
+from driftloop.cli.calls import EXIT_FAILED
 from driftloop.cli.stack import HOST, Ports, running_services
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.client import ClientSettings
@@ -37,7 +38,7 @@ from driftloop.drift.config import DriftSettings
 from driftloop.gateway.config import GatewaySettings
 from driftloop.inference.config import InferenceSettings
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
-from driftloop.kafka.topics import ensure_topics
+from driftloop.kafka.topics import GroupNames, ensure_topics, group_lag
 from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import wait_for_signal
 from driftloop.kit.settings import (
@@ -213,6 +214,33 @@ def _clickhouse(settings: ClickHouseSettings) -> str:
     return f"embedded in {settings.path}: not open (no driftloop process uses it)"
 
 
+async def _lag(settings: KafkaSettings) -> dict[str, dict[str, int | None]]:
+    """Each work-sharing consumer group's backlog per topic ({} when Kafka is not there)."""
+    if not settings.bootstrap_servers:
+        return {}
+    groups = GroupNames(settings.topic_prefix).backlogs()
+    try:
+        lags = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    group_lag(settings, settings.bootstrap_servers, group, topics)
+                    for group, topics in groups.items()
+                )
+            ),
+            10,
+        )
+    except Exception:  # noqa: BLE001  # the broker line already says why
+        return {}
+    return dict(zip(groups, lags, strict=True))
+
+
+def _lag_line(lag: dict[str, int | None]) -> str:
+    return ", ".join(
+        f"{topic}: {'nothing committed yet' if records is None else f'{records:,} behind'}"
+        for topic, records in lag.items()
+    )
+
+
 async def status(args: argparse.Namespace) -> int:
     client = load_settings(ClientSettings)
     targets = {
@@ -222,13 +250,20 @@ async def status(args: argparse.Namespace) -> int:
         "shadow": client.shadow_target,
         "retrainer": client.registry_target,
     }
+    if args.service:
+        # A container's health check: this one service, nothing else asked.
+        state = await _health(targets[args.service])
+        print(f"{args.service} {targets[args.service]} {state}")
+        return 0 if state == "serving" else EXIT_FAILED
     health = await asyncio.gather(*(_health(target) for target in targets.values()))
+    kafka = load_settings(KafkaSettings)
     report: dict[str, Any] = {
         "services": {
             name: {"target": target, "health": state}
             for (name, target), state in zip(targets.items(), health, strict=True)
         },
-        "kafka": await _kafka(load_settings(KafkaSettings)),
+        "kafka": await _kafka(kafka),
+        "lag": await _lag(kafka),
         "clickhouse": _clickhouse(load_settings(ClickHouseSettings)),
     }
     if args.json:
@@ -237,9 +272,11 @@ async def status(args: argparse.Namespace) -> int:
         for name, entry in report["services"].items():
             print(f"{name:<10} {entry['target']:<22} {entry['health']}")
         print(f"{'kafka':<10} {report['kafka']}")
+        for group, lag in report["lag"].items():
+            print(f"{'lag':<10} {group}: {_lag_line(lag)}")
         print(f"{'clickhouse':<10} {report['clickhouse']}")
     down = [name for name, state in zip(targets, health, strict=True) if state != "serving"]
-    return 2 if down else 0
+    return EXIT_FAILED if down else 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -277,4 +314,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("--json", action="store_true", help="the status as JSON")
+    check.add_argument(
+        "--service",
+        choices=("gateway", "inference", "drift", "shadow", "retrainer"),
+        help="only this service's health (a container health check): exit 2 unless serving",
+    )
     check.set_defaults(run=status)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftloop.kit.errors import FailedPrecondition
@@ -52,6 +53,39 @@ class TopicNames:
     @property
     def dead_letter(self) -> str:
         return f"{self.prefix}dead-letter"
+
+
+@dataclass(frozen=True)
+class GroupNames:
+    """The consumer groups that share a service's work between its replicas, with the
+    configured prefix, and the topics each consumes (their lag is the backlog)."""
+
+    prefix: str = "driftloop."
+
+    @property
+    def drift_sink(self) -> str:
+        return f"{self.prefix}drift-sink"
+
+    @property
+    def retrainer(self) -> str:
+        return f"{self.prefix}retrainer"
+
+    @property
+    def shadow(self) -> str:
+        return f"{self.prefix}shadow"
+
+    @property
+    def gateway_controller(self) -> str:
+        return f"{self.prefix}gateway-controller"
+
+    def backlogs(self) -> dict[str, tuple[str, ...]]:
+        """Each work-sharing group and the topics it consumes."""
+        topics = TopicNames(self.prefix)
+        return {
+            self.drift_sink: (topics.predictions, topics.labels),
+            self.retrainer: (topics.drift_alerts,),
+            self.shadow: (topics.shadow_requests,),
+        }
 
 
 @dataclass(frozen=True)
@@ -128,6 +162,35 @@ async def service_kafka() -> tuple[KafkaSettings, str]:
         )
     await ensure_topics(kafka, kafka.bootstrap_servers)
     return kafka, kafka.bootstrap_servers
+
+
+async def group_lag(
+    settings: KafkaSettings, bootstrap_servers: str, group: str, topics: tuple[str, ...]
+) -> dict[str, int | None]:
+    """Per topic, the records the group has yet to commit (None: it committed nothing on
+    that topic yet)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=settings.request_timeout_ms
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=settings.request_timeout_ms
+    )
+    try:
+        await admin.start()
+        await consumer.start()
+        committed = await admin.list_consumer_group_offsets(group)
+        counts = await partition_counts(admin, list(topics))
+        partitions = [TopicPartition(t, p) for t, count in counts.items() for p in range(count)]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    lag: dict[str, int | None] = dict.fromkeys(topics)
+    for partition, end in ends.items():
+        offset = committed.get(partition)
+        if offset is not None and offset.offset >= 0:
+            lag[partition.topic] = (lag[partition.topic] or 0) + max(end - offset.offset, 0)
+    return lag
 
 
 async def partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
