@@ -21,6 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from driftloop.kit.grpc_client import admin_metadata, open_channel
@@ -162,16 +163,38 @@ async def test_reflection_lists_the_services(server: GrpcServer) -> None:
 async def test_metrics_count_calls_by_code(
     server: GrpcServer, registry: registry_pb2_grpc.ModelRegistryStub
 ) -> None:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+
+    async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    before = await scrape()
     await registry.GetModelVersion(get("churn"), timeout=5)
     with pytest.raises(grpc.aio.AioRpcError):
         await registry.GetModelVersion(get("missing"), timeout=5)
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
-    assert (
-        'driftloop_grpc_server_handled_total{code="NOT_FOUND",method="GetModelVersion",'
-        'service="kit-test"}' in text
-    )
-    assert 'driftloop_grpc_server_handling_seconds_count{method="GetModelVersion"' in text
+    after = await scrape()
+    # go-grpc-prometheus's names, labels and label values, as gRPC dashboards expect them
+    call = {
+        "grpc_type": "unary",
+        "grpc_service": "driftloop.v1.ModelRegistry",
+        "grpc_method": "GetModelVersion",
+    }
+
+    def added(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted({**call, **labels}.items())))
+        return after[key] - before.get(key, 0.0)
+
+    assert added("grpc_server_started_total") == 2
+    assert added("grpc_server_handled_total", grpc_code="OK") == 1
+    assert added("grpc_server_handled_total", grpc_code="NotFound") == 1
+    assert added("grpc_server_handling_seconds_count") == 2
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

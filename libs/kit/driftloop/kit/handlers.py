@@ -9,7 +9,8 @@ The wrapper carries the cross-cutting concerns of every call:
 - request bodies are decoded here, not by grpc: a body that is not the method's message
   is the caller's mistake (INVALID_ARGUMENT, one WARNING line per caller per minute at
   most), where grpc's own deserialiser would answer UNKNOWN and log a traceback per call;
-- every call is counted and timed.
+- every call is counted (started, and handled by status code) and timed, under
+  go-grpc-prometheus's metric names and labels.
 Wrapping at registration (not in a server interceptor, which grpc runs for every call
 before the handler) keeps the per-call cost to one extra coroutine frame.
 """
@@ -31,7 +32,12 @@ from grpc_status import rpc_status
 
 from driftloop.kit.errors import DriftloopError, InvalidArgument
 from driftloop.kit.grpc_client import ACTOR_HEADER
-from driftloop.kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
+from driftloop.kit.metrics import (
+    GO_CODE_NAMES,
+    GRPC_HANDLED,
+    GRPC_HANDLING_SECONDS,
+    GRPC_STARTED,
+)
 from driftloop.kit.throttle import Throttle, caller_of
 
 log = logging.getLogger(__name__)
@@ -82,12 +88,14 @@ class HandlerWrapper:
         if not _is_async(handler):
             # Servicers are async; a sync method is the generated base class's placeholder.
             return _unimplemented(method, handler)
-        short = method.rsplit("/", 1)[-1]
-        timer = GRPC_HANDLING_SECONDS.labels(self._service, short)
-        ok = GRPC_HANDLED.labels(self._service, short, "OK")
+        service, short = method.lstrip("/").rsplit("/", 1)
+        kind = _grpc_type(handler)
+        started = GRPC_STARTED.labels(kind, service, short)
+        timer = GRPC_HANDLING_SECONDS.labels(kind, service, short)
+        ok = GRPC_HANDLED.labels(kind, service, short, "OK")
 
         def count(code: str) -> None:
-            GRPC_HANDLED.labels(self._service, short, code).inc()
+            GRPC_HANDLED.labels(kind, service, short, GO_CODE_NAMES.get(code, code)).inc()
 
         async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
             refusal = self._check_token(context.invocation_metadata())
@@ -109,6 +117,7 @@ class HandlerWrapper:
         async def unary_response(
             behavior: Callable[..., Any], request: Any, context: Any, streaming: bool
         ) -> Any:
+            started.inc()
             if admin:
                 await guard(context)
             start = time.perf_counter()
@@ -128,6 +137,7 @@ class HandlerWrapper:
         async def stream_response(
             behavior: Callable[..., Any], request: Any, context: Any, streaming: bool
         ) -> AsyncIterator[Any]:
+            started.inc()
             if admin:
                 await guard(context)
             start = time.perf_counter()
@@ -227,6 +237,13 @@ def _unimplemented(method: str, handler: Handler) -> Handler:
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(abort, None, serialize)
     return grpc.stream_stream_rpc_method_handler(abort, None, serialize)
+
+
+def _grpc_type(handler: Handler) -> str:
+    """The call type as go-grpc-prometheus labels it."""
+    if handler.request_streaming:
+        return "bidi_stream" if handler.response_streaming else "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
 
 
 def _is_async(handler: Handler) -> bool:
