@@ -216,9 +216,8 @@ async def test_a_policy_on_the_topic_naming_a_missing_version_leaves_the_old_one
     policy = await set_policy(
         services.gateway, events_pb2.RoutingPolicy(model="churn", stable_version=version)
     )
-    skipped_before = (
-        REGISTRY.get_sample_value("gateway_policies_skipped_total", {"model": "churn"}) or 0.0
-    )
+    skipped_metric = "driftloop_gateway_policies_skipped_total"
+    skipped_before = REGISTRY.get_sample_value(skipped_metric, {"model": "churn"}) or 0.0
     typo = events_pb2.RoutingPolicy(
         model="churn", stable_version="999", revision=policy.revision + 1
     )
@@ -231,7 +230,7 @@ async def test_a_policy_on_the_topic_naming_a_missing_version_leaves_the_old_one
         await producer.stop()
 
     async def skipped() -> bool:
-        value = REGISTRY.get_sample_value("gateway_policies_skipped_total", {"model": "churn"})
+        value = REGISTRY.get_sample_value(skipped_metric, {"model": "churn"})
         return (value or 0.0) > skipped_before
 
     await until(skipped)

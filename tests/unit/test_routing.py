@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from driftloop.gateway.buffer import EventBuffer
@@ -173,7 +174,14 @@ class FlakySender:
 
 async def test_the_buffer_never_blocks_and_its_counts_add_up() -> None:
     sender = FlakySender()
-    buffer = EventBuffer(sender, "t", capacity=100, batch=10)
+    heard: Counter[str] = Counter()
+    buffer = EventBuffer(
+        sender,
+        "t",
+        capacity=100,
+        batch=10,
+        on_dropped=lambda reason, records: heard.update({reason: records}),
+    )
     event = events_pb2.LabelEvent(request_id="r", label="1")
     buffer.start()
     for _ in range(50):
@@ -196,6 +204,7 @@ async def test_the_buffer_never_blocks_and_its_counts_add_up() -> None:
     assert counts.delivered == len(sender.sent) == 150
     assert counts.dropped_failed == 30 and counts.dropped_full == 50
     assert counts.offered == counts.delivered + counts.dropped
+    assert heard == {"failed": 30, "full": 50}  # what the gateway's drop counters hear
 
 
 class Fakes:
@@ -267,6 +276,15 @@ async def controller(
 HEALTHY = VersionStats(150, 0, 2.0, (0.5,) * 150, 1.0)
 
 
+def step_gauge() -> float | None:
+    return REGISTRY.get_sample_value("driftloop_gateway_rollout_step", {"model": "churn"})
+
+
+def rollout_outcomes(outcome: str) -> float:
+    labels = {"model": "churn", "outcome": outcome}
+    return REGISTRY.get_sample_value("driftloop_gateway_rollouts_total", labels) or 0.0
+
+
 async def test_sufficient_labelled_evidence_cuts_the_step_duration_short() -> None:
     fakes = Fakes()
     rollouts = await controller(fakes)
@@ -286,14 +304,17 @@ async def test_sufficient_labelled_evidence_cuts_the_step_duration_short() -> No
     await rollouts.tick()
     policy = rollouts.policy("churn")
     assert policy.canary.current_step == 1
+    assert step_gauge() == 1
     (stepped,) = [e for e in fakes.events if e.kind == events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED]
     assert EARLY in stepped.reason and "300/2800 labelled rows" in stepped.reason
     assert NO_QUALITY not in stepped.reason
     # Every question covers the canary from its start, not from the step's.
     assert set(fakes.asked_since) == {policy.canary.started.ToDatetime(tzinfo=dt.UTC)}
+    promoted = rollout_outcomes("promoted")
     await rollouts.tick()  # the last step: promoted early too
     assert fakes.champion == "2" and rollouts.policy("churn").stable_version == "2"
     assert EARLY in fakes.events[-1].reason
+    assert step_gauge() == -1 and rollout_outcomes("promoted") == promoted + 1
 
 
 async def test_the_last_step_waits_for_the_labelled_rows_the_plan_asks() -> None:
@@ -328,8 +349,10 @@ async def test_a_failure_of_the_drift_service_rolls_the_canary_back() -> None:
     rollouts = await controller(fakes)
     fakes.served["2"] = HEALTHY
     fakes.view = QualityOpinion(failures=("drift service: quality 0.2 vs stable 0.8",))
+    rolled_back = rollout_outcomes("rolled_back")
     await rollouts.tick()
     assert not rollouts.policy("churn").canary.candidate_version and fakes.champion == "1"
+    assert step_gauge() == -1 and rollout_outcomes("rolled_back") == rolled_back + 1
     assert fakes.kinds()[-1] == events_pb2.MODEL_EVENT_KIND_ROLLED_BACK
     assert "drift service: quality" in fakes.events[-1].reason
 

@@ -5,28 +5,49 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 SINK_RECORDS = Counter(
-    "drift_sink_records_total", "Records written to ClickHouse by the sink, by kind.", ["kind"]
+    "driftloop_drift_sink_records_total",
+    "Records written to ClickHouse by the sink, by kind.",
+    ["kind"],
 )
 SINK_BATCH_SECONDS = Histogram(
-    "drift_sink_batch_seconds",
+    "driftloop_drift_sink_batch_seconds",
     "Time to write one consumer batch to ClickHouse and run the online detectors.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ONLINE_ALARMS = Counter(
-    "drift_online_alarms_total",
+    "driftloop_drift_online_alarms_total",
     "Online detector alarms, by model and stream kind.",
     ["model", "kind"],
 )
 ALERTS = Counter(
-    "drift_alerts_total",
+    "driftloop_drift_alerts_total",
     "Drift alerts raised, by model, kind and severity.",
     ["model", "kind", "severity"],
 )
 LABELS_PENDING = Gauge(
-    "drift_labels_pending", "Predictions and labels waiting for each other in the online join."
+    "driftloop_drift_labels_pending",
+    "Predictions and labels waiting for each other in the online join.",
 )
 REPORT_SECONDS = Histogram(
-    "drift_report_seconds",
+    "driftloop_drift_report_seconds",
     "Time to read a window from ClickHouse and compute its drift report.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_DELIVERIES = Counter(
+    "driftloop_drift_webhook_deliveries_total",
+    "Events handed to a webhook, by how it ended: delivered (a 2xx answer), dead_lettered "
+    "(never delivered: the record went to dead-letter), duplicate (the delivery ledger had "
+    "it: not sent again), stale (older than the maximum age: not sent).",
+    ["webhook", "outcome"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "driftloop_drift_webhook_attempts_total",
+    "HTTP requests to webhooks, by answer: 2xx, 3xx, 4xx, 5xx, timeout, error (no answer).",
+    ["webhook", "result"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "driftloop_drift_webhook_attempt_seconds",
+    "Time of one HTTP request to a webhook, answered or not.",
+    ["webhook"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,8 +49,11 @@ class EventBuffer:
         capacity: int = 10_000,
         batch: int = 500,
         name: str = "",
+        on_dropped: Callable[[str, int], None] = lambda reason, records: None,
     ) -> None:
+        """`on_dropped(reason, records)` hears of every drop: "full" or "failed"."""
         self._sender = sender
+        self._on_dropped = on_dropped
         self._topic = topic
         self._capacity = capacity
         self._batch = batch
@@ -72,6 +76,7 @@ class EventBuffer:
         self.counts.offered += 1
         if len(self._queue) >= self._capacity:
             self.counts.dropped_full += 1
+            self._on_dropped("full", 1)
             if not self._warned:
                 self._warned = True
                 log.error("%s buffer full: dropping records until Kafka catches up", self._name)
@@ -91,7 +96,9 @@ class EventBuffer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self.counts.dropped_failed += self.queued
+        if self.queued:
+            self.counts.dropped_failed += self.queued
+            self._on_dropped("failed", self.queued)
         self._queue.clear()
         self._in_flight = 0
 
@@ -112,6 +119,7 @@ class EventBuffer:
             self.counts.dropped_failed += failed
             self._in_flight = 0
             if failed:
+                self._on_dropped("failed", failed)
                 log.error(
                     "%s: %d of %d records could not be written to Kafka",
                     self._name,

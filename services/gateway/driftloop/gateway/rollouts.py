@@ -276,6 +276,7 @@ class Rollouts:
         policy.ClearField("blue_green")
         committed = await self._commit(policy, policy.revision, actor)
         metrics.ROLLOUTS.labels(model, "promoted").inc()
+        metrics.ROLLOUT_STEP.labels(model).set(-1)
         await self._announce(
             events_pb2.MODEL_EVENT_KIND_PROMOTED, committed, candidate, reason, actor, previous
         )
@@ -291,6 +292,7 @@ class Rollouts:
         policy.ClearField("blue_green")
         committed = await self._commit(policy, policy.revision, actor)
         metrics.ROLLOUTS.labels(model, "rolled_back").inc()
+        metrics.ROLLOUT_STEP.labels(model).set(-1)
         log.warning("rolled back %s v%s: %s", model, candidate, reason)
         await self._announce(
             events_pb2.MODEL_EVENT_KIND_ROLLED_BACK, committed, candidate, reason, actor
@@ -377,6 +379,7 @@ class Rollouts:
         updated.canary.step_started.CopyFrom(stamp(dt.datetime.now(dt.UTC)))
         committed = await self._commit(updated, updated.revision, "controller")
         self._step_clock[model] = time.monotonic()
+        metrics.ROLLOUT_STEP.labels(model).set(committed.canary.current_step)
         weight = committed.canary.steps[committed.canary.current_step].weight_bp
         reason = (
             f"step {committed.canary.current_step + 1}/{len(plan.steps)}: {weight / 100:g}% "
@@ -413,6 +416,7 @@ class Rollouts:
         if evidence.worse:
             committed = await self._commit(updated, updated.revision, "controller")
             metrics.ROLLOUTS.labels(model, "rolled_back").inc()
+            metrics.ROLLOUT_STEP.labels(model).set(-1)
             reason = f"shadow first: the candidate is worse in the shadow ({evidence.summary})"
             log.warning("rolled back %s v%s: %s", model, candidate, reason)
             await self._announce(

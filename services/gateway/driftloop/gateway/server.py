@@ -60,12 +60,14 @@ class GatewayService:
             names.predictions,
             capacity=settings.log_buffer,
             name="prediction log",
+            on_dropped=lambda reason, records: metrics.LOG_DROPPED.labels(reason).inc(records),
         )
         self.shadow_mirror = EventBuffer(
             self._log_producer,
             names.shadow_requests,
             capacity=settings.shadow_buffer,
             name="shadow mirror",
+            on_dropped=lambda reason, records: metrics.SHADOW_DROPPED.labels(reason).inc(records),
         )
         self.recorder = TrafficRecorder()
         self.serving = PredictionService(
@@ -120,8 +122,6 @@ class GatewayService:
             GatewayServicer(self.serving, self.rollouts, settings.max_batch_requests),
         )
         self._controller: asyncio.Task[None] | None = None
-        metrics.LOG_DROPPED.set_function(lambda: self.prediction_log.counts.dropped)
-        metrics.SHADOW_DROPPED.set_function(lambda: self.shadow_mirror.counts.dropped)
 
     @property
     def port(self) -> int:

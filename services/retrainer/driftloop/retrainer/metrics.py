@@ -5,20 +5,20 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 DECISIONS = Counter(
-    "driftloop_retrain_decisions_total",
+    "driftloop_retrainer_decisions_total",
     "Retraining triggers considered, by model, trigger and outcome (run or skipped).",
     ["model", "trigger", "outcome"],
 )
 RUNS = Counter(
-    "driftloop_retrain_runs_total",
+    "driftloop_retrainer_runs_total",
     "Retraining runs ended, by model and final state.",
     ["model", "state"],
 )
 RUNS_RUNNING = Gauge(
-    "driftloop_retrain_run_in_progress", "1 while a retraining run of the model runs.", ["model"]
+    "driftloop_retrainer_run_in_progress", "1 while a retraining run of the model runs.", ["model"]
 )
 ROLLOUT_OUTCOMES = Counter(
-    "driftloop_retrain_rollouts_total",
+    "driftloop_retrainer_rollouts_total",
     "Rollouts of retrained versions that ended, by model and outcome.",
     ["model", "outcome"],
 )
