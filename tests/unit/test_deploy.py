@@ -150,3 +150,17 @@ def test_compose_references_resolve() -> None:
                 host, _, port = target.partition(":")
                 assert host in services, f"{name}: {variable} names unknown service {host}"
                 assert services[host]["environment"][port_variable] == port, f"{name}: {variable}"
+
+
+def test_every_service_has_a_grpc_health_check_and_a_restart_policy() -> None:
+    services = compose()["services"]
+    for name in ("retrainer", "inference", "gateway", "drift", "shadow"):
+        service = services[name]
+        port = service["environment"][f"DRIFTLOOP_{name.upper()}_PORT"]
+        test = service["healthcheck"]["test"]
+        assert test == ["CMD", "python", "-m", "driftloop.kit.healthcheck", f"127.0.0.1:{port}"]
+        assert importlib.util.find_spec(f"{test[3]}") is not None
+        assert service["restart"] == "unless-stopped", name
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            if dependency in ("retrainer", "inference", "gateway", "drift", "shadow"):
+                assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}"

@@ -26,8 +26,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
 from driftloop.cli.calls import EXIT_FAILED
@@ -39,8 +37,8 @@ from driftloop.gateway.config import GatewaySettings
 from driftloop.inference.config import InferenceSettings
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
 from driftloop.kafka.topics import GroupNames, ensure_topics, group_lag
-from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import wait_for_signal
+from driftloop.kit.healthcheck import SERVING, health
 from driftloop.kit.settings import (
     ArtifactSettings,
     ClickHouseSettings,
@@ -170,16 +168,6 @@ def exports(ports: Ports, servers: str, prefix: str) -> list[str]:
     return lines
 
 
-async def _health(target: str) -> str:
-    async with open_channel(target) as channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs type the sync client only
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.aio.AioRpcError as error:
-            return f"down ({error.code().name})"
-    return "serving" if reply.status == health_pb2.HealthCheckResponse.SERVING else "not serving"
-
-
 async def _kafka(settings: KafkaSettings) -> str:
     if not settings.bootstrap_servers:
         return "not configured (DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS)"
@@ -252,15 +240,15 @@ async def status(args: argparse.Namespace) -> int:
     }
     if args.service:
         # A container's health check: this one service, nothing else asked.
-        state = await _health(targets[args.service])
+        state = await health(targets[args.service])
         print(f"{args.service} {targets[args.service]} {state}")
-        return 0 if state == "serving" else EXIT_FAILED
-    health = await asyncio.gather(*(_health(target) for target in targets.values()))
+        return 0 if state == SERVING else EXIT_FAILED
+    states = await asyncio.gather(*(health(target) for target in targets.values()))
     kafka = load_settings(KafkaSettings)
     report: dict[str, Any] = {
         "services": {
             name: {"target": target, "health": state}
-            for (name, target), state in zip(targets.items(), health, strict=True)
+            for (name, target), state in zip(targets.items(), states, strict=True)
         },
         "kafka": await _kafka(kafka),
         "lag": await _lag(kafka),
@@ -275,7 +263,7 @@ async def status(args: argparse.Namespace) -> int:
         for group, lag in report["lag"].items():
             print(f"{'lag':<10} {group}: {_lag_line(lag)}")
         print(f"{'clickhouse':<10} {report['clickhouse']}")
-    down = [name for name, state in zip(targets, health, strict=True) if state != "serving"]
+    down = [name for name, state in zip(targets, states, strict=True) if state != SERVING]
     return EXIT_FAILED if down else 0
 
 
