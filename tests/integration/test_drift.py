@@ -13,8 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from driftloop.clickhouse.client import ClickHouse
+from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.drift.config import DriftSettings
 from driftloop.drift.server import DriftService
 from driftloop.kafka.producer import EventProducer
@@ -247,6 +249,52 @@ async def test_malformed_labels_go_to_dead_letter_and_the_rest_is_logged(
         return drift.service.consumer.stats.dead_letters == 3
 
     await until(dead_lettered)
+
+
+@pytest.mark.parametrize("drift", ["aiokafka", "faust"], indirect=True)
+async def test_the_sink_reports_its_lag_per_partition(
+    drift: Drift, trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = f"{drift.kafka.topic_prefix}drift-sink"
+
+    def lags() -> dict[tuple[str, str], float]:
+        return {
+            (sample.labels["topic"], sample.labels["partition"]): sample.value
+            for family in REGISTRY.collect()
+            if family.name == "driftloop_consumer_lag_records"
+            for sample in family.samples
+            if sample.labels["group"] == group
+        }
+
+    store = asyncio.Event()
+    write_tables = PredictionLog.write_tables
+
+    async def held(self: PredictionLog, *tables: Any) -> tuple[int, int]:
+        await store.wait()  # ClickHouse hangs: the batch stays in hand
+        return await write_tables(self, *tables)
+
+    monkeypatch.setattr(PredictionLog, "write_tables", held)
+    stream = drift_streams.stream(
+        trained, drift_streams.table(300, seed=45), model=MODEL, version="1"
+    )
+    await drift.send(stream)
+
+    async def in_hand() -> bool:
+        return sum(lags().values()) > 0
+
+    await until(in_hand)  # the records the store holds up are lag, not handled
+    store.set()
+    await drift.logged(300, 300)
+    every_partition = {
+        (topic, str(partition))
+        for topic in (drift.names.predictions, drift.names.labels)
+        for partition in range(drift.kafka.partitions)
+    }
+
+    async def caught_up() -> bool:
+        return lags() == dict.fromkeys(every_partition, 0.0)
+
+    await until(caught_up)
 
 
 async def test_the_api_answers_with_precise_status_codes(

@@ -33,6 +33,7 @@ from google.protobuf.message import Message
 
 from driftloop.kafka.codecs import DecodeError, Decoder
 from driftloop.kafka.dead_letter import DeadLetters, RawMessage, RawRecord
+from driftloop.kafka.lag import PartitionLag
 from driftloop.kafka.metrics import BATCH_RETRIES
 from driftloop.kit.errors import Unavailable
 from driftloop.kit.settings import KafkaSettings
@@ -238,6 +239,7 @@ class BatchConsumer:
         self._stopping = asyncio.Event()
         self._batches = 0
         self._records = 0
+        self._lag = PartitionLag(group_id)
 
     @property
     def stats(self) -> ConsumerStats:
@@ -263,12 +265,25 @@ class BatchConsumer:
                 )
                 if batch:
                     await self._process(batch)
+                self._lag.refresh(
+                    {
+                        (tp.topic, tp.partition): self._consumer.highwater(tp)
+                        for tp in self._consumer.assignment()
+                    }
+                )
         finally:
+            self._lag.clear()
             await self._consumer.stop()
 
     async def _process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         accepted: list[Record] = []
         offsets: dict[TopicPartition, int] = {}
+        for partition, messages in batch.items():  # before any await: all still assigned
+            if messages:
+                highwater = self._consumer.highwater(partition)
+                self._lag.received(
+                    (partition.topic, partition.partition), messages[0].offset, highwater
+                )
         for partition, messages in batch.items():
             decode = self._decoders[partition.topic]
             for message in messages:
@@ -292,5 +307,7 @@ class BatchConsumer:
             # The group rebalanced while we worked; the new owner re-reads these records,
             # and the idempotent handler makes that harmless.
             log.warning("offset commit failed after a rebalance; records will be re-read")
+        for partition, offset in offsets.items():
+            self._lag.handled((partition.topic, partition.partition), offset)
         self._batches += 1
         self._records += len(accepted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 DEAD_LETTERS = Counter(
     "driftloop_dead_letters_total",
@@ -21,4 +21,11 @@ EVENTS_SKIPPED = Counter(
     "Events of a broadcast topic (model-events, routing) skipped by a follower, by topic "
     "and why (undecodable, handler failed).",
     ["topic", "why"],
+)
+CONSUMER_LAG = Gauge(
+    "driftloop_consumer_lag_records",
+    "Records of a partition its consumer group has not handled yet: the partition's high "
+    "watermark minus the group's position, by group, topic and partition, on the replica "
+    "that owns the partition (updated as batches are consumed).",
+    ["group", "topic", "partition"],
 )

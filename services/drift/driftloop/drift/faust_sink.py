@@ -29,6 +29,7 @@ from driftloop.kafka.consumer import (
     handle_until_done,
 )
 from driftloop.kafka.dead_letter import DeadLetters
+from driftloop.kafka.lag import Partition, PartitionLag
 
 
 class FaustSink:
@@ -52,6 +53,7 @@ class FaustSink:
         self._backoff = retry_backoff_s
         self._batches = 0
         self._records = 0
+        self._lag = PartitionLag(group_id)
         # The tables live in memory; faust still creates its data folder, so it goes to a
         # temporary one, removed on stop (not the working directory).
         self._datadir = tempfile.mkdtemp(prefix="driftloop-faust-")
@@ -94,10 +96,21 @@ class FaustSink:
 
     async def stop(self) -> None:
         await self.app.stop()
+        self._lag.clear()
         shutil.rmtree(self._datadir, ignore_errors=True)
 
     async def _agent(self, stream: Any) -> None:
         async for events in stream.take_events(self._max_batch, within=0.5):
+            first: dict[Partition, int] = {}
+            after: dict[Partition, int] = {}
+            for event in events:
+                partition = (event.message.tp.topic, event.message.tp.partition)
+                offset = event.message.offset
+                first[partition] = min(first.get(partition, offset), offset)
+                after[partition] = max(after.get(partition, 0), offset + 1)
+            highwaters = self._highwaters()
+            for partition, offset in first.items():
+                self._lag.received(partition, offset, highwaters.get(partition))
             records = []
             for event in events:
                 message = event.message
@@ -118,5 +131,20 @@ class FaustSink:
                     probe=self._probe,
                     group=self._group,
                 )
+            for partition, offset in after.items():
+                self._lag.handled(partition, offset)
+            self._lag.refresh(self._highwaters())
             self._batches += 1
             self._records += len(records)
+
+    def _highwaters(self) -> dict[Partition, int | None]:
+        """The last known high watermark of each partition assigned now."""
+        highwaters: dict[Partition, int | None] = {}
+        for tp in self.app.consumer.assignment():
+            try:
+                highwaters[(tp.topic, tp.partition)] = self.app.consumer.highwater(tp)
+            except AssertionError:
+                # aiokafka asserts the partition is assigned, and faust's consumer runs in a
+                # thread of its own: a rebalance there can take it between the two calls.
+                continue
+        return highwaters
