@@ -167,6 +167,27 @@ CREATE TABLE IF NOT EXISTS driftloop.drift_alerts
 ENGINE = ReplacingMergeTree
 ORDER BY (model, time, alert_id);
 
+-- The delivery ledger of alerts to webhooks: one row per event and webhook once it has
+-- its outcome, delivered (the receiver answered 2xx) or dead_lettered (it never did, and
+-- the record went to dead-letter). The drift service reads it before sending, so a
+-- re-delivered record is not sent twice, across restarts too.
+CREATE TABLE IF NOT EXISTS driftloop.webhook_deliveries
+(
+    webhook LowCardinality(String),
+    event_id String,
+    delivery_id String,
+    kind LowCardinality(String),
+    model LowCardinality(String),
+    outcome Enum8('delivered' = 1, 'dead_lettered' = 2),
+    attempts UInt16,
+    status UInt16,
+    error String,
+    event_time DateTime64(6, 'UTC'),
+    finished DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(finished)
+ORDER BY (webhook, event_id);
+
 -- The root-cause view: per model version and evaluated window, each feature's drift (PSI),
 -- its link to the performance drop (when labels existed) and its rank: by link when the
 -- window showed concept drift, else by PSI. Grafana reads the newest window from here.

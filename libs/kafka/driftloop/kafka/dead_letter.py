@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 1000
 LOG_INTERVAL_S = 10.0
-Stage = Literal["decode", "store"]
+# decode: not a valid event; store: refused by the store after isolation; deliver: a
+# webhook never took it (the drift service's alerts to webhooks).
+Stage = Literal["decode", "store", "deliver"]
 
 
 class RawRecord(Protocol):

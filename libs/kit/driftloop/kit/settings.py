@@ -194,6 +194,11 @@ def _describe(cls: type[BaseSettings], error: ValidationError) -> str:
         else:
             variable = (prefix + name).upper()
         reason = str(item["msg"]).removeprefix("Value error, ")
-        shown = "" if "secret" in name or "token" in name or "url" in name else item.get("input")
+        # Inside a structured setting (a list of objects), say where: "[0].url: ...".
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"][1:])
+        if where:
+            reason = f"{where.removeprefix('.')}: {reason}"
+        secret = any(word in name for word in ("secret", "token", "url", "webhook"))
+        shown = "" if secret else item.get("input")
         problems.append(f"{variable}={shown!r}: {reason}" if shown else f"{variable}: {reason}")
     return "invalid configuration: " + "; ".join(problems)

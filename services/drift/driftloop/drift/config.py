@@ -2,14 +2,70 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from driftloop.kit.settings import GrpcServerSettings
 
 DEFAULT_PORT = 50053
+# What a webhook can be sent: drift alerts (topic drift-alerts) and, from model-events,
+# promotions, rollbacks and retraining runs that ended without a new version.
+EventKind = Literal["drift_alert", "promoted", "rolled_back", "retrain_halted"]
+EVENT_KINDS: tuple[EventKind, ...] = ("drift_alert", "promoted", "rolled_back", "retrain_halted")
+SeverityName = Literal["info", "warning", "critical"]
+
+
+class Webhook(BaseModel):
+    """One receiver of alerts (an element of DRIFTLOOP_DRIFT_WEBHOOKS, a JSON list). The URL
+    and the headers may hold credentials (a Slack URL does): logs and errors name the webhook,
+    never them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    url: str
+    # json: driftloop's own versioned body; slack: an incoming webhook (text + blocks);
+    # alertmanager: the body Alertmanager's webhook receiver sends (version "4").
+    format: Literal["json", "slack", "alertmanager"] = "json"
+    events: frozenset[EventKind] = frozenset(EVENT_KINDS)
+    # Events below this severity are not sent to this webhook.
+    min_severity: SeverityName = "info"
+    # Sent with every request (an Authorization header, for example).
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _some_events(cls, value: frozenset[EventKind]) -> frozenset[EventKind]:
+        if not value:
+            raise ValueError(f"name at least one of {', '.join(EVENT_KINDS)}")
+        return value
+
+
+def _json_list(value: object) -> object:
+    """The environment gives a JSON text; say plainly when it is not JSON."""
+    if isinstance(value, str):
+        if not value.strip():
+            return []
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not a JSON list of webhooks: {error}") from None
+    return value
+
+
+Webhooks = Annotated[list[Webhook], NoDecode, BeforeValidator(_json_list)]
 
 
 class DriftSettings(GrpcServerSettings):
@@ -59,3 +115,23 @@ class DriftSettings(GrpcServerSettings):
     canary_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
     canary_min_requests: Annotated[int, Field(ge=1)] = 50
     canary_min_labelled: Annotated[int, Field(ge=2)] = 50
+    # Alerts to webhooks: off while the list is empty. Each event goes to each webhook that
+    # wants it once: tried up to max_attempts times, each within timeout_s, waiting
+    # backoff_s, doubled each time up to backoff_max_s (Retry-After is honoured up to that);
+    # then it goes to dead-letter. Events older than max_age_s are not sent (a first start
+    # does not replay the topics' history).
+    webhooks: Webhooks = Field(default_factory=list)
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    webhook_backoff_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    webhook_backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    webhook_max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_names(cls, value: list[Webhook]) -> list[Webhook]:
+        names = [webhook.name for webhook in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"webhook names must be unique: {', '.join(repeated)} repeated")
+        return value

@@ -1,5 +1,6 @@
 """Composition root of the drift service: the sink consumer, online detection, the
-periodic windowed evaluation, alerts and the DriftService gRPC server."""
+periodic windowed evaluation, alerts, alerts to webhooks (when configured) and the
+DriftService gRPC server."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES, Alerts
 from driftloop.drift.baselines import RegistryBaselines
 from driftloop.drift.canary import CanaryAnalysis, CanaryLimits
 from driftloop.drift.config import DriftSettings
+from driftloop.drift.deliveries import ClickHouseLedger, HttpTransport
 from driftloop.drift.detection import OnlineDetection
 from driftloop.drift.evaluator import Evaluator
 from driftloop.drift.faust_sink import FaustSink
@@ -23,8 +25,14 @@ from driftloop.drift.report import Thresholds
 from driftloop.drift.servicer import DriftServicer
 from driftloop.drift.sink import LogSink
 from driftloop.drift.store import DriftStore
+from driftloop.drift.webhooks import RetryPolicy, WebhookSender
 from driftloop.drift.windows import WindowReader
-from driftloop.kafka.codecs import decode_label, decode_prediction
+from driftloop.kafka.codecs import (
+    decode_drift_alert,
+    decode_label,
+    decode_model_event,
+    decode_prediction,
+)
 from driftloop.kafka.consumer import BatchConsumer
 from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.producer import EventProducer
@@ -132,6 +140,55 @@ class DriftService:
         )
         self._tasks: list[asyncio.Task[None]] = []
         metrics.LABELS_PENDING.set_function(lambda: self.join.pending)
+        self.webhooks: WebhookSender | None = None
+        self._webhook_consumer: BatchConsumer | None = None
+        self._http = HttpTransport()
+        if settings.webhooks:
+            self._build_webhooks(kafka, bootstrap_servers, clickhouse)
+
+    def _build_webhooks(
+        self, kafka: KafkaSettings, bootstrap_servers: str, clickhouse: ClickHouse
+    ) -> None:
+        """Alerts to webhooks: a consumer group of its own on drift-alerts and model-events,
+        committed after every event of a batch has its outcome in the ledger."""
+        settings = self._settings
+        policy = RetryPolicy(
+            timeout_s=settings.webhook_timeout_s,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_s=settings.webhook_backoff_s,
+            backoff_max_s=settings.webhook_backoff_max_s,
+        )
+        dead_letters = DeadLetters(self._producer, self._names.dead_letter, "drift-webhooks")
+        ledger = ClickHouseLedger(clickhouse)
+        self.webhooks = WebhookSender(
+            settings.webhooks,
+            self._http,
+            ledger,
+            dead_letters,
+            policy,
+            dt.timedelta(seconds=settings.webhook_max_age_s),
+        )
+        # A batch may take every attempt of every event (webhooks are served side by side):
+        # the group must not take the partitions away meanwhile.
+        batch = 10
+        per_event_s = (
+            policy.max_attempts * policy.timeout_s
+            + (policy.max_attempts - 1) * policy.backoff_max_s
+        )
+        self._webhook_consumer = BatchConsumer(
+            kafka,
+            bootstrap_servers,
+            group_id=f"{kafka.topic_prefix}drift-webhooks",
+            decoders={
+                self._names.drift_alerts: decode_drift_alert,
+                self._names.model_events: decode_model_event,
+            },
+            handler=self.webhooks.handle,
+            dead_letters=dead_letters,
+            max_batch=batch,
+            probe=ledger.probe,
+            max_poll_interval_ms=int((batch * per_event_s + 60) * 1000),
+        )
 
     @property
     def port(self) -> int:
@@ -147,6 +204,16 @@ class DriftService:
                 name="drift evaluation",
             ),
         ]
+        if self._webhook_consumer is not None:
+            await self._http.start()
+            await self._webhook_consumer.start()
+            self._tasks.append(
+                asyncio.create_task(self._webhook_consumer.run(), name="drift webhooks")
+            )
+            log.info(
+                "alerts to webhooks on",
+                extra={"webhooks": [w.name for w in self._settings.webhooks]},
+            )
         port = await self._server.start()
         await self._server.set_ready()
         return port
@@ -158,7 +225,13 @@ class DriftService:
                 task.cancel()
         # The sink finishes the batch in hand (ClickHouse, then the offset commit).
         await self.consumer.stop()
+        if self._webhook_consumer is not None and self.webhooks is not None:
+            # An attempt in flight ends (within its deadline) and is recorded; a wait before
+            # the next one does not: that batch is left uncommitted, read again next start.
+            await self._webhook_consumer.stop()
+            self.webhooks.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._http.close()
         await self._producer.stop()
         await self._registry_channel.close()
 

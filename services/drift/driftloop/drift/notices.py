@@ -1,0 +1,145 @@
+"""Events people are told about, as one domain type, converted from the Kafka events.
+
+A `Notice` is what a webhook receives, whatever the source: a drift alert (topic
+drift-alerts) or a promotion, a rollback or a retraining run that ended without a new
+version (topic model-events). Its `event_id` is the natural key of the delivery ledger:
+the alert id for an alert; for a model event (which has no id) the SHA-256 of its
+deterministic encoding, so a re-delivered record, or the same event published twice,
+has the same id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from driftloop.drift.alerts import KIND_NAMES
+from driftloop.drift.config import EventKind, SeverityName
+from driftloop.v1 import events_pb2
+
+SEVERITY_RANK: dict[SeverityName, int] = {"info": 0, "warning": 1, "critical": 2}
+# How a retraining run's end state weighs: a crash needs a person, a refused challenger
+# is the gate doing its job.
+RUN_STATE_SEVERITY: dict[str, SeverityName] = {
+    "failed": "critical",
+    "rejected_data": "warning",
+    "rejected_challenger": "info",
+}
+_ALERT_SEVERITY: dict[events_pb2.Severity.ValueType, SeverityName] = {
+    events_pb2.SEVERITY_INFO: "info",
+    events_pb2.SEVERITY_WARNING: "warning",
+    events_pb2.SEVERITY_CRITICAL: "critical",
+}
+_MODEL_EVENT_KINDS: dict[events_pb2.ModelEventKind.ValueType, EventKind] = {
+    events_pb2.MODEL_EVENT_KIND_PROMOTED: "promoted",
+    events_pb2.MODEL_EVENT_KIND_ROLLED_BACK: "rolled_back",
+    events_pb2.MODEL_EVENT_KIND_RETRAIN_HALTED: "retrain_halted",
+}
+
+
+@dataclass(frozen=True)
+class Notice:
+    event_id: str
+    kind: EventKind
+    model: str
+    version: str
+    severity: SeverityName
+    # One line a person reads first.
+    summary: str
+    time: dt.datetime
+    # What only this kind has (JSON-ready: str, numbers, None, lists and dicts of them).
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """A short heading: what happened to which model."""
+        heads: dict[EventKind, str] = {
+            "drift_alert": f"{self.details.get('drift_kind', '').capitalize()} drift",
+            "promoted": "Promoted",
+            "rolled_back": "Rolled back",
+            "retrain_halted": "Retraining halted",
+        }
+        return f"{heads[self.kind]}: {self.model} v{self.version}"
+
+    def wanted(self, kinds: frozenset[EventKind], min_severity: SeverityName) -> bool:
+        return self.kind in kinds and SEVERITY_RANK[self.severity] >= SEVERITY_RANK[min_severity]
+
+
+def from_alert(alert: events_pb2.DriftAlert, published: dt.datetime) -> Notice:
+    """`published`: when the record was written, the time of an alert that has none."""
+    kind = KIND_NAMES.get(alert.kind, "unspecified")
+    return Notice(
+        event_id=alert.alert_id,
+        kind="drift_alert",
+        model=alert.model,
+        version=alert.version,
+        severity=_ALERT_SEVERITY.get(alert.severity, "warning"),
+        summary=alert.summary,
+        time=alert.time.ToDatetime(dt.UTC) if alert.HasField("time") else published,
+        details={
+            "alert_id": alert.alert_id,
+            "drift_kind": kind,
+            "window": {
+                "start": iso(alert.window.start.ToDatetime(dt.UTC)),
+                "end": iso(alert.window.end.ToDatetime(dt.UTC)),
+                "rows": alert.window_rows,
+            },
+            "features": [
+                {
+                    "feature": score.feature,
+                    "test": score.test,
+                    "score": finite(score.score),
+                    "p_value": finite(score.p_value),
+                    "drifted": score.drifted,
+                }
+                for score in alert.features
+            ],
+        },
+    )
+
+
+def from_model_event(event: events_pb2.ModelEvent, published: dt.datetime) -> Notice | None:
+    """The notice of a promotion, a rollback or a halted run; None for other kinds."""
+    kind = _MODEL_EVENT_KINDS.get(event.kind)
+    if kind is None:
+        return None
+    event_id = hashlib.sha256(event.SerializeToString(deterministic=True)).hexdigest()[:32]
+    common = {"reason": event.reason, "actor": event.actor}
+    if kind == "promoted":
+        previous = f" (replacing v{event.previous_version})" if event.previous_version else ""
+        summary = f"{event.model} v{event.version} is the new champion{previous}"
+        severity: SeverityName = "info"
+        details = {"previous_version": event.previous_version, **common}
+    elif kind == "rolled_back":
+        summary = f"the rollout of {event.model} v{event.version} was rolled back"
+        summary += f": {event.reason}" if event.reason else ""
+        severity = "warning"
+        details = {"stable_version": event.previous_version, **common}
+    else:
+        summary = f"retraining run {event.run_id} of {event.model} ended {event.run_state}"
+        summary += f": {event.reason}" if event.reason else ""
+        severity = RUN_STATE_SEVERITY.get(event.run_state, "warning")
+        details = {"run_id": event.run_id, "run_state": event.run_state, **common}
+    return Notice(
+        event_id=event_id,
+        kind=kind,
+        model=event.model,
+        version=event.version,
+        severity=severity,
+        summary=summary,
+        time=event.time.ToDatetime(dt.UTC) if event.HasField("time") else published,
+        details=details,
+    )
+
+
+def iso(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a Z."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: those become null."""
+    return value if math.isfinite(value) else None
