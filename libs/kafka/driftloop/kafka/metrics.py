@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge
 DEAD_LETTERS = Counter(
     "driftloop_dead_letters_total",
     "Records sent to dead-letter, by source topic, consumer group and stage "
-    "(decode: invalid; store: refused by the store after isolation).",
+    "(decode: invalid; store: refused by the store after isolation; deliver: a webhook "
+    "never took it).",
     ["topic", "group", "stage"],
 )
 BATCH_RETRIES = Counter(
