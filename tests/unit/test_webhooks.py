@@ -156,10 +156,16 @@ def test_a_model_event_id_is_the_same_for_the_same_event_and_differs_for_another
     assert len(first.event_id) == 32
 
 
-def test_an_event_without_a_time_takes_the_records_time() -> None:
+def test_an_event_without_a_time_or_with_one_beyond_storage_takes_the_records_time() -> None:
     alert = drift_alert()
     alert.ClearField("time")
     assert from_alert(alert, NOW).time == NOW
+    alert.time.seconds = 253_402_300_800  # year 10000: neither Python nor ClickHouse has it
+    assert from_alert(alert, NOW).time == NOW
+    event = model_event(events_pb2.MODEL_EVENT_KIND_PROMOTED)
+    event.time.seconds = 11_000_000_000  # year 2318: past ClickHouse's DateTime64
+    notice = from_model_event(event, NOW)
+    assert notice is not None and notice.time == NOW
 
 
 def test_a_webhook_wants_its_kinds_at_or_above_its_severity() -> None:
@@ -525,6 +531,14 @@ def test_webhooks_are_read_from_a_json_list(monkeypatch: pytest.MonkeyPatch) -> 
         ('[{"name": "ops", "url": "https://x/s3cr3t",', "not a JSON list of webhooks"),
         ('[{"name": "ops", "url": "https://x/s3cr3t", "format": "xml"}]', "[0].format"),
         ('[{"name": "ops", "url": "https://x/s3cr3t", "events": []}]', "[0].events"),
+        (
+            '[{"name": "ops", "url": "https://x/s3cr3t", "headers": {"X": "a\\r\\nHost: y"}}]',
+            "[0].headers: the value of header X has a line break",
+        ),
+        (
+            '[{"name": "ops", "url": "https://x/s3cr3t", "headers": {"X Y": "z"}}]',
+            "[0].headers: a header name must be an HTTP token",
+        ),
         (
             '[{"name": "ops", "url": "https://x/s3cr3t"}, {"name": "ops", "url": "https://y"}]',
             "webhook names must be unique: ops repeated",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -43,6 +44,16 @@ class Webhook(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError("a header name must be an HTTP token")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"the value of header {name} has a line break")
         return value
 
     @field_validator("events")

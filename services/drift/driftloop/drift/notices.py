@@ -16,8 +16,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from driftloop.drift.alerts import KIND_NAMES
 from driftloop.drift.config import EventKind, SeverityName
+from driftloop.kit.times import timestamp_problem
 from driftloop.v1 import events_pb2
 
 SEVERITY_RANK: dict[SeverityName, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -78,7 +81,7 @@ def from_alert(alert: events_pb2.DriftAlert, published: dt.datetime) -> Notice:
         version=alert.version,
         severity=_ALERT_SEVERITY.get(alert.severity, "warning"),
         summary=alert.summary,
-        time=alert.time.ToDatetime(dt.UTC) if alert.HasField("time") else published,
+        time=_time(alert.time, published) if alert.HasField("time") else published,
         details={
             "alert_id": alert.alert_id,
             "drift_kind": kind,
@@ -130,9 +133,17 @@ def from_model_event(event: events_pb2.ModelEvent, published: dt.datetime) -> No
         version=event.version,
         severity=severity,
         summary=summary,
-        time=event.time.ToDatetime(dt.UTC) if event.HasField("time") else published,
+        time=_time(event.time, published) if event.HasField("time") else published,
         details=details,
     )
+
+
+def _time(stamp: Timestamp, published: dt.datetime) -> dt.datetime:
+    """The event's time, or when it was published if that time cannot be stored (outside
+    ClickHouse's DateTime64 range: the ledger row would be refused for ever)."""
+    if timestamp_problem(stamp.seconds, stamp.nanos) is not None:
+        return published
+    return stamp.ToDatetime(dt.UTC)
 
 
 def iso(moment: dt.datetime) -> str:
