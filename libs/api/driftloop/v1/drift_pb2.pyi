@@ -9,6 +9,7 @@ from driftloop.v1 import events_pb2 as _events_pb2
 from driftloop.v1 import registry_pb2 as _registry_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -361,3 +362,182 @@ class CanaryAnalysis(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CanaryAnalysis: _TypeAlias = CanaryAnalysis  # noqa: Y015
+
+@_typing.final
+class ModelHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BUCKET_S_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    bucket_s: _builtins.int
+    """Bucket width; 0: a round width giving about 60 buckets over the live traffic found in
+    the window (at most 1000 buckets in all).
+    """
+    @_builtins.property
+    def window(self) -> _common_pb2.TimeWindow:
+        """Default: the last 24 hours up to now."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        window: _common_pb2.TimeWindow | None = ...,
+        bucket_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_s", b"bucket_s", "model", b"model", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelHistoryRequest: _TypeAlias = ModelHistoryRequest  # noqa: Y015
+
+@_typing.final
+class TrafficBucket(_message.Message):
+    """Live requests one version served in one bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    requests: _builtins.int
+    errors: _builtins.int
+    """Calls that failed (logged with their error, no answer)."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "requests", b"requests", "start", b"start", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrafficBucket: _TypeAlias = TrafficBucket  # noqa: Y015
+
+@_typing.final
+class QualityBucket(_message.Message):
+    """Labelled quality of one version's answered live requests in one bucket (by serving time)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    LABELLED_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    answered: _builtins.int
+    labelled: _builtins.int
+    """Answered requests whose label has arrived."""
+    metric: _builtins.str
+    """"accuracy" (classifiers) or "mae" (regression), on the labelled ones; NaN when none."""
+    value: _builtins.float
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.str = ...,
+        answered: _builtins.int = ...,
+        labelled: _builtins.int = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "labelled", b"labelled", "metric", b"metric", "start", b"start", "value", b"value", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityBucket: _TypeAlias = QualityBucket  # noqa: Y015
+
+@_typing.final
+class DriftPoint(_message.Message):
+    """The drift of one stream (a feature, or "__output__" for the prediction) of one version:
+    the highest PSI of the stored last-N windows that ended in the bucket.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    PSI_FIELD_NUMBER: _builtins.int
+    DRIFTED_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    stream: _builtins.str
+    psi: _builtins.float
+    drifted: _builtins.bool
+    """Some window of the bucket flagged it (significant after Benjamini-Hochberg and PSI
+    at least the service's threshold).
+    """
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.str = ...,
+        stream: _builtins.str = ...,
+        psi: _builtins.float = ...,
+        drifted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drifted", b"drifted", "psi", b"psi", "start", b"start", "stream", b"stream", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftPoint: _TypeAlias = DriftPoint  # noqa: Y015
+
+@_typing.final
+class ModelHistory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BUCKET_S_FIELD_NUMBER: _builtins.int
+    TRAFFIC_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    DRIFT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    bucket_s: _builtins.int
+    @_builtins.property
+    def window(self) -> _common_pb2.TimeWindow: ...
+    @_builtins.property
+    def traffic(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrafficBucket]: ...
+    @_builtins.property
+    def quality(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityBucket]: ...
+    @_builtins.property
+    def drift(self) -> _containers.RepeatedCompositeFieldContainer[Global___DriftPoint]: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        window: _common_pb2.TimeWindow | None = ...,
+        bucket_s: _builtins.int = ...,
+        traffic: _abc.Iterable[Global___TrafficBucket] | None = ...,
+        quality: _abc.Iterable[Global___QualityBucket] | None = ...,
+        drift: _abc.Iterable[Global___DriftPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_s", b"bucket_s", "drift", b"drift", "model", b"model", "quality", b"quality", "traffic", b"traffic", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelHistory: _TypeAlias = ModelHistory  # noqa: Y015

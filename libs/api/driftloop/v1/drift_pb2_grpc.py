@@ -55,6 +55,11 @@ class DriftServiceStub:
                 request_serializer=driftloop_dot_v1_dot_drift__pb2.CanaryAnalysisRequest.SerializeToString,
                 response_deserializer=driftloop_dot_v1_dot_drift__pb2.CanaryAnalysis.FromString,
                 _registered_method=True)
+        self.GetModelHistory = channel.unary_unary(
+                '/driftloop.v1.DriftService/GetModelHistory',
+                request_serializer=driftloop_dot_v1_dot_drift__pb2.ModelHistoryRequest.SerializeToString,
+                response_deserializer=driftloop_dot_v1_dot_drift__pb2.ModelHistory.FromString,
+                _registered_method=True)
 
 
 class DriftServiceServicer:
@@ -85,6 +90,15 @@ class DriftServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelHistory(self, request, context):
+        """A model's time series from the prediction log and the stored drift windows, in time
+        buckets: live traffic per version, PSI per stream and version, labelled quality and
+        label coverage (`driftloop report` draws them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DriftServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +121,11 @@ def add_DriftServiceServicer_to_server(servicer, server):
                     servicer.AnalyzeCanary,
                     request_deserializer=driftloop_dot_v1_dot_drift__pb2.CanaryAnalysisRequest.FromString,
                     response_serializer=driftloop_dot_v1_dot_drift__pb2.CanaryAnalysis.SerializeToString,
+            ),
+            'GetModelHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelHistory,
+                    request_deserializer=driftloop_dot_v1_dot_drift__pb2.ModelHistoryRequest.FromString,
+                    response_serializer=driftloop_dot_v1_dot_drift__pb2.ModelHistory.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +236,33 @@ class DriftService:
             '/driftloop.v1.DriftService/AnalyzeCanary',
             driftloop_dot_v1_dot_drift__pb2.CanaryAnalysisRequest.SerializeToString,
             driftloop_dot_v1_dot_drift__pb2.CanaryAnalysis.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.v1.DriftService/GetModelHistory',
+            driftloop_dot_v1_dot_drift__pb2.ModelHistoryRequest.SerializeToString,
+            driftloop_dot_v1_dot_drift__pb2.ModelHistory.FromString,
             options,
             channel_credentials,
             insecure,

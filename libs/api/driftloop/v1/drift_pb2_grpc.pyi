@@ -20,6 +20,11 @@ class DriftServiceStub:
     ListAlerts: _aio.UnaryUnaryMultiCallable[_drift_pb2.ListAlertsRequest, _drift_pb2.ListAlertsResponse]
     AnalyzeCanary: _aio.UnaryUnaryMultiCallable[_drift_pb2.CanaryAnalysisRequest, _drift_pb2.CanaryAnalysis]
     """Compares a candidate's and the stable version's traffic over the same window."""
+    GetModelHistory: _aio.UnaryUnaryMultiCallable[_drift_pb2.ModelHistoryRequest, _drift_pb2.ModelHistory]
+    """A model's time series from the prediction log and the stored drift windows, in time
+    buckets: live traffic per version, PSI per stream and version, labelled quality and
+    label coverage (`driftloop report` draws them).
+    """
 
 class DriftServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -50,5 +55,16 @@ class DriftServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _aio.ServicerContext[_drift_pb2.CanaryAnalysisRequest, _abc.Awaitable[_drift_pb2.CanaryAnalysis]],
     ) -> _abc.Awaitable[_drift_pb2.CanaryAnalysis]:
         """Compares a candidate's and the stable version's traffic over the same window."""
+
+    @_abc_1.abstractmethod
+    def GetModelHistory(
+        self,
+        request: _drift_pb2.ModelHistoryRequest,
+        context: _aio.ServicerContext[_drift_pb2.ModelHistoryRequest, _abc.Awaitable[_drift_pb2.ModelHistory]],
+    ) -> _abc.Awaitable[_drift_pb2.ModelHistory]:
+        """A model's time series from the prediction log and the stored drift windows, in time
+        buckets: live traffic per version, PSI per stream and version, labelled quality and
+        label coverage (`driftloop report` draws them).
+        """
 
 def add_DriftServiceServicer_to_server(servicer: DriftServiceServicer, server: _aio.Server) -> None: ...

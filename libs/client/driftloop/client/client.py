@@ -403,11 +403,34 @@ class DriftloopClient:
         )
         return report
 
-    async def drift_alerts(self, model: str, limit: int = 100) -> list[events_pb2.DriftAlert]:
-        response = await self.drift.ListAlerts(
-            drift_pb2.ListAlertsRequest(model=model, limit=limit), timeout=self._timeout
-        )
+    async def drift_alerts(
+        self,
+        model: str,
+        limit: int = 100,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> list[events_pb2.DriftAlert]:
+        """A model's alerts, newest first (those raised in [start, end) when given)."""
+        request = drift_pb2.ListAlertsRequest(model=model, limit=limit)
+        if start is not None:
+            request.window.start.FromDatetime(start)
+        if end is not None:
+            request.window.end.FromDatetime(end)
+        response = await self.drift.ListAlerts(request, timeout=self._timeout)
         return list(response.alerts)
+
+    async def model_history(
+        self, model: str, start: dt.datetime, end: dt.datetime, bucket_s: int = 0
+    ) -> drift_pb2.ModelHistory:
+        """A model's time series over [start, end): live traffic per version, PSI per
+        stream, labelled quality and label coverage, in buckets (0: the service chooses)."""
+        request = drift_pb2.ModelHistoryRequest(model=model, bucket_s=bucket_s)
+        request.window.start.FromDatetime(start)
+        request.window.end.FromDatetime(end)
+        history: drift_pb2.ModelHistory = await self.drift.GetModelHistory(
+            request, timeout=self._timeout
+        )
+        return history
 
     async def baseline(self, model: str, version: str) -> registry_pb2.Baseline:
         baseline: registry_pb2.Baseline = await self.drift.GetBaseline(

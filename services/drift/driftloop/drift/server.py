@@ -19,6 +19,7 @@ from driftloop.drift.deliveries import ClickHouseLedger, HttpTransport
 from driftloop.drift.detection import OnlineDetection
 from driftloop.drift.evaluator import Evaluator
 from driftloop.drift.faust_sink import FaustSink
+from driftloop.drift.history import HistoryReader
 from driftloop.drift.labels import LabelJoin
 from driftloop.drift.online import OnlineAlarm
 from driftloop.drift.report import Thresholds
@@ -135,6 +136,7 @@ class DriftService:
                         min_labelled=settings.canary_min_labelled,
                     ),
                 ),
+                HistoryReader(clickhouse),
                 settings.window_last_n,
             ),
         )

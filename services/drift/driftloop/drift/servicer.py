@@ -10,6 +10,7 @@ from typing import Any
 from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.canary import CanaryAnalysis, CanaryResult, VariantStats
 from driftloop.drift.evaluator import Evaluator
+from driftloop.drift.history import History, HistoryReader
 from driftloop.drift.report import Report, StreamResult
 from driftloop.drift.store import DriftStore
 from driftloop.drift.windows import Window
@@ -22,6 +23,8 @@ from driftloop.v1 import common_pb2, drift_pb2, drift_pb2_grpc, events_pb2, regi
 MAX_ALERTS = 1000
 # AnalyzeCanary without a window looks at the last hour.
 DEFAULT_CANARY_WINDOW = dt.timedelta(hours=1)
+# GetModelHistory without a window looks at the last day.
+DEFAULT_HISTORY_WINDOW = dt.timedelta(days=1)
 _VERDICTS = {
     "inconclusive": drift_pb2.VERDICT_INCONCLUSIVE,
     "pass": drift_pb2.VERDICT_PASS,
@@ -119,6 +122,41 @@ def canary_to_proto(result: CanaryResult) -> drift_pb2.CanaryAnalysis:
     )
 
 
+def history_to_proto(history: History) -> drift_pb2.ModelHistory:
+    return drift_pb2.ModelHistory(
+        model=history.model,
+        window=common_pb2.TimeWindow(start=stamp(history.start), end=stamp(history.end)),
+        bucket_s=history.bucket_s,
+        traffic=[
+            drift_pb2.TrafficBucket(
+                start=stamp(p.start), version=p.version, requests=p.requests, errors=p.errors
+            )
+            for p in history.traffic
+        ],
+        quality=[
+            drift_pb2.QualityBucket(
+                start=stamp(p.start),
+                version=p.version,
+                answered=p.answered,
+                labelled=p.labelled,
+                metric=p.metric,
+                value=p.value,
+            )
+            for p in history.quality
+        ],
+        drift=[
+            drift_pb2.DriftPoint(
+                start=stamp(p.start),
+                version=p.version,
+                stream=p.stream,
+                psi=p.psi,
+                drifted=p.drifted,
+            )
+            for p in history.drift
+        ],
+    )
+
+
 class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
     def __init__(
         self,
@@ -126,12 +164,14 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
         baselines: BaselineSource,
         store: DriftStore,
         canary: CanaryAnalysis,
+        history: HistoryReader,
         default_last_n: int,
     ) -> None:
         self._evaluator = evaluator
         self._baselines = baselines
         self._store = store
         self._canary = canary
+        self._history = history
         self._default_last_n = default_last_n
 
     async def GetDriftReport(
@@ -200,3 +240,15 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
             request.model, request.stable_version, request.candidate_version, start, end, limits
         )
         return canary_to_proto(result)
+
+    async def GetModelHistory(
+        self, request: drift_pb2.ModelHistoryRequest, context: Any
+    ) -> drift_pb2.ModelHistory:
+        check_name("model", request.model, "model name")
+        start, end = _time_window(request.window, "window")
+        end = end or dt.datetime.now(dt.UTC)
+        start = start or end - DEFAULT_HISTORY_WINDOW
+        if start >= end:
+            raise InvalidArgument("window.start", "must be before the window's end")
+        history = await self._history.history(request.model, start, end, request.bucket_s)
+        return history_to_proto(history)
