@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from driftloop.cli import commands, drift, experiments, models, retrain, routing, up
+from driftloop.cli import commands, drift, experiments, models, report, retrain, routing, up
 from driftloop.kit.logging import configure_logging
 from driftloop.kit.settings import ConfigError, LoggingSettings, load_settings
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_commands(sub)
     experiments.add_commands(sub)
     up.add_commands(sub)
+    report.add_commands(sub)
 
     demo = sub.add_parser(
         "demo",
