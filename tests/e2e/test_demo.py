@@ -58,6 +58,11 @@ async def test_the_demo_closes_the_loop_with_no_person_in_it(
     seconds = re.search(r"change -> promotion: ([\d.]+) s, unattended", text)
     assert seconds is not None, text
     assert float(seconds.group(1)) < 5 + 60, "label delay + 60 s"
+    report = re.search(r"report: (\S+\.html) ", text)
+    assert report is not None, text
+    page = await asyncio.to_thread(Path(report.group(1)).read_text)  # see test_report.py
+    assert "<h1>driftloop report: " in page
+    assert "no data in this window" not in page and "could not be read" not in page
     database = re.search(r"database '(\w+)' created for this run", text)
     assert database is not None, text
     await asyncio.to_thread(check_records, folder, database.group(1), text)

@@ -9,7 +9,8 @@ labels later on Kafka, and at a known point a change in who churns and why. The 
 prints each stage of the loop as it happens (drift alerts, retraining triggers and
 their decisions, the run's steps, the canary's steps, the promotion) with its time since
 the change, then the time from the change to the promotion and the accuracy of the old
-and the new champion on the labelled traffic after the change.
+and the new champion on the labelled traffic after the change, and writes the model's
+report (`driftloop report`) of the run into the data folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import secrets
 import shutil
@@ -27,6 +29,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from driftloop.cli.loop import MODEL, LoopResult, Scenario, Stage, first_champion, run_loop
+from driftloop.cli.report import gather, kafka_model_events, write_report
 from driftloop.cli.stack import running_services
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.client import DriftloopClient
@@ -147,6 +150,7 @@ async def demo(args: argparse.Namespace) -> int:
         flush=True,
     )
     kafka_settings = load_settings(KafkaSettings)
+    began = dt.datetime.now(dt.UTC)
     run = str(int(time.time()))
     scenario = Scenario(seed=args.seed, change_after=args.change_after)
     async with kafka(kafka_settings, args.data_dir / "kafka", progress) as bootstrap:
@@ -220,6 +224,17 @@ async def demo(args: argparse.Namespace) -> int:
                     history = await client.alias_history(MODEL, "champion")
                     for move in history:
                         progress.note(f"champion -> v{move.version} by {move.actor}: {move.reason}")
+                    report = await gather(
+                        client,
+                        MODEL,
+                        began,
+                        dt.datetime.now(dt.UTC),
+                        kafka_model_events(settings, bootstrap),
+                    )
+                    path = await asyncio.to_thread(
+                        write_report, args.data_dir / "report.html", report
+                    )
+                    progress.note(f"report: {path} (one HTML file, open it in a browser)")
         finally:
             await producer.stop()
             await clickhouse.close()
