@@ -46,6 +46,13 @@ $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	@touch $@
 
+# Headless Chromium opens the HTML report in tests/e2e/test_report.py (Debian's package).
+.PHONY: chromium
+setup: chromium
+chromium: ## install Debian's chromium when it is missing (the report test opens its page in it)
+	@command -v chromium >/dev/null || { echo "installing chromium for the report test"; \
+	    apt-get update -qq && apt-get install -y -qq chromium; }
+
 # kustomize renders deploy/k8s in the tests; built from the Go module proxy.
 $(KUSTOMIZE):
 	@command -v go >/dev/null || { echo "Go is needed to build kustomize (deploy/k8s checks)"; exit 1; }
