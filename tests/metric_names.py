@@ -4,6 +4,7 @@ checks that every metric an alert (or a dashboard) reads exists where Prometheus
 from __future__ import annotations
 
 import re
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,3 +58,10 @@ def missing(names: Iterable[str], pages: Iterable[str]) -> list[str]:
     """The names (sorted) that none of the pages exposes, Prometheus's own series aside."""
     found = set().union(*(exposed(page) for page in pages))
     return sorted(set(names) - found - SCRAPE_SERIES)
+
+
+def scrape(host: str, port: int) -> str:
+    """A /metrics page, as Prometheus gets it: a plain HTTP GET."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        page: str = response.read().decode()
+    return page

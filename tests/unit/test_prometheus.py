@@ -99,3 +99,18 @@ def test_every_service_is_scraped_as_its_own_job() -> None:
     (service_down,) = [rule["expr"] for rule in alerts().values() if "up{" in rule["expr"]]
     watched = re.search(r'job=~"([^"]+)"', service_down)
     assert watched is not None and set(watched.group(1).split("|")) == jobs
+
+
+def test_the_name_check_counts_families_without_series_and_histogram_samples() -> None:
+    page = "\n".join(
+        [
+            "# HELP a_total Calls.",
+            "# TYPE a_total counter",  # a labelled counter before its first call
+            "# HELP b_seconds Time.",
+            "# TYPE b_seconds histogram",
+            'b_seconds_bucket{le="+Inf"} 1.0',
+            "c 2.0",
+        ]
+    )
+    wanted = ["a_total", "b_seconds_count", "c", "up", "a_total_count", "d_total"]
+    assert missing(wanted, [page]) == ["a_total_count", "d_total"]
