@@ -106,6 +106,10 @@ def test_images_match_the_versions_used_here() -> None:
     assert uv_version is not None
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
     assert f"uv=={uv_version[1]}" in dockerfile
+    # Prometheus: the release whose promtool checks deploy/prometheus (make setup builds it)
+    prometheus_version = re.search(r"^PROMETHEUS_VERSION := (\S+)$", makefile, re.MULTILINE)
+    assert prometheus_version is not None
+    assert services["prometheus"]["image"] == f"prom/prometheus:v{prometheus_version[1]}"
 
 
 def test_dockerfile_copies_what_exists() -> None:
@@ -136,7 +140,10 @@ def test_compose_references_resolve() -> None:
             assert dependency in services, f"{name} depends on unknown service {dependency}"
         for mount in service.get("volumes") or []:
             source = mount.split(":", 1)[0]
-            assert source in volumes, f"{name} mounts undeclared volume {source}"
+            if source.startswith("./"):  # a folder of the repository
+                assert (REPO / source).is_dir(), f"{name} mounts missing folder {source}"
+            else:
+                assert source in volumes, f"{name} mounts undeclared volume {source}"
         environment = service.get("environment") or {}
         targets = {
             "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": "DRIFTLOOP_RETRAINER_PORT",
@@ -164,3 +171,27 @@ def test_every_service_has_a_grpc_health_check_and_a_restart_policy() -> None:
         for dependency, condition in (service.get("depends_on") or {}).items():
             if dependency in ("retrainer", "inference", "gateway", "drift", "shadow"):
                 assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+
+
+def test_prometheus_scrapes_every_service_at_its_compose_metrics_port() -> None:
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    for rules in config["rule_files"]:
+        assert (REPO / "deploy" / "prometheus" / rules).is_file(), rules
+    scraped: dict[str, str] = {}
+    for job in config["scrape_configs"]:
+        (static,) = job["static_configs"]
+        (target,) = static["targets"]
+        host, _, port = target.partition(":")
+        assert host == job["job_name"], f"job {job['job_name']} scrapes {host}"
+        scraped[host] = port
+    ported = {
+        name: service["environment"][f"DRIFTLOOP_{name.upper()}_METRICS_PORT"]
+        for name, service in services.items()
+        if f"DRIFTLOOP_{name.upper()}_METRICS_PORT" in (service.get("environment") or {})
+    }
+    assert set(ported) == {name.lower() for name in SERVICES}
+    assert scraped == ported
