@@ -7,6 +7,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import AliasChoices
@@ -195,3 +196,43 @@ def test_prometheus_scrapes_every_service_at_its_compose_metrics_port() -> None:
     }
     assert set(ported) == {name.lower() for name in SERVICES}
     assert scraped == ported
+
+
+def test_grafana_mounts_its_provisioning_and_reads_compose_services() -> None:
+    document = compose()
+    services, grafana = document["services"], document["services"]["grafana"]
+    environment = grafana["environment"]
+    assert environment["GF_INSTALL_PLUGINS"].split()[0] == "grafana-clickhouse-datasource"
+    assert set(grafana["depends_on"]) == {"clickhouse", "prometheus"}
+    mounts = dict(mount.split(":")[:2] for mount in grafana["volumes"])
+    grafana_dir = REPO / "deploy" / "grafana"
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    (provider,) = yaml.safe_load(
+        (grafana_dir / "provisioning" / "dashboards" / "driftloop.yaml").read_text()
+    )["providers"]
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    home = Path(environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert str(home.parent) == provider["options"]["path"]
+    assert (grafana_dir / "dashboards" / home.name).is_file()
+    sources = yaml.safe_load(
+        (grafana_dir / "provisioning" / "datasources" / "driftloop.yaml").read_text()
+    )["datasources"]
+    by_type = {source["type"]: source for source in sources}
+    # ClickHouse: the server, port, user, password and database the services use.
+    url = urlparse(document["x-driftloop-env"]["DRIFTLOOP_CLICKHOUSE_URL"])
+    clickhouse = by_type["grafana-clickhouse-datasource"]
+    settings = clickhouse["jsonData"]
+    assert settings["host"] == url.hostname and settings["host"] in services
+    assert (settings["port"], settings["protocol"]) == (url.port, url.scheme)
+    assert (
+        settings["defaultDatabase"] == document["x-driftloop-env"]["DRIFTLOOP_CLICKHOUSE_DATABASE"]
+    )
+    assert settings["username"] == "$CLICKHOUSE_USER"
+    assert clickhouse["secureJsonData"]["password"] == "$CLICKHOUSE_PASSWORD"
+    server = services["clickhouse"]["environment"]
+    assert environment["CLICKHOUSE_USER"] == server["CLICKHOUSE_USER"] == url.username
+    assert environment["CLICKHOUSE_PASSWORD"] == server["CLICKHOUSE_PASSWORD"] == url.password
+    # Prometheus: the compose service, on the port it listens on.
+    prometheus = urlparse(by_type["prometheus"]["url"])
+    assert prometheus.hostname in services
+    assert f"{prometheus.port}:{prometheus.port}" in services[prometheus.hostname]["ports"]
