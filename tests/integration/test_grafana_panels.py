@@ -21,7 +21,6 @@ import json
 import random
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from deploy.grafana.generate import NUMBER, SQL, TEXT, TIME, Kind, PromQL
 from driftloop.cli.demo import OVERRIDES
 from driftloop.cli.loop import MODEL, LoopResult, Scenario, customer, first_champion, run_loop
 from driftloop.cli.stack import HOST, Services, running_services
+from driftloop.cli.up import SERVICES
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.client import DriftloopClient
 from driftloop.kafka.local_broker import free_port
@@ -43,10 +43,10 @@ from driftloop.kit.settings import KafkaSettings
 from driftloop.models.artifacts import LocalArtifactStore
 from driftloop.v1 import events_pb2
 from tests.grafana_sql import Request, Selection, render
+from tests.metric_names import missing, scrape
 
 # The demo's loop, faster: labels 1 s late, the change after 2,000 requests, no settling.
 SCENARIO = Scenario(change_after=2000, label_delay_s=1.0, settle_s=0.0, timeout_s=120.0)
-SERVICES = ("retrainer", "inference", "drift", "shadow", "gateway")
 TYPES = {
     TIME: re.compile(r"(Nullable\()?DateTime(64)?(\(.*\))?\)?"),
     NUMBER: re.compile(r"(Nullable\()?(U?Int(8|16|32|64|128|256)|Float(32|64)|Decimal.*)\)?"),
@@ -59,7 +59,7 @@ TYPES = {
 @dataclass(frozen=True)
 class Run:
     result: LoopResult
-    metrics: set[str]  # the metric names the services expose
+    metrics_pages: list[str]  # the services' /metrics, read before they stopped
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ async def until_stored(clickhouse: ClickHouse, sql: str, count: int, seconds: fl
 async def produce_a_run(
     kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
 ) -> Run:
-    """The loop closed, then an experiment and a rollback; the services' metrics read
+    """The loop closed, then an experiment and a rollback; the services' /metrics read
     before they stop."""
     assert kafka_settings.bootstrap_servers is not None
     names = TopicNames(kafka_settings.topic_prefix)
@@ -179,31 +179,26 @@ async def produce_a_run(
             await client.set_alias(
                 MODEL, "champion", first.version, reason="operator rolled back to v1"
             )
-            exposed = [await exposed_metrics(port) for port in metrics_ports.values()]
+            pages = [await asyncio.to_thread(scrape, HOST, port) for port in metrics_ports.values()]
     finally:
         await producer.stop()
-    return Run(result, set().union(*exposed))
-
-
-async def exposed_metrics(port: int) -> set[str]:
-    """The metric names a /metrics endpoint declares (its `# TYPE` lines; the text format
-    names a counter as its series, `x_total`)."""
-    url = f"http://{HOST}:{port}/metrics"
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
-    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
-    assert names, f"nothing exposed on {url}"
-    return names
+    return Run(result, pages)
 
 
 def kind_of(type_name: str) -> Kind | None:
     return next((kind for kind, form in TYPES.items() if form.fullmatch(type_name)), None)
 
 
+def in_database(sql: str, request: Request, clickhouse: ClickHouse) -> str:
+    """The query as the plugin sends it, on this test's database instead of `driftloop`."""
+    return re.sub(r"\bdriftloop\.", f"{clickhouse.database}.", render(sql, request))
+
+
 async def check(
     clickhouse: ClickHouse, found: Found, spec: SQL, request: Request, need_rows: bool
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Problems with one query's answer (empty when it is what the panel reads), and rows."""
-    sql = re.sub(r"\bdriftloop\.", f"{clickhouse.database}.", render(found.sql, request))
+    """Problems with one query's answer (none when it is what the panel reads), and rows."""
+    sql = in_database(found.sql, request, clickhouse)
     try:
         described = await clickhouse.query(f"DESCRIBE TABLE ({sql})")
         result = await clickhouse.query(sql)
@@ -212,8 +207,7 @@ async def check(
     columns = [(str(name), str(kind)) for name, kind, *_ in described.rows]
     problems = []
     expected = list(spec.columns.items())
-    got = [(name, kind_of(type_name)) for name, type_name in columns]
-    if got != expected:
+    if [(name, kind_of(type_name)) for name, type_name in columns] != expected:
         problems.append(f"{found.where}: columns {columns}, expected {expected}")
     if need_rows and not result.rows:
         problems.append(f"{found.where}: no rows\n  {sql}")
@@ -225,53 +219,44 @@ async def check(
     return problems, result.rows
 
 
-async def test_every_clickhouse_panel_returns_what_it_plots(
+async def requests(
+    clickhouse: ClickHouse, result: LoopResult, start: dt.datetime, end: dt.datetime
+) -> tuple[Request, Request]:
+    """The dashboards as an operator opens them: the model, every version ("All", the
+    values of the version variable's own query), then v1 alone."""
+    model = {"model": Selection((MODEL,))}
+    interval = dt.timedelta(seconds=2)
+    variable = generate.VERSION_VARIABLE.query.sql
+    answer = await clickhouse.query(
+        in_database(variable, Request(start, end, interval, model), clickhouse)
+    )
+    versions = tuple(str(row[0]) for row in answer.rows)
+    assert result.first_champion in versions and result.champion in versions, versions
+    every = Selection(versions, all=True, multi=True)
+    one = Selection((result.first_champion,), multi=True)
+    return (
+        Request(start, end, interval, {**model, "version": every}),
+        Request(start, end, interval, {**model, "version": one}),
+    )
+
+
+async def test_every_dashboard_query_reads_what_a_real_run_has(
     kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
 ) -> None:
     started = dt.datetime.now(dt.UTC)
     run = await produce_a_run(kafka_settings, clickhouse, tmp_path)
-    result = run.result
     ended = dt.datetime.now(dt.UTC)
-    promql = [
-        (where, query)
-        for dashboard in generate.DASHBOARDS
-        for where, query in generate.queries(dashboard)
-        if isinstance(query, PromQL)
-    ]
-    missing = [(where, m) for where, q in promql for m in q.metrics if m not in run.metrics]
-    assert promql and not missing, f"metrics no service exposes: {missing}"
-    specs = {
-        query.sql: query
-        for dashboard in generate.DASHBOARDS
-        for _, query in generate.queries(dashboard)
-        if isinstance(query, SQL)
-    }
-    model_only = {"model": Selection((MODEL,))}
-    window = (started - dt.timedelta(minutes=1), ended + dt.timedelta(minutes=1))
-    base = Request(*window, dt.timedelta(seconds=2), model_only)
-    versions_sql = generate.VERSION_VARIABLE.query.sql
-    versions = tuple(
-        str(row[0])
-        for row in (
-            await clickhouse.query(
-                re.sub(r"\bdriftloop\.", f"{clickhouse.database}.", render(versions_sql, base))
-            )
-        ).rows
-    )
-    assert result.first_champion in versions and result.champion in versions, versions
-    every = Request(
-        *window,
-        dt.timedelta(seconds=2),
-        {**model_only, "version": Selection(versions, all=True, multi=True)},
-    )
-    one = Request(
-        *window,
-        dt.timedelta(seconds=2),
-        {**model_only, "version": Selection((result.first_champion,), multi=True)},
-    )
+    queries = [q for dashboard in generate.DASHBOARDS for _, q in generate.queries(dashboard)]
+    read = {metric for q in queries if isinstance(q, PromQL) for metric in q.metrics}
+    absent = missing(read, run.metrics_pages)
+    assert read and not absent, f"dashboards read metrics no service exposes: {absent}"
+
+    specs = {q.sql: q for q in queries if isinstance(q, SQL)}
+    margin = dt.timedelta(minutes=1)
+    every, one = await requests(clickhouse, run.result, started - margin, ended + margin)
     problems: list[str] = []
     answers: dict[str, list[tuple[Any, ...]]] = {}
-    checked = 0
+    checked = set()
     for dashboard in generate.DASHBOARDS:
         model = json.loads((generate.FOLDER / dashboard.file).read_text())
         for found in clickhouse_queries(model, dashboard.uid):
@@ -283,9 +268,9 @@ async def test_every_clickhouse_panel_returns_what_it_plots(
                 found_problems, rows = await check(clickhouse, found, spec, request, need_rows)
                 problems += found_problems
                 answers.setdefault(found.where, rows)
-            checked += 1
+            checked.add(found.sql)
     assert not problems, "\n".join(problems)
-    assert checked == len(specs) + 2 * (len(generate.DASHBOARDS) - 1)  # shared variables
+    assert checked == set(specs), "every query of the code is in the JSON"
     # What the panels show is what happened.
     tags = {row[3] for row in answers["driftloop-rollouts / annotation Promotions and rollbacks"]}
     assert tags == {"promotion", "rollback"}, tags
