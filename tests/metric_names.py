@@ -29,6 +29,13 @@ _METRIC = re.compile(r"\b(?:(?:driftloop|grpc_server|process)_[a-zA-Z0-9_]+|up)\
 _SAMPLE_SUFFIXES = ("_bucket", "_count", "_sum", "_created")  # of histograms, summaries
 
 
+def prometheus_version() -> str:
+    """The Prometheus release the Makefile builds promtool and the server of."""
+    pinned = re.search(r"^PROMETHEUS_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert pinned is not None
+    return pinned.group(1)
+
+
 def rule_metrics(path: Path = RULES) -> set[str]:
     """The metric names the rules' expressions read."""
     groups = yaml.safe_load(path.read_text())["groups"]

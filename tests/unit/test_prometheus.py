@@ -20,7 +20,7 @@ import driftloop.kafka.metrics
 import driftloop.kit.metrics
 import driftloop.retrainer.metrics
 import driftloop.shadow.metrics  # noqa: F401  # every metric defined, as each service does
-from tests.metric_names import REPO, missing, rule_metrics
+from tests.metric_names import REPO, missing, prometheus_version, rule_metrics
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 PROMTOOL = REPO / ".cache" / "go" / "bin" / "promtool"
@@ -51,9 +51,7 @@ def alerts() -> dict[str, dict[str, Any]]:
 
 
 def test_promtool_is_the_pinned_prometheus_release() -> None:
-    pinned = re.search(r"^PROMETHEUS_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
-    assert pinned is not None
-    assert f"promtool, version {pinned.group(1)} " in promtool("--version")
+    assert f"promtool, version {prometheus_version()} " in promtool("--version")
 
 
 def test_the_config_is_valid_and_loads_the_rules() -> None:
