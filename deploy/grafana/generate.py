@@ -163,8 +163,8 @@ VERSION_VARIABLE = Variable(
     "version",
     "version",
     SQL(
-        "SELECT toString(version) AS version FROM driftloop.model_versions FINAL "
-        f"WHERE {MODEL} ORDER BY version DESC",
+        "SELECT toString(number) AS version FROM (SELECT version AS number "
+        f"FROM driftloop.model_versions FINAL WHERE {MODEL}) ORDER BY number DESC",
         {"version": TEXT},
     ),
     multi=True,

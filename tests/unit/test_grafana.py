@@ -15,6 +15,7 @@ import yaml
 from deploy.grafana import generate
 from deploy.grafana.generate import NUMBER, SQL, TEXT, TIME, Dashboard, PromQL
 from tests.grafana_sql import Request, Selection, render
+from tests.unit.test_prometheus import promtool
 
 GRAFANA = Path(generate.__file__).parent
 
@@ -130,6 +131,23 @@ def datasources(node: Any) -> Iterator[Any]:
     elif isinstance(node, list):
         for item in node:
             yield from datasources(item)
+
+
+def test_every_prometheus_expression_parses(tmp_path: Path) -> None:
+    """promtool reads each expression (Grafana's variables given values) as a rule's."""
+    values = {"$__rate_interval": "1m", "$model": "churn"}
+    rules: list[dict[str, str]] = []
+    for dashboard in generate.DASHBOARDS:
+        for _, query in generate.queries(dashboard):
+            if isinstance(query, PromQL):
+                expr = query.expr
+                for name, value in values.items():
+                    expr = expr.replace(name, value)
+                assert "$" not in expr, query.expr
+                rules.append({"record": f"dashboard:query_{len(rules)}", "expr": expr})
+    path = tmp_path / "dashboards.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in promtool("check", "rules", str(path))
 
 
 def test_promql_names_the_metrics_it_reads() -> None:
