@@ -26,14 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from driftloop.drift.config import DriftSettings
+
 FOLDER = Path(__file__).resolve().parent / "dashboards"
 CLICKHOUSE = {"type": "grafana-clickhouse-datasource", "uid": "driftloop-clickhouse"}
 PROMETHEUS = {"type": "prometheus", "uid": "driftloop-prometheus"}
-# The Population Stability Index's usual reading: under 0.1 stable, 0.1 to 0.25 a moderate
-# shift worth watching, above 0.25 a major one. The drift service flags a feature from
-# DRIFTLOOP_DRIFT_PSI_THRESHOLD (0.1) and calls it major from DRIFTLOOP_DRIFT_PSI_MAJOR.
-PSI_WARN = 0.1
-PSI_ALERT = 0.25
+# The lines are the drift service's own defaults, so the dashboard and the alerts agree: a
+# feature drifts from DRIFTLOOP_DRIFT_PSI_THRESHOLD and the drift is major from
+# DRIFTLOOP_DRIFT_PSI_MAJOR (an operator who changes them regenerates the dashboards).
+PSI_WARN: float = DriftSettings.model_fields["psi_threshold"].default
+PSI_ALERT: float = DriftSettings.model_fields["psi_major"].default
 
 # Template variables: the model (one) and its versions (any, or all).
 MODEL = "model = '${model}'"

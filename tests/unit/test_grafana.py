@@ -14,6 +14,7 @@ import yaml
 
 from deploy.grafana import generate
 from deploy.grafana.generate import NUMBER, SQL, TEXT, TIME, Dashboard, PromQL
+from driftloop.drift.config import DriftSettings
 from tests.grafana_sql import Request, Selection, render
 from tests.unit.test_prometheus import promtool
 
@@ -97,11 +98,17 @@ def test_the_layout_fits_the_grid_without_overlaps() -> None:
 
 
 def test_the_psi_thresholds_are_lines_on_the_drift_panels() -> None:
+    # The drift service's own thresholds: the lines and its alerts agree.
     model = generate.render(generate.DRIFT)
     panel = next(p for p in model["panels"] if p["title"] == "PSI per feature")
     defaults = panel["fieldConfig"]["defaults"]
     assert defaults["custom"]["thresholdsStyle"] == {"mode": "line"}
-    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, 0.1, 0.25]
+    settings = DriftSettings()
+    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [
+        None,
+        settings.psi_threshold,
+        settings.psi_major,
+    ]
 
 
 def test_the_dashboards_use_the_provisioned_datasources() -> None:
