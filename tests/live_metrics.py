@@ -16,22 +16,17 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
-from driftloop.cli.stack import HOST, Services, running_services
+from driftloop.cli.stack import HOST
 from driftloop.cli.up import SERVICES
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.client import DriftloopClient
 from driftloop.kafka.local_broker import free_port
-from driftloop.kafka.producer import EventProducer
-from driftloop.kafka.topics import TopicNames
 from driftloop.kit.settings import KafkaSettings
-from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.models.registration import version_record
 from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.v1 import events_pb2
 from tests.metric_names import missing, scrape
 from tests.retrain_data import MODEL, population, rows_of
+from tests.standalone import Standalone, standalone
 
 OVERRIDES: dict[str, dict[str, object]] = {
     "drift": {"evaluate_every_s": 3600},
@@ -44,14 +39,13 @@ SERVED = 200
 
 @dataclass
 class LiveMetrics:
-    services: Services
+    stack: Standalone
     kafka: KafkaSettings
     ports: dict[str, int]  # each service's metrics port
-    producer: EventProducer
 
     async def send_undecodable_label(self) -> None:
         """A label the drift sink cannot decode: it goes to dead-letter."""
-        await self.producer.publish(TopicNames(self.kafka.topic_prefix).labels, "bad", b"{x")
+        await self.stack.producer.publish(self.stack.names.labels, "bad", b"{x")
 
     async def pages(self) -> dict[str, str]:
         """Each service's /metrics page, now."""
@@ -77,44 +71,22 @@ class LiveMetrics:
 async def live_metrics(
     kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
 ) -> AsyncIterator[LiveMetrics]:
-    assert kafka_settings.bootstrap_servers is not None
     ports = {name: free_port(HOST) for name in SERVICES}
     overrides = {name: {**OVERRIDES.get(name, {}), "metrics_port": ports[name]} for name in ports}
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    producer = EventProducer(kafka_settings, kafka_settings.bootstrap_servers)
-    await producer.start()
-    try:
-        async with (
-            running_services(
-                kafka_settings,
-                kafka_settings.bootstrap_servers,
-                clickhouse,
-                store,
-                SecretStr("metrics-test"),
-                overrides=overrides,
-            ) as services,
-            DriftloopClient(services.client_settings("tester")) as client,
-        ):
-            table = population(1, SERVED)
-            trained = train_linear(table, TrainingSpec(target="churned", seed=1))
-            record = version_record(
-                trained, model=MODEL, artifact_sha256=store.put(trained.artifact), source="t"
+    async with standalone(kafka_settings, clickhouse, tmp_path, "metrics-test", overrides) as stack:
+        table = population(1, SERVED)
+        trained = train_linear(table, TrainingSpec(target="churned", seed=1))
+        version = (await stack.client.register_trained(MODEL, trained, source="test")).version
+        await stack.client.set_routing_policy(
+            events_pb2.RoutingPolicy(model=MODEL, stable_version=version), 0
+        )
+        for response in await stack.client.serve_batch(MODEL, rows_of(table)):
+            await stack.producer.enqueue(
+                stack.names.labels,
+                response.request_id,
+                events_pb2.LabelEvent(request_id=response.request_id, label="1"),
             )
-            version = (await services.retrainer.registry.register(record, "tester")).version
-            await client.set_routing_policy(
-                events_pb2.RoutingPolicy(model=MODEL, stable_version=version), 0
-            )
-            responses = await client.serve_batch(MODEL, rows_of(table))
-            labels = TopicNames(kafka_settings.topic_prefix).labels
-            for response in responses:
-                await producer.enqueue(
-                    labels,
-                    response.request_id,
-                    events_pb2.LabelEvent(request_id=response.request_id, label="1"),
-                )
-            await producer.flush()
-            live = LiveMetrics(services, kafka_settings, ports, producer)
-            await live.send_undecodable_label()
-            yield live
-    finally:
-        await producer.stop()
+        await stack.producer.flush()
+        live = LiveMetrics(stack, kafka_settings, ports)
+        await live.send_undecodable_label()
+        yield live

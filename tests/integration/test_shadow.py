@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
-from driftloop.cli.stack import Services, running_services
+from driftloop.cli.stack import Services
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.client import DriftloopClient
 from driftloop.kafka.producer import EventProducer
@@ -32,6 +31,7 @@ from driftloop.models.schema import Model, Row
 from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.v1 import events_pb2, registry_pb2
 from tests.retrain_data import MODEL, population, rows_of
+from tests.standalone import standalone
 
 OVERRIDES: dict[str, dict[str, object]] = {
     "drift": {"sink_batch": 2000, "evaluate_every_s": 3600},
@@ -128,32 +128,10 @@ class Setup:
 async def setup(
     kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
 ) -> AsyncIterator[Setup]:
-    assert kafka_settings.bootstrap_servers is not None
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    producer = EventProducer(kafka_settings, kafka_settings.bootstrap_servers)
-    await producer.start()
-    try:
-        async with (
-            running_services(
-                kafka_settings,
-                kafka_settings.bootstrap_servers,
-                clickhouse,
-                store,
-                SecretStr("shadow-test"),
-                overrides=OVERRIDES,
-            ) as services,
-            DriftloopClient(services.client_settings("tester")) as client,
-        ):
-            yield Setup(
-                services,
-                client,
-                producer,
-                TopicNames(kafka_settings.topic_prefix),
-                clickhouse,
-                store,
-            )
-    finally:
-        await producer.stop()
+    async with standalone(kafka_settings, clickhouse, tmp_path, "shadow-test", OVERRIDES) as stack:
+        yield Setup(
+            stack.services, stack.client, stack.producer, stack.names, clickhouse, stack.store
+        )
 
 
 async def cli(setup: Setup, *args: str) -> tuple[int, str]:
