@@ -58,7 +58,7 @@ class GrpcServer:
         settings = self._settings
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         descriptors = [descriptor for descriptor, _ in self._services]
-        wrapper = HandlerWrapper(self.name, admin_methods(descriptors), token)
+        wrapper = HandlerWrapper(admin_methods(descriptors), token)
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),

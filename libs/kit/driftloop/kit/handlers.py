@@ -74,10 +74,7 @@ def to_rpc_status(error: DriftloopError) -> grpc.Status:
 
 
 class HandlerWrapper:
-    def __init__(
-        self, service_name: str, admin_methods: frozenset[str], admin_token: str | None
-    ) -> None:
-        self._service = service_name
+    def __init__(self, admin_methods: frozenset[str], admin_token: str | None) -> None:
         self._admin_methods = admin_methods
         self._expected_auth = f"Bearer {admin_token}".encode() if admin_token else None
         self._undecodable = Throttle(UNDECODABLE_LOG_INTERVAL_S)
