@@ -37,6 +37,9 @@ from driftloop.kit.settings import KafkaSettings
 from driftloop.models.artifacts import LocalArtifactStore
 from tests.browser import open_page
 
+# The demo's settings; an inference call may take longer than a second on a shared CI host
+# (the traffic would fail; latency is not what this test is about).
+LOADED_HOST = {**OVERRIDES, "gateway": {**OVERRIDES["gateway"], "request_timeout_s": 10}}
 # What the page rendered, per section: its height, "no data" and "could not be read"
 # notes, each chart's size and line count, each table row's cells.
 RENDERED = """
@@ -120,7 +123,7 @@ async def test_the_report_of_a_closed_loop_renders_every_section_in_a_browser(
                 clickhouse,
                 LocalArtifactStore(tmp_path / "artifacts"),
                 SecretStr(secrets.token_urlsafe(16)),
-                overrides=OVERRIDES,
+                overrides=LOADED_HOST,
             ) as services,
             DriftloopClient(services.client_settings("report-test")) as client,
         ):
@@ -159,12 +162,18 @@ async def test_the_report_of_a_closed_loop_renders_every_section_in_a_browser(
             }
             out = tmp_path / "report" / "demo-churn.html"
             code, stdout, stderr = await run_report(env, out)
+            # Without Kafka, the rollouts come from the registry alone, and the page says so.
+            no_kafka = {k: v for k, v in env.items() if "KAFKA" not in k}
+            partial = await run_report(no_kafka, tmp_path / "partial.html")
     finally:
         await producer.stop()
 
     assert code == 0, (stdout, stderr)
     assert stderr == "", "every source was read"
     assert stdout.strip() == f"report written to {out.resolve()}"
+    assert partial[0] == 0 and "warning: rollouts could not be read: Kafka" in partial[2]
+    page_text = await asyncio.to_thread((tmp_path / "partial.html").read_text)
+    assert "could not be read: rollouts: Kafka is not configured" in page_text
     screenshot = tmp_path / "report.png"
     opened = await open_page(out, RENDERED, screenshot, tmp_path / "chromium")
     print(f"report: {out}\nscreenshot: {screenshot}")

@@ -232,7 +232,12 @@ def test_a_source_that_could_not_be_read_is_named_in_its_sections() -> None:
 
 
 def test_hostile_strings_from_the_services_are_escaped_everywhere() -> None:
-    text = render(full_data(model=HOSTILE, feature=HOSTILE, text=HOSTILE))
+    data = full_data(model=HOSTILE, feature=HOSTILE, text=HOSTILE)
+    data.history.traffic.append(
+        drift_pb2.TrafficBucket(start=stamp(at(0)), version=HOSTILE, requests=1)
+    )
+    data.missing["runs"] = HOSTILE
+    text = render(data)
     page = Page(text)
 
     assert "<script" not in text and "<img" not in text
@@ -242,8 +247,8 @@ def test_hostile_strings_from_the_services_are_escaped_everywhere() -> None:
     ], "no event handler attribute anywhere"
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     # Escaped, the strings are still there for the reader: as the title, the feature's
-    # chart, the alert, the run and the reasons.
-    assert text.count("&lt;img src=x onerror=alert(2)&gt;") >= 6
+    # chart, the alert, the run, the reasons, a version and an error.
+    assert text.count("&lt;img src=x onerror=alert(2)&gt;") >= 8
     assert list(page.sections) == list(SECTIONS)
 
 
