@@ -2,11 +2,12 @@
 writes opened in headless Chromium.
 
 The loop scenario of the demo at a smaller scale runs on the standalone composition
-(the real broker, the session's embedded ClickHouse, the five services in this process:
-chDB allows one process per data folder, so the services cannot be processes of their
-own here): drift, alerts, a retraining run through the gate, a canary that promotes;
-then a canary of the old version, rolled back by hand. The CLI runs as its own process
-against the services' ports and the broker, and writes the page; Chromium opens it from
+(tests/standalone.py: the real broker, the session's embedded ClickHouse, the five
+services in this process; chDB allows one process per data folder, so the services cannot
+be processes of their own here): drift, alerts, a retraining run through the gate, a
+canary that promotes; then a canary of the old version, rolled back by hand. The CLI runs
+as its own process with the environment `driftloop up` prints, and writes the page; the
+same without Kafka names the missing source. Chromium opens the page from
 disk and the test reads what it rendered over the DevTools protocol. The screenshot is
 kept in the test's temporary folder (its path is printed).
 """
@@ -23,19 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from driftloop.cli.demo import OVERRIDES
 from driftloop.cli.loop import MODEL, Scenario, first_champion, run_loop
 from driftloop.cli.report_page import SECTIONS
-from driftloop.cli.stack import running_services
+from driftloop.cli.up import exports
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.client import DriftloopClient
-from driftloop.kafka.producer import EventProducer
-from driftloop.kafka.topics import TopicNames
 from driftloop.kit.settings import KafkaSettings
-from driftloop.models.artifacts import LocalArtifactStore
 from tests.browser import open_page
+from tests.standalone import standalone
 
 # The demo's settings; an inference call may take longer than a second on a shared CI host
 # (the traffic would fail; latency is not what this test is about).
@@ -113,60 +110,38 @@ async def test_the_report_of_a_closed_loop_renders_every_section_in_a_browser(
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers
     assert bootstrap is not None
-    producer = EventProducer(kafka_settings, bootstrap)
-    await producer.start()
-    try:
-        async with (
-            running_services(
-                kafka_settings,
-                bootstrap,
-                clickhouse,
-                LocalArtifactStore(tmp_path / "artifacts"),
-                SecretStr(secrets.token_urlsafe(16)),
-                overrides=LOADED_HOST,
-            ) as services,
-            DriftloopClient(services.client_settings("report-test")) as client,
-        ):
-            first = await first_champion(services, client, tmp_path / "train.csv", seed=7)
-            result = await run_loop(
-                services,
-                client,
-                producer,
-                TopicNames(kafka_settings.topic_prefix),
-                clickhouse,
-                first.version,
-                Scenario(change_after=2000, settle_s=2, timeout_s=150),
-            )
-            assert result.champion != result.first_champion, "the loop promoted a new champion"
-            # The old version as a canary, rolled back by hand.
-            await client.start_rollout(
-                MODEL, result.first_champion, "canary", reason="one more look at v1"
-            )
-            await client.rollback(MODEL, reason="v1 stays retired")
-            stored = await settled_count(clickhouse, result.requests)
+    async with standalone(
+        kafka_settings, clickhouse, tmp_path, secrets.token_urlsafe(16), LOADED_HOST
+    ) as stack:
+        services, client = stack.services, stack.client
+        first = await first_champion(services, client, tmp_path / "train.csv", seed=7)
+        result = await run_loop(
+            services,
+            client,
+            stack.producer,
+            stack.names,
+            clickhouse,
+            first.version,
+            Scenario(change_after=2000, settle_s=2, timeout_s=150),
+        )
+        assert result.champion != result.first_champion, "the loop promoted a new champion"
+        # The old version as a canary, rolled back by hand.
+        await client.start_rollout(
+            MODEL, result.first_champion, "canary", reason="one more look at v1"
+        )
+        await client.rollback(MODEL, reason="v1 stays retired")
+        stored = await settled_count(clickhouse, result.requests)
 
-            env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
-            env |= {
-                f"DRIFTLOOP_{name}_TARGET": services.ports.target(port)
-                for name, port in (
-                    ("REGISTRY", "retrainer"),
-                    ("INFERENCE", "inference"),
-                    ("GATEWAY", "gateway"),
-                    ("DRIFT", "drift"),
-                    ("SHADOW", "shadow"),
-                )
-            }
-            env |= {
-                "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "DRIFTLOOP_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
-            }
-            out = tmp_path / "report" / "demo-churn.html"
-            code, stdout, stderr = await run_report(env, out)
-            # Without Kafka, the rollouts come from the registry alone, and the page says so.
-            no_kafka = {k: v for k, v in env.items() if "KAFKA" not in k}
-            partial = await run_report(no_kafka, tmp_path / "partial.html")
-    finally:
-        await producer.stop()
+        # The environment `driftloop up` tells a user to export.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
+        for line in exports(services.ports, bootstrap, kafka_settings.topic_prefix):
+            name, value = line.removeprefix("export ").split("=", 1)
+            env[name] = value
+        out = tmp_path / "report" / "demo-churn.html"
+        code, stdout, stderr = await run_report(env, out)
+        # Without Kafka, the rollouts come from the registry alone, and the page says so.
+        no_kafka = {k: v for k, v in env.items() if "KAFKA" not in k}
+        partial = await run_report(no_kafka, tmp_path / "partial.html")
 
     assert code == 0, (stdout, stderr)
     assert stderr == "", "every source was read"
