@@ -8,7 +8,7 @@ import math
 from html.parser import HTMLParser
 
 from driftloop.cli.charts import Axes, Point, Series, line_chart, nice_step
-from driftloop.cli.report_page import NO_DATA, SECTIONS, ReportData, render
+from driftloop.cli.report_page import NO_DATA, PSI_MAJOR, PSI_MODERATE, SECTIONS, ReportData, render
 from driftloop.kit.times import stamp
 from driftloop.v1 import drift_pb2, events_pb2, registry_pb2, retrainer_pb2
 
@@ -192,7 +192,8 @@ def test_every_section_draws_its_data() -> None:
     assert policy is not None and "default-src 'none'" in policy
     traffic = page.sections["traffic"]
     assert "v1" in traffic and "800" in traffic and "0.12%" in traffic
-    assert "0.1 moderate" in page.sections["drift"] and "0.25 major" in page.sections["drift"]
+    drift = page.sections["drift"]
+    assert f"{PSI_MODERATE} moderate" in drift and f"{PSI_MAJOR} major" in drift
     assert "model output (prediction drift)" in page.sections["drift"]
     assert "accuracy dropped" in page.sections["drift"]
     rollouts = page.sections["rollouts"]

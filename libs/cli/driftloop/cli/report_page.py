@@ -21,11 +21,13 @@ from html import escape
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.cli.charts import Axes, Marker, Point, Rule, Series, line_chart
+from driftloop.drift.config import DriftSettings
 from driftloop.v1 import drift_pb2, events_pb2, registry_pb2, retrainer_pb2
 
-# The usual reading of PSI: below 0.1 stable, 0.1 to 0.25 a moderate shift, above 0.25 a
-# major one.
-PSI_MODERATE, PSI_MAJOR = 0.1, 0.25
+# The drift service's own PSI levels (defaults of DRIFTLOOP_DRIFT_PSI_THRESHOLD and
+# DRIFTLOOP_DRIFT_PSI_MAJOR), so the page, the dashboards and the alerts agree.
+PSI_MODERATE: float = DriftSettings.model_fields["psi_threshold"].default
+PSI_MAJOR: float = DriftSettings.model_fields["psi_major"].default
 NO_DATA = "no data in this window"
 OUTPUT_STREAM = "__output__"
 # Drift charts for the features with the highest PSI, at most this many (and the output).
