@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from driftloop.gateway.config import GatewaySettings
@@ -154,3 +154,19 @@ async def read_topic(
     finally:
         await consumer.stop()
     return values
+
+
+async def rewind(settings: KafkaSettings, group: str, topics: Sequence[str]) -> None:
+    """Move the group's committed offsets on these single-partition topics back to the
+    start: every record is delivered to it again (what a crash before the commit, or an
+    operator, does)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, 0) for topic in topics]
+        consumer.assign(partitions)
+        await consumer.commit(dict.fromkeys(partitions, 0))
+    finally:
+        await consumer.stop()

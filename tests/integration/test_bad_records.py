@@ -9,6 +9,8 @@ real broker and the sink, which must keep committing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import json
 import random
 import time
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog, label_table, prediction_table
+from driftloop.drift import model_events
 from driftloop.drift.sink import LogSink
 from driftloop.gateway.policies import validate
 from driftloop.kafka.codecs import (
@@ -75,6 +78,13 @@ LABEL_BODIES = st.one_of(
     st.text(max_size=80).map(lambda text: ("{" + text).encode()),
 )
 
+MODEL_EVENT_BODIES = st.one_of(
+    bodies(events_pb2.ModelEvent.DESCRIPTOR),
+    variations(events_pb2.ModelEvent(kind=events_pb2.MODEL_EVENT_KIND_PROMOTED, model="churn")).map(
+        lambda event: event.SerializeToString()
+    ),
+)
+
 
 def stored_or_refused(decode: Callable[[bytes], Message], raw: bytes) -> Message | None:
     """The decoded event, or None after checking the refusal carries a reason."""
@@ -122,10 +132,28 @@ async def test_any_prediction_or_label_either_stores_or_is_refused_with_a_reason
     assert outcomes["stored"] > 50 and outcomes["refused"] > 50, outcomes
 
 
-@PROPERTY
-@given(raw=bodies(events_pb2.ModelEvent.DESCRIPTOR))
-def test_any_model_event_decodes_or_is_refused_with_a_reason(raw: bytes) -> None:
-    stored_or_refused(decode_model_event, raw)
+async def test_any_model_event_either_stores_or_is_refused_with_a_reason(
+    clickhouse: ClickHouse,
+) -> None:
+    """What the drift service's model events' store does to each record (model_events.py)."""
+    backend, table = clickhouse.backend, clickhouse.table(model_events.TABLE)
+    published = dt.datetime.now(dt.UTC)
+    outcomes = {"stored": 0, "refused": 0}
+
+    @PROPERTY
+    @given(raw=MODEL_EVENT_BODIES)
+    def model_event_property(raw: bytes) -> None:
+        event = stored_or_refused(decode_model_event, raw)
+        if event is None:
+            outcomes["refused"] += 1
+            return
+        assert isinstance(event, events_pb2.ModelEvent)
+        row = dataclasses.astuple(model_events.stored(event, published))
+        assert backend.insert(table, model_events.COLUMNS, [row]) == 1
+        outcomes["stored"] += 1
+
+    model_event_property()
+    assert outcomes["stored"] > 50 and outcomes["refused"] > 50, outcomes
 
 
 @PROPERTY

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
@@ -23,12 +22,12 @@ from driftloop.drift.config import DriftSettings, Webhook
 from driftloop.drift.server import DriftService
 from driftloop.drift.webhooks import delivery_id
 from driftloop.kafka.producer import EventProducer
-from driftloop.kafka.topics import TopicNames
+from driftloop.kafka.topics import GroupNames, TopicNames
 from driftloop.kit.settings import KafkaSettings
 from driftloop.kit.times import stamp
 from driftloop.v1 import events_pb2
 from tests.conftest import unique_name
-from tests.integration.stack import read_topic
+from tests.integration.stack import read_topic, rewind
 
 
 @dataclass
@@ -118,23 +117,12 @@ class Webhooks:
         return [(str(w), str(e), str(o), int(a)) for w, e, o, a in result.rows]
 
     async def rewind(self) -> None:
-        """Move the webhook group's committed offsets back to the start: every record is
-        delivered to it again (what a crash before the commit, or an operator, does)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.kafka.bootstrap_servers,
-            group_id=f"{self.kafka.topic_prefix}drift-webhooks",
-            enable_auto_commit=False,
+        """Every record delivered to the webhook group again."""
+        await rewind(
+            self.kafka,
+            GroupNames(self.kafka.topic_prefix).drift_webhooks,
+            (self.names.drift_alerts, self.names.model_events),
         )
-        await consumer.start()
-        try:
-            partitions = [
-                TopicPartition(self.names.drift_alerts, 0),
-                TopicPartition(self.names.model_events, 0),
-            ]
-            consumer.assign(partitions)
-            await consumer.commit(dict.fromkeys(partitions, 0))
-        finally:
-            await consumer.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
-from driftloop.kafka.codecs import DecodeError, decode_label, decode_prediction
+from driftloop.kafka.codecs import DecodeError, decode_label, decode_model_event, decode_prediction
 from driftloop.v1 import events_pb2
 
 
@@ -136,3 +136,12 @@ def test_labels_come_as_protobuf_or_json() -> None:
 def test_invalid_labels_say_why(raw: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode_label(raw)
+
+
+def test_a_model_event_needs_a_model_name_and_a_kind() -> None:
+    event = events_pb2.ModelEvent(kind=events_pb2.MODEL_EVENT_KIND_PROMOTED, model="churn")
+    assert decode_model_event(event.SerializeToString()) == event
+    with pytest.raises(DecodeError, match="kind is not set"):
+        decode_model_event(events_pb2.ModelEvent(model="churn").SerializeToString())
+    with pytest.raises(DecodeError, match="not a valid model name"):
+        decode_model_event(b"")

@@ -14,6 +14,7 @@ import pytest
 
 from driftloop.drift.config import DriftSettings, Webhook
 from driftloop.drift.deliveries import retry_after
+from driftloop.drift.model_events import stored, to_proto
 from driftloop.drift.notices import Notice, from_alert, from_model_event
 from driftloop.drift.payloads import SCHEMA, fingerprint, render
 from driftloop.drift.webhooks import (
@@ -166,6 +167,24 @@ def test_an_event_without_a_time_or_with_one_beyond_storage_takes_the_records_ti
     event.time.seconds = 11_000_000_000  # year 2318: past ClickHouse's DateTime64
     notice = from_model_event(event, NOW)
     assert notice is not None and notice.time == NOW
+
+
+def test_a_stored_model_event_is_the_event_with_the_notices_id_and_time() -> None:
+    event = model_event(events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED)
+    event.run_id, event.alias = "churn-1", "champion"
+    row = stored(event, NOW)
+    notice = from_model_event(model_event(events_pb2.MODEL_EVENT_KIND_PROMOTED), NOW)
+    assert notice is not None
+    assert stored(model_event(events_pb2.MODEL_EVENT_KIND_PROMOTED), NOW).event_id == (
+        notice.event_id
+    ), "the table and the webhook ledger name an event alike"
+    assert row.kind == "rollout_stepped" and to_proto(row) == event
+    newer = model_event(events_pb2.MODEL_EVENT_KIND_PROMOTED)
+    newer.kind = 42  # type: ignore[assignment]  # a kind of a newer producer
+    newer.ClearField("time")
+    row = stored(newer, NOW)
+    assert (row.kind, row.time) == ("kind_42", NOW)
+    assert to_proto(row).kind == 42
 
 
 def test_a_webhook_wants_its_kinds_at_or_above_its_severity() -> None:

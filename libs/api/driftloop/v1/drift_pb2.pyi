@@ -514,6 +514,7 @@ class ModelHistory(_message.Message):
     TRAFFIC_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     DRIFT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     bucket_s: _builtins.int
     @_builtins.property
@@ -524,6 +525,13 @@ class ModelHistory(_message.Message):
     def quality(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityBucket]: ...
     @_builtins.property
     def drift(self) -> _containers.RepeatedCompositeFieldContainer[Global___DriftPoint]: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.ModelEvent]:
+        """The model's events of the window (topic model-events, kept in ClickHouse's
+        model_events): rollouts started, canary steps, promotions, rollbacks, alias moves,
+        registrations, halted retraining runs; oldest first, the newest 10,000 at most.
+        """
+
     def __init__(
         self,
         *,
@@ -533,10 +541,11 @@ class ModelHistory(_message.Message):
         traffic: _abc.Iterable[Global___TrafficBucket] | None = ...,
         quality: _abc.Iterable[Global___QualityBucket] | None = ...,
         drift: _abc.Iterable[Global___DriftPoint] | None = ...,
+        events: _abc.Iterable[_events_pb2.ModelEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_s", b"bucket_s", "drift", b"drift", "model", b"model", "quality", b"quality", "traffic", b"traffic", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_s", b"bucket_s", "drift", b"drift", "events", b"events", "model", b"model", "quality", b"quality", "traffic", b"traffic", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -93,7 +93,8 @@ class DriftServiceServicer:
     def GetModelHistory(self, request, context):
         """A model's time series from the prediction log and the stored drift windows, in time
         buckets: live traffic per version, PSI per stream and version, labelled quality and
-        label coverage (`driftloop report` draws them).
+        label coverage; and its model events of the window, as stored from model-events
+        (`driftloop report` draws them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,7 +23,8 @@ class DriftServiceStub:
     GetModelHistory: _aio.UnaryUnaryMultiCallable[_drift_pb2.ModelHistoryRequest, _drift_pb2.ModelHistory]
     """A model's time series from the prediction log and the stored drift windows, in time
     buckets: live traffic per version, PSI per stream and version, labelled quality and
-    label coverage (`driftloop report` draws them).
+    label coverage; and its model events of the window, as stored from model-events
+    (`driftloop report` draws them).
     """
 
 class DriftServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -64,7 +65,8 @@ class DriftServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _abc.Awaitable[_drift_pb2.ModelHistory]:
         """A model's time series from the prediction log and the stored drift windows, in time
         buckets: live traffic per version, PSI per stream and version, labelled quality and
-        label coverage (`driftloop report` draws them).
+        label coverage; and its model events of the window, as stored from model-events
+        (`driftloop report` draws them).
         """
 
 def add_DriftServiceServicer_to_server(servicer: DriftServiceServicer, server: _aio.Server) -> None: ...

@@ -110,6 +110,31 @@ CREATE TABLE IF NOT EXISTS driftloop.alias_history
 ENGINE = ReplacingMergeTree
 ORDER BY (model, alias, seq);
 
+-- Every model event of the topic model-events, kept after the topic's retention forgets it:
+-- the rollout history (rollouts started, canary steps, promotions, rollbacks), alias moves,
+-- registrations and halted retraining runs. Written by the drift service. `kind` is the
+-- proto's ModelEventKind without its prefix, in lower case ('rollout_stepped'); `event_id`
+-- is the SHA-256 of the event's deterministic encoding (the webhook ledger's event_id), so
+-- a re-delivered record, or the same event published twice, is one row. `time` is the
+-- event's own, or when it was published if it had none.
+CREATE TABLE IF NOT EXISTS driftloop.model_events
+(
+    event_id String,
+    time DateTime64(6, 'UTC'),
+    kind LowCardinality(String),
+    model LowCardinality(String),
+    version String,
+    previous_version String,
+    alias LowCardinality(String),
+    reason String,
+    actor String,
+    run_id String,
+    run_state LowCardinality(String),
+    ingested DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, event_id);
+
 -- The data a version was trained on, by content hash.
 CREATE TABLE IF NOT EXISTS driftloop.data_snapshots
 (

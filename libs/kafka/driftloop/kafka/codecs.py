@@ -136,6 +136,8 @@ def decode_model_event(raw: bytes) -> events_pb2.ModelEvent:
     event = parse_binary(events_pb2.ModelEvent, raw)
     if not NAME.fullmatch(event.model):
         raise DecodeError(f"model {shown(event.model)} is not a valid model name")
+    if event.kind == events_pb2.MODEL_EVENT_KIND_UNSPECIFIED:
+        raise DecodeError("kind is not set")
     return event
 
 

@@ -67,6 +67,15 @@ class GroupNames:
         return f"{self.prefix}drift-sink"
 
     @property
+    def drift_model_events(self) -> str:
+        """The drift service's store of every model event (table model_events)."""
+        return f"{self.prefix}drift-model-events"
+
+    @property
+    def drift_webhooks(self) -> str:
+        return f"{self.prefix}drift-webhooks"
+
+    @property
     def retrainer(self) -> str:
         return f"{self.prefix}retrainer"
 
@@ -79,10 +88,12 @@ class GroupNames:
         return f"{self.prefix}gateway-controller"
 
     def backlogs(self) -> dict[str, tuple[str, ...]]:
-        """Each work-sharing group and the topics it consumes."""
+        """Each work-sharing group and the topics it consumes (the webhook group is left
+        out: it exists only where webhooks are configured)."""
         topics = TopicNames(self.prefix)
         return {
             self.drift_sink: (topics.predictions, topics.labels),
+            self.drift_model_events: (topics.model_events,),
             self.retrainer: (topics.drift_alerts,),
             self.shadow: (topics.shadow_requests,),
         }

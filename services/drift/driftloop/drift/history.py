@@ -1,5 +1,7 @@
 """A model's time series for people: live traffic per version, drift per stream, labelled
-quality and label coverage, in time buckets, from the prediction log and drift_metrics.
+quality and label coverage, in time buckets, from the prediction log and drift_metrics;
+and its model events (rollouts, canary steps, promotions, rollbacks, alias moves, halted
+retraining runs) from model_events.
 
 One query per question (traffic, quality, drift, and the extent of the traffic that
 chooses the bucket width). Quality uses the one definition of an error
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from driftloop.clickhouse.client import ClickHouse
+from driftloop.drift.model_events import ModelEventLog, StoredModelEvent
 from driftloop.drift.outcomes import CLASSIFIERS, errors
 from driftloop.drift.report import OUTPUT
 from driftloop.kit.errors import InvalidArgument
@@ -30,6 +33,8 @@ WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 
 DAY_S = 86400
 TARGET_BUCKETS = 60
 MAX_BUCKETS = 1000
+# A window's model events, at most (the newest).
+MAX_EVENTS = 10_000
 
 
 def bucket_width(span_s: float) -> int:
@@ -76,6 +81,7 @@ class History:
     traffic: list[TrafficPoint] = field(default_factory=list)
     quality: list[QualityPoint] = field(default_factory=list)
     drift: list[DriftPoint] = field(default_factory=list)
+    events: list[StoredModelEvent] = field(default_factory=list)
 
 
 _BUCKET = "toStartOfInterval({column}, toIntervalSecond({{bucket:UInt32}}))"
@@ -85,6 +91,7 @@ _WINDOW = "time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'U
 class HistoryReader:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse
+        self._events = ModelEventLog(clickhouse)
 
     async def history(
         self, model: str, start: dt.datetime, end: dt.datetime, bucket_s: int = 0
@@ -108,6 +115,7 @@ class HistoryReader:
             traffic=await self._traffic(params),
             quality=await self._quality(params),
             drift=await self._drift(params),
+            events=await self._events.events(model, start, end, MAX_EVENTS),
         )
 
     async def _traffic_span(self, params: dict[str, Any]) -> float:

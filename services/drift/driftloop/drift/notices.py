@@ -16,8 +16,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from driftloop.drift.alerts import KIND_NAMES
 from driftloop.drift.config import EventKind, SeverityName
 from driftloop.kit.times import timestamp_problem
@@ -81,7 +79,7 @@ def from_alert(alert: events_pb2.DriftAlert, published: dt.datetime) -> Notice:
         version=alert.version,
         severity=_ALERT_SEVERITY.get(alert.severity, "warning"),
         summary=alert.summary,
-        time=_time(alert.time, published) if alert.HasField("time") else published,
+        time=event_time(alert, published),
         details={
             "alert_id": alert.alert_id,
             "drift_kind": kind,
@@ -109,7 +107,7 @@ def from_model_event(event: events_pb2.ModelEvent, published: dt.datetime) -> No
     kind = _MODEL_EVENT_KINDS.get(event.kind)
     if kind is None:
         return None
-    event_id = hashlib.sha256(event.SerializeToString(deterministic=True)).hexdigest()[:32]
+    event_id = model_event_id(event)
     common = {"reason": event.reason, "actor": event.actor}
     if kind == "promoted":
         previous = f" (replacing v{event.previous_version})" if event.previous_version else ""
@@ -133,17 +131,26 @@ def from_model_event(event: events_pb2.ModelEvent, published: dt.datetime) -> No
         version=event.version,
         severity=severity,
         summary=summary,
-        time=_time(event.time, published) if event.HasField("time") else published,
+        time=event_time(event, published),
         details=details,
     )
 
 
-def _time(stamp: Timestamp, published: dt.datetime) -> dt.datetime:
-    """The event's time, or when it was published if that time cannot be stored (outside
-    ClickHouse's DateTime64 range: the ledger row would be refused for ever)."""
-    if timestamp_problem(stamp.seconds, stamp.nanos) is not None:
+def model_event_id(event: events_pb2.ModelEvent) -> str:
+    """A model event's id: the SHA-256 of its deterministic encoding (32 hex digits)."""
+    return hashlib.sha256(event.SerializeToString(deterministic=True)).hexdigest()[:32]
+
+
+def event_time(
+    event: events_pb2.DriftAlert | events_pb2.ModelEvent, published: dt.datetime
+) -> dt.datetime:
+    """The event's time, or when it was published if it has none or one that cannot be
+    stored (outside ClickHouse's DateTime64 range: the row would be refused for ever)."""
+    if not event.HasField("time"):
         return published
-    return stamp.ToDatetime(dt.UTC)
+    if timestamp_problem(event.time.seconds, event.time.nanos) is not None:
+        return published
+    return event.time.ToDatetime(dt.UTC)
 
 
 def iso(moment: dt.datetime) -> str:

@@ -1,12 +1,14 @@
 """Composition root of the drift service: the sink consumer, online detection, the
-periodic windowed evaluation, alerts, alerts to webhooks (when configured) and the
-DriftService gRPC server."""
+periodic windowed evaluation, alerts, the model events' store (the rollout history),
+alerts to webhooks (when configured) and the DriftService gRPC server."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
@@ -21,6 +23,7 @@ from driftloop.drift.evaluator import Evaluator
 from driftloop.drift.faust_sink import FaustSink
 from driftloop.drift.history import HistoryReader
 from driftloop.drift.labels import LabelJoin
+from driftloop.drift.model_events import ModelEventLog
 from driftloop.drift.online import OnlineAlarm
 from driftloop.drift.report import Thresholds
 from driftloop.drift.servicer import DriftServicer
@@ -29,21 +32,25 @@ from driftloop.drift.store import DriftStore
 from driftloop.drift.webhooks import RetryPolicy, WebhookSender
 from driftloop.drift.windows import WindowReader
 from driftloop.kafka.codecs import (
+    Decoder,
     decode_drift_alert,
     decode_label,
     decode_model_event,
     decode_prediction,
 )
-from driftloop.kafka.consumer import BatchConsumer
+from driftloop.kafka.consumer import BatchConsumer, BatchHandler, Probe
 from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.producer import EventProducer
-from driftloop.kafka.topics import TopicNames
+from driftloop.kafka.topics import GroupNames, TopicNames
 from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import GrpcServer
 from driftloop.kit.settings import KafkaSettings
 from driftloop.v1 import drift_pb2, events_pb2
 
 log = logging.getLogger(__name__)
+
+# Model events per insert at most (the topic has one partition and few events).
+MODEL_EVENTS_BATCH = 1000
 
 
 def thresholds_of(settings: DriftSettings) -> Thresholds:
@@ -69,7 +76,10 @@ class DriftService:
         clickhouse: ClickHouse,
     ) -> None:
         self._settings = settings
+        self._kafka = kafka
+        self._bootstrap_servers = bootstrap_servers
         self._names = TopicNames(kafka.topic_prefix)
+        self._groups = GroupNames(kafka.topic_prefix)
         self._producer = EventProducer(kafka, bootstrap_servers)
         self.store = DriftStore(clickhouse)
         self._registry_channel = open_channel(settings.registry_target)
@@ -84,9 +94,8 @@ class DriftService:
             self._record_alarm,
         )
         decoders = {self._names.predictions: decode_prediction, self._names.labels: decode_label}
-        group = f"{kafka.topic_prefix}drift-sink"
+        group = self._groups.drift_sink
         handler = LogSink(PredictionLog(clickhouse), self.detection)
-        dead_letters = DeadLetters(self._producer, self._names.dead_letter, "drift-sink")
         self.consumer: BatchConsumer | FaustSink
         if settings.sink_engine == "faust":
             self.consumer = FaustSink(
@@ -94,23 +103,30 @@ class DriftService:
                 bootstrap_servers,
                 decoders=decoders,
                 handler=handler,
-                dead_letters=dead_letters,
+                dead_letters=self._dead_letters(group),
                 max_batch=settings.sink_batch,
                 probe=handler.probe,
             )
         else:
-            self.consumer = BatchConsumer(
-                kafka,
-                bootstrap_servers,
-                group_id=group,
-                decoders=decoders,
-                handler=handler,
-                dead_letters=dead_letters,
-                max_batch=settings.sink_batch,
-                probe=handler.probe,
+            self.consumer = self._batch_consumer(
+                group,
+                decoders,
+                handler,
+                handler.probe,
+                settings.sink_batch,
                 max_partition_fetch_bytes=8 * 1024 * 1024,
                 fetch_max_bytes=64 * 1024 * 1024,
             )
+        # The rollout history: every model event into model_events, always on (one
+        # partition, a few events an hour).
+        events = ModelEventLog(clickhouse)
+        self.model_events = self._batch_consumer(
+            self._groups.drift_model_events,
+            {self._names.model_events: decode_model_event},
+            events,
+            events.probe,
+            MODEL_EVENTS_BATCH,
+        )
         self.evaluator = Evaluator(
             WindowReader(clickhouse),
             self.store,
@@ -146,11 +162,9 @@ class DriftService:
         self._webhook_consumer: BatchConsumer | None = None
         self._http = HttpTransport()
         if settings.webhooks:
-            self._build_webhooks(kafka, bootstrap_servers, clickhouse)
+            self._build_webhooks(clickhouse)
 
-    def _build_webhooks(
-        self, kafka: KafkaSettings, bootstrap_servers: str, clickhouse: ClickHouse
-    ) -> None:
+    def _build_webhooks(self, clickhouse: ClickHouse) -> None:
         """Alerts to webhooks: a consumer group of its own on drift-alerts and model-events,
         committed after every event of a batch has its outcome in the ledger."""
         settings = self._settings
@@ -160,7 +174,8 @@ class DriftService:
             backoff_s=settings.webhook_backoff_s,
             backoff_max_s=settings.webhook_backoff_max_s,
         )
-        dead_letters = DeadLetters(self._producer, self._names.dead_letter, "drift-webhooks")
+        group = self._groups.drift_webhooks
+        dead_letters = self._dead_letters(group)
         ledger = ClickHouseLedger(clickhouse)
         self.webhooks = WebhookSender(
             settings.webhooks,
@@ -177,19 +192,46 @@ class DriftService:
             policy.max_attempts * policy.timeout_s
             + (policy.max_attempts - 1) * policy.backoff_max_s
         )
-        self._webhook_consumer = BatchConsumer(
-            kafka,
-            bootstrap_servers,
-            group_id=f"{kafka.topic_prefix}drift-webhooks",
-            decoders={
+        self._webhook_consumer = self._batch_consumer(
+            group,
+            {
                 self._names.drift_alerts: decode_drift_alert,
                 self._names.model_events: decode_model_event,
             },
-            handler=self.webhooks.handle,
+            self.webhooks.handle,
+            ledger.probe,
+            batch,
             dead_letters=dead_letters,
-            max_batch=batch,
-            probe=ledger.probe,
             max_poll_interval_ms=int((batch * per_event_s + 60) * 1000),
+        )
+
+    def _dead_letters(self, group: str) -> DeadLetters:
+        """A consumer's dead letters, which name its group without the topic prefix."""
+        label = group.removeprefix(self._kafka.topic_prefix)
+        return DeadLetters(self._producer, self._names.dead_letter, label)
+
+    def _batch_consumer(
+        self,
+        group: str,
+        decoders: Mapping[str, Decoder],
+        handler: BatchHandler,
+        probe: Probe,
+        max_batch: int,
+        dead_letters: DeadLetters | None = None,
+        **options: Any,
+    ) -> BatchConsumer:
+        """A consumer group of this service: commits after the handler, dead letters for
+        what does not decode or never stores, retries while ClickHouse (`probe`) is away."""
+        return BatchConsumer(
+            self._kafka,
+            self._bootstrap_servers,
+            group_id=group,
+            decoders=decoders,
+            handler=handler,
+            dead_letters=dead_letters or self._dead_letters(group),
+            max_batch=max_batch,
+            probe=probe,
+            **options,
         )
 
     @property
@@ -199,8 +241,10 @@ class DriftService:
     async def start(self) -> int:
         await self._producer.start()
         await self.consumer.start()
+        await self.model_events.start()
         self._tasks = [
             asyncio.create_task(self.consumer.run(), name="drift sink"),
+            asyncio.create_task(self.model_events.run(), name="drift model events"),
             asyncio.create_task(
                 self.evaluator.run(self._settings.evaluate_every_s, self.evaluates),
                 name="drift evaluation",
@@ -225,8 +269,10 @@ class DriftService:
         for task in self._tasks:
             if task.get_name() == "drift evaluation":
                 task.cancel()
-        # The sink finishes the batch in hand (ClickHouse, then the offset commit).
+        # The sink finishes the batch in hand (ClickHouse, then the offset commit), and so
+        # does the model events' store.
         await self.consumer.stop()
+        await self.model_events.stop()
         if self._webhook_consumer is not None and self.webhooks is not None:
             # An attempt in flight ends (within its deadline) and is recorded; a wait before
             # the next one does not: that batch is left uncommitted, read again next start.

@@ -11,6 +11,7 @@ from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.canary import CanaryAnalysis, CanaryResult, VariantStats
 from driftloop.drift.evaluator import Evaluator
 from driftloop.drift.history import History, HistoryReader
+from driftloop.drift.model_events import to_proto as model_event_to_proto
 from driftloop.drift.report import Report, StreamResult
 from driftloop.drift.store import DriftStore
 from driftloop.drift.windows import Window
@@ -154,6 +155,7 @@ def history_to_proto(history: History) -> drift_pb2.ModelHistory:
             )
             for p in history.drift
         ],
+        events=[model_event_to_proto(event) for event in history.events],
     )
 
 

@@ -29,7 +29,7 @@ from driftloop.gateway.serving import PredictionService
 from driftloop.kafka.codecs import decode_model_event
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.tail import TopicTail
-from driftloop.kafka.topics import TopicNames
+from driftloop.kafka.topics import GroupNames, TopicNames
 from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import GrpcServer
 from driftloop.kit.settings import KafkaSettings
@@ -111,7 +111,10 @@ class GatewayService:
             shadow=ShadowComparisons(self._shadow_channel) if self._shadow_channel else None,
         )
         self.lease = ControllerLease(
-            kafka, bootstrap_servers, names.routing, f"{kafka.topic_prefix}gateway-controller"
+            kafka,
+            bootstrap_servers,
+            names.routing,
+            GroupNames(kafka.topic_prefix).gateway_controller,
         )
         self._model_events = TopicTail(
             kafka, bootstrap_servers, names.model_events, decode_model_event, self._on_event

@@ -18,7 +18,7 @@ from driftloop.kafka.consumer import BatchConsumer
 from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.tail import TopicTail
-from driftloop.kafka.topics import TopicNames
+from driftloop.kafka.topics import GroupNames, TopicNames
 from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import GrpcServer
 from driftloop.kit.settings import KafkaSettings
@@ -87,7 +87,7 @@ class RetrainerService:
             retrainer_pb2.DESCRIPTOR.services_by_name["Retrainer"],
             RetrainerServicer(self.controller, self.runs),
         )
-        group = f"{kafka.topic_prefix}retrainer"
+        group = GroupNames(kafka.topic_prefix).retrainer
         self._alerts = BatchConsumer(
             kafka,
             bootstrap_servers,

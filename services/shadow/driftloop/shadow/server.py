@@ -18,7 +18,7 @@ from driftloop.kafka.codecs import decode_shadow_request
 from driftloop.kafka.consumer import BatchConsumer
 from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.producer import EventProducer
-from driftloop.kafka.topics import TopicNames
+from driftloop.kafka.topics import GroupNames, TopicNames
 from driftloop.kit.grpc_server import GrpcServer
 from driftloop.kit.settings import KafkaSettings
 from driftloop.shadow.adapters import InferenceShadowModels, KafkaShadowEvents
@@ -59,7 +59,7 @@ class ShadowService:
                 min_share=settings.min_share,
             ),
         )
-        group = f"{kafka.topic_prefix}shadow"
+        group = GroupNames(kafka.topic_prefix).shadow
         self.consumer = BatchConsumer(
             kafka,
             bootstrap_servers,
