@@ -58,15 +58,31 @@ class ClientSettings(BaseSettings):
         env_prefix="DRIFTLOOP_", extra="ignore", populate_by_name=True
     )
 
-    registry_target: str = "127.0.0.1:50055"
-    inference_target: str = "127.0.0.1:50052"
-    gateway_target: str = "127.0.0.1:50051"
-    drift_target: str = "127.0.0.1:50053"
-    shadow_target: str = "127.0.0.1:50054"
-    admin_token: SecretStr | None = None
-    tls_ca_file: Path | None = None
-    actor: str = ""
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    registry_target: str = Field(
+        default="127.0.0.1:50055",
+        description="where the client and CLI find the registry (and the retrainer, on the "
+        "same port)",
+    )
+    inference_target: str = Field(default="127.0.0.1:50052", description="where inference is")
+    gateway_target: str = Field(default="127.0.0.1:50051", description="where the gateway is")
+    drift_target: str = Field(default="127.0.0.1:50053", description="where the drift service is")
+    shadow_target: str = Field(default="127.0.0.1:50054", description="where the shadow service is")
+    admin_token: SecretStr | None = Field(
+        default=None, description="the token sent with admin calls"
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA of the services' TLS certificates",
+        json_schema_extra={"default_text": "unset: plaintext"},
+    )
+    actor: str = Field(
+        default="",
+        description="who is acting, recorded with registrations and alias moves",
+        json_schema_extra={"default_text": "empty: `admin`"},
+    )
+    timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="deadline of each call"
+    )
 
 
 class DriftloopClient:

@@ -20,6 +20,9 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 READY_LINE = "Kafka Server started"
 
 _LOG4J2 = """\
@@ -52,14 +55,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+class LocalBrokerSettings(BaseSettings):
+    """Where the local broker's jars are."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_KAFKA_", extra="ignore", env_ignore_empty=True
+    )
+
+    libs: Path | None = Field(
+        default=None,
+        description="folder of the Apache Kafka broker jars the local broker runs from "
+        "(`driftloop up`, `demo` and `kafka`, the tests)",
+        json_schema_extra={
+            "default_text": "the last complete `.cache/kafka/<version>/libs` (`make kafka-jars`)"
+        },
+    )
+
+
 def find_kafka_libs(root: Path | None = None) -> Path:
     """The folder of broker jars fetched by `make kafka-jars` (newest complete version)."""
-    env = os.environ.get("DRIFTLOOP_KAFKA_LIBS")
-    if env:
-        libs = Path(env)
-        if not any(libs.glob("kafka_*.jar")):
-            raise BrokerError(f"DRIFTLOOP_KAFKA_LIBS={env}: no kafka_*.jar in that folder")
-        return libs
+    configured = LocalBrokerSettings().libs
+    if configured is not None:
+        if not any(configured.glob("kafka_*.jar")):
+            raise BrokerError(f"DRIFTLOOP_KAFKA_LIBS={configured}: no kafka_*.jar in that folder")
+        return configured
     base = (root or Path.cwd()) / ".cache" / "kafka"
     complete = sorted(base.glob("*/libs/.complete"))
     if not complete:

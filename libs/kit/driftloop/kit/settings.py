@@ -61,14 +61,37 @@ class KafkaSettings(BaseSettings):
         validation_alias=AliasChoices(
             "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
         ),
+        description="Kafka bootstrap servers, `host:port`, comma-separated",
+        json_schema_extra={
+            "default_text": "unset: `driftloop up`, `demo` and `make test` start a local "
+            "broker; a service on its own refuses to start (inference starts, and sees alias "
+            "moves only when its cache expires)"
+        },
     )
-    topic_prefix: str = "driftloop."
-    client_id: str = "driftloop"
-    # Partitions of the predictions and labels topics (they must be equal: co-partitioning).
-    partitions: Annotated[int, Field(ge=1, le=10_000)] = 6
-    replication_factor: Annotated[int, Field(ge=1, le=10)] = 1
-    security_protocol: str = "PLAINTEXT"
-    request_timeout_ms: Annotated[int, Field(ge=1000)] = 30_000
+    topic_prefix: str = Field(
+        default="driftloop.", description="prefix of every topic and consumer group name"
+    )
+    client_id: str = Field(
+        default="driftloop",
+        description="Kafka client id (the admin, routing and controller clients append "
+        "`-admin`, `-routing`, `-controller`)",
+    )
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=6,
+        description="partitions of the predictions, labels and shadow-requests topics when "
+        "driftloop creates them (predictions and labels must have as many: co-partitioning)",
+    )
+    replication_factor: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=1, description="replication factor of the topics driftloop creates"
+    )
+    security_protocol: str = Field(
+        default="PLAINTEXT",
+        description="security protocol of the Kafka producers and consumers; only "
+        "`PLAINTEXT` works today (no TLS context or SASL credentials can be configured)",
+    )
+    request_timeout_ms: Annotated[int, Field(ge=1000)] = Field(
+        default=30_000, description="Kafka request timeout, milliseconds"
+    )
 
     @field_validator("topic_prefix")
     @classmethod
@@ -85,12 +108,23 @@ class ClickHouseSettings(BaseSettings):
         env_prefix="DRIFTLOOP_CLICKHOUSE_", extra="ignore", populate_by_name=True
     )
 
-    # http(s)://user:password@host:8123 ; the password never reaches a log line.
-    url: SecretStr | None = None
-    path: Path = Path(".data/clickhouse")
-    database: str = "driftloop"
-    # Set on a ClickHouse cluster: the schema then uses Replicated engines ON CLUSTER.
-    cluster: str | None = None
+    url: SecretStr | None = Field(
+        default=None,
+        description="`http(s)://user:password@host:8123` of a ClickHouse server (the password "
+        "never reaches a log line)",
+        json_schema_extra={"default_text": "unset: embedded chDB in the data folder"},
+    )
+    path: Path = Field(
+        default=Path(".data/clickhouse"),
+        description="data folder of embedded ClickHouse (one process at a time); `driftloop "
+        "up` and `demo` use `<data-dir>/clickhouse` unless this or the URL is set",
+    )
+    database: str = Field(default="driftloop", description="database name")
+    cluster: str | None = Field(
+        default=None,
+        description="ClickHouse cluster name: the schema is created `ON CLUSTER` with "
+        "Replicated engines",
+    )
 
     @field_validator("database")
     @classmethod
@@ -107,7 +141,11 @@ class ArtifactSettings(BaseSettings):
         env_prefix="DRIFTLOOP_ARTIFACTS_", extra="ignore", populate_by_name=True
     )
 
-    path: Path = Path(".data/artifacts")
+    path: Path = Field(
+        default=Path(".data/artifacts"),
+        description="the content-addressed artifact store (registry and inference); `driftloop "
+        "up` uses `<data-dir>/artifacts` unless this is set",
+    )
 
 
 class GrpcServerSettings(BaseSettings):
@@ -117,24 +155,56 @@ class GrpcServerSettings(BaseSettings):
         env_prefix="DRIFTLOOP_SERVICE_", extra="ignore", populate_by_name=True
     )
 
-    host: str = "127.0.0.1"
-    port: Port = 0
-    # Prometheus metrics on their own port; unset: no metrics endpoint.
-    metrics_port: Port | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    # When set, clients must present a certificate signed by this CA (mutual TLS).
-    tls_client_ca_file: Path | None = None
-    # The bearer token admin RPCs require. Shared by every service.
-    admin_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("DRIFTLOOP_ADMIN_TOKEN")
+    host: str = Field(
+        default="127.0.0.1",
+        description="gRPC and metrics bind address of a service on its own (`driftloop up` "
+        "binds `--host`)",
     )
-    grace_period_s: Annotated[float, Field(ge=0, le=300)] = 10.0
-    # When set, clients reconnect after this long (calls in flight get the grace period),
-    # so they resolve the name again and spread over replicas added since (an
-    # autoscaler's). Unset: connections live on (a long PredictStream is never cut).
-    max_connection_age_s: Annotated[float, Field(ge=10)] | None = None
-    max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    port: Port = Field(
+        default=0,
+        description="gRPC port (`driftloop up` too; the demo and the tests take free ports)",
+    )
+    metrics_port: Port | None = Field(
+        default=None,
+        description="Prometheus metrics port",
+        json_schema_extra={"default_text": "unset: no metrics endpoint"},
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="server certificate (PEM); with the key file, the server speaks TLS",
+        json_schema_extra={"default_text": "unset: plaintext"},
+    )
+    tls_key_file: Path | None = Field(
+        default=None,
+        description="server private key (PEM), with the certificate file",
+        json_schema_extra={"default_text": "unset: plaintext"},
+    )
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="require client certificates signed by this CA (mutual TLS)"
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DRIFTLOOP_ADMIN_TOKEN"),
+        description="bearer token of admin RPCs, shared by every service and sent by the "
+        "client and CLI; `driftloop up` without it uses the one kept in "
+        "`<data-dir>/admin-token` (made at its first start)",
+        json_schema_extra={"default_text": "unset: admin RPCs refused"},
+    )
+    grace_period_s: Annotated[float, Field(ge=0, le=300)] = Field(
+        default=10.0, description="how long SIGTERM waits for in-flight calls"
+    )
+    max_connection_age_s: Annotated[float, Field(ge=10)] | None = Field(
+        default=None,
+        description="clients reconnect after this long (calls in flight get the grace "
+        "period), so they resolve the service name again and spread over replicas added "
+        "since (`deploy/k8s` sets it for inference)",
+        json_schema_extra={
+            "default_text": "unset: connections live on (a long PredictStream is never cut)"
+        },
+    )
+    max_message_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=16 * 1024 * 1024, description="largest gRPC message, bytes"
+    )
 
     @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file")
     @classmethod
@@ -149,9 +219,16 @@ class LoggingSettings(BaseSettings):
         env_prefix="DRIFTLOOP_LOG_", extra="ignore", populate_by_name=True
     )
 
-    level: str = "INFO"
-    # "json" for machines (the default), "text" for a terminal.
-    format: str = "json"
+    level: str = Field(
+        default="INFO",
+        description="log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL` (the "
+        "`driftloop` command logs `WARNING` and up unless this is set)",
+    )
+    format: str = Field(
+        default="json",
+        description="`json` (one object per line, for machines) or `text` (for a terminal; "
+        "the `driftloop` command always writes text)",
+    )
 
     @field_validator("level")
     @classmethod
@@ -180,19 +257,25 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         raise ConfigError(_describe(cls, error)) from None
 
 
+def variables(cls: type[BaseSettings], name: str, prefix: str | None = None) -> tuple[str, ...]:
+    """The environment variables a field of `cls` reads, the first one first (its aliases
+    after it); `prefix` stands in for the class's own (`DRIFTLOOP_<SERVICE>_`)."""
+    field = cls.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    if isinstance(alias, str):
+        return (alias,)
+    if prefix is None:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+    return ((prefix + name).upper(),)
+
+
 def _describe(cls: type[BaseSettings], error: ValidationError) -> str:
-    prefix = str(cls.model_config.get("env_prefix", ""))
     problems = []
     for item in error.errors():
         name = str(item["loc"][0]) if item["loc"] else "?"
-        field = cls.model_fields.get(name)
-        alias = field.validation_alias if field is not None else None
-        if isinstance(alias, AliasChoices):
-            variable = str(alias.choices[0])
-        elif isinstance(alias, str):
-            variable = alias
-        else:
-            variable = (prefix + name).upper()
+        variable = variables(cls, name)[0]
         reason = str(item["msg"]).removeprefix("Value error, ")
         # Inside a structured setting (a list of objects), say where: "[0].url: ...".
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"][1:])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop.models.convert import OUTPUT_KINDS, baseline_to_proto, schema_to_proto
 from driftloop.models.linear import FLAVOR
@@ -28,10 +30,29 @@ def environment() -> dict[str, str]:
     return found
 
 
+class LineageSettings(BaseSettings):
+    """What a trained model's lineage records about the code that trained it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_", extra="ignore", env_ignore_empty=True
+    )
+
+    code_version: str | None = Field(
+        default=None,
+        description="code version recorded with a trained model (a retraining run's or a "
+        "client registration's)",
+        json_schema_extra={
+            "default_text": "`git:<commit>` of the working directory (`-dirty` with "
+            "uncommitted changes), else `driftloop-models:<version>`"
+        },
+    )
+
+
 def code_version(where: Path | None = None) -> str:
     """DRIFTLOOP_CODE_VERSION, else the git commit of the working tree, else the package."""
-    if os.environ.get("DRIFTLOOP_CODE_VERSION"):
-        return os.environ["DRIFTLOOP_CODE_VERSION"]
+    configured = LineageSettings().code_version
+    if configured is not None:
+        return configured
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"],

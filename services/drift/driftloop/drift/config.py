@@ -85,58 +85,118 @@ class DriftSettings(GrpcServerSettings):
     )
 
     port: int = DEFAULT_PORT
-    registry_target: str = "127.0.0.1:50055"
-    registry_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
-    # The sink: records per ClickHouse insert (ClickHouse wants few, large inserts), and
-    # what drives it: the project's aiokafka BatchConsumer, or a faust-streaming agent
-    # (same guarantees, about a quarter of the throughput).
-    sink_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
-    sink_engine: Literal["aiokafka", "faust"] = "aiokafka"
-    # How long a prediction waits for its label (and a label for its prediction) in the
-    # online error stream. ClickHouse joins labels of any age; this bounds memory only.
-    label_horizon_s: Annotated[float, Field(gt=0)] = 86_400.0
-    label_pending_max: Annotated[int, Field(ge=1_000)] = 1_000_000
-    # Windowed reports: how often every active version is evaluated, and over how many rows.
-    evaluate_every_s: Annotated[float, Field(gt=0)] = 60.0
-    window_last_n: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
-    window_min_rows: Annotated[int, Field(ge=10)] = 500
-    # Fixed time windows, aligned to the epoch: each complete one is evaluated and stored once.
-    time_window_s: Annotated[float, Field(ge=60)] = 3600.0
-    # Tests: Benjamini-Hochberg false discovery rate across features; a feature drifts when
-    # its test is significant after that control AND its PSI reaches psi_threshold (with
-    # enough rows every tiny difference is significant; PSI says whether it matters).
-    fdr_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01
-    psi_threshold: Annotated[float, Field(gt=0)] = 0.1
-    psi_major: Annotated[float, Field(gt=0)] = 0.2
-    # Dataset drift: this share of features drifting (a critical alert).
-    dataset_drift_share: Annotated[float, Field(gt=0, le=1)] = 0.5
-    # Concept drift: the labelled window's accuracy (or MAE) worse than the holdout's by
-    # more than this, significantly (one-sided test at fdr_alpha).
-    concept_tolerance: Annotated[float, Field(ge=0)] = 0.05
-    concept_min_labelled: Annotated[int, Field(ge=10)] = 200
-    # Online detectors: expected stable events between two false alarms of one model, all
-    # its streams together (a 100,000-event stable stream then alarms with probability
-    # about 1%). Each stream gets (streams x this) events per false alarm,
-    # far inside the budget of 1 per 10,000 stable events per stream (the minimum here).
-    online_false_alarm_events: Annotated[float, Field(ge=10_000)] = 10_000_000.0
-    # At most one alert per (model, version, kind) in this many seconds.
-    alert_debounce_s: Annotated[float, Field(ge=0)] = 300.0
-    # Canary analysis (AnalyzeCanary): the false-FAIL budget of its always-valid sequential
-    # tests over a whole canary, and the traffic each version needs before it is judged.
-    canary_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
-    canary_min_requests: Annotated[int, Field(ge=1)] = 50
-    canary_min_labelled: Annotated[int, Field(ge=2)] = 50
-    # Alerts to webhooks: off while the list is empty. Each event goes to each webhook that
-    # wants it once: tried up to max_attempts times, each within timeout_s, waiting
-    # backoff_s, doubled each time up to backoff_max_s (Retry-After is honoured up to that);
-    # then it goes to dead-letter. Events older than max_age_s are not sent (a first start
-    # does not replay the topics' history).
-    webhooks: Webhooks = Field(default_factory=list)
-    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
-    webhook_max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
-    webhook_backoff_s: Annotated[float, Field(gt=0, le=600)] = 1.0
-    webhook_backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    webhook_max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
+    registry_target: str = Field(
+        default="127.0.0.1:50055",
+        description="where the drift service reads versions' baselines (plaintext: no TLS "
+        "setting yet)",
+    )
+    registry_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=5.0, description="deadline of registry calls"
+    )
+    sink_batch: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=50_000,
+        description="records per ClickHouse insert (at most; a poll returns what is there; "
+        "ClickHouse wants few, large inserts)",
+    )
+    sink_engine: Literal["aiokafka", "faust"] = Field(
+        default="aiokafka",
+        description="what drives the Kafka to ClickHouse sink: `aiokafka` (the BatchConsumer) "
+        "or `faust` (a faust-streaming agent; same guarantees, about a quarter of the "
+        "throughput)",
+    )
+    label_horizon_s: Annotated[float, Field(gt=0)] = Field(
+        default=86_400.0,
+        description="how long the online join holds a prediction for its label (or a label "
+        "for its prediction); ClickHouse joins labels of any age, this bounds memory only",
+    )
+    label_pending_max: Annotated[int, Field(ge=1_000)] = Field(
+        default=1_000_000, description="most predictions and labels held waiting in the online join"
+    )
+    evaluate_every_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="how often every active version's last-N window is evaluated, stored "
+        "and alerted on",
+    )
+    window_last_n: Annotated[int, Field(ge=100, le=10_000_000)] = Field(
+        default=10_000, description="rows of that window (and of reports asked without a window)"
+    )
+    window_min_rows: Annotated[int, Field(ge=10)] = Field(
+        default=500, description="fewer rows: no periodic evaluation"
+    )
+    time_window_s: Annotated[float, Field(ge=60)] = Field(
+        default=3600.0,
+        description="fixed time windows (aligned to the epoch): each complete one is "
+        "evaluated and stored once per version",
+    )
+    fdr_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.01,
+        description="Benjamini-Hochberg false discovery rate across features (and the level "
+        "of the prediction and concept drift tests)",
+    )
+    psi_threshold: Annotated[float, Field(gt=0)] = Field(
+        default=0.1,
+        description="PSI a significant feature (or output) needs to count as drifted (with "
+        "enough rows every tiny difference is significant; PSI says whether it matters)",
+    )
+    psi_major: Annotated[float, Field(gt=0)] = Field(
+        default=0.2, description="PSI that makes the alert critical"
+    )
+    dataset_drift_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="share of drifted features that is dataset drift (critical)"
+    )
+    concept_tolerance: Annotated[float, Field(ge=0)] = Field(
+        default=0.05,
+        description="accuracy drop (or relative MAE rise) below the holdout that is concept "
+        "drift, when also significant (one-sided test at the FDR level)",
+    )
+    concept_min_labelled: Annotated[int, Field(ge=10)] = Field(
+        default=200, description="labelled rows a window needs before it can show concept drift"
+    )
+    online_false_alarm_events: Annotated[float, Field(ge=10_000)] = Field(
+        default=10_000_000.0,
+        description="online detectors: expected stable events between two false alarms of a "
+        "model, all its streams together (a 100,000-event stable stream then alarms with "
+        "probability about 1%)",
+    )
+    alert_debounce_s: Annotated[float, Field(ge=0)] = Field(
+        default=300.0, description="at most one alert per model, version and kind in this period"
+    )
+    canary_alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.01,
+        description="canary analysis: the chance of failing a harmless candidate over a "
+        "whole canary, asked at every round (half for the error rate, half for quality)",
+    )
+    canary_min_requests: Annotated[int, Field(ge=1)] = Field(
+        default=50, description="requests each version needs before its error rate is judged"
+    )
+    canary_min_labelled: Annotated[int, Field(ge=2)] = Field(
+        default=50, description="labelled rows each version needs before its quality is judged"
+    )
+    webhooks: Webhooks = Field(
+        default_factory=list,
+        description='alerts to webhooks, a JSON list of `{"name", "url", "format", '
+        '"events", "min_severity", "headers"}` (see "Alerts to webhooks"); each event '
+        "goes once to each webhook that wants it; URLs and headers are never logged",
+        json_schema_extra={"default_text": "empty: off", "secret": True},
+    )
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=5.0, description="deadline of one HTTP attempt"
+    )
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=6, description="attempts per event and webhook before it goes to dead-letter"
+    )
+    webhook_backoff_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=1.0, description="wait after the first failed attempt, doubled each time (jittered)"
+    )
+    webhook_backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="longest wait between attempts (a `Retry-After` counts, up to this)",
+    )
+    webhook_max_age_s: Annotated[float, Field(gt=0)] = Field(
+        default=86_400.0,
+        description="events older than this are not sent (a first start does not replay the "
+        "topics' history)",
+    )
 
     @field_validator("webhooks")
     @classmethod

@@ -19,37 +19,86 @@ class GatewaySettings(GrpcServerSettings):
     )
 
     port: int = DEFAULT_PORT
-    # Inference endpoints, comma-separated; a failing one is skipped and the call retried.
     inference_targets: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["127.0.0.1:50052"]
+        default_factory=lambda: ["127.0.0.1:50052"],
+        description="inference endpoints of the gateway, comma-separated; a failing one is "
+        "skipped and the call retried on the next",
     )
-    inference_tls_ca_file: Path | None = None
-    registry_target: str = "127.0.0.1:50055"
-    # The drift service, whose canary analysis (accuracy on labelled traffic, from the
-    # prediction log) can fail a canary step; empty: the gateway's own analysis only.
-    drift_target: str = ""
-    # The shadow service, whose comparisons let a rollout go "shadow first" (the canary
-    # starts only on shadow evidence); empty: shadow-first rollouts are refused.
-    shadow_target: str = ""
-    # Deadline of one inference call (a caller's shorter deadline wins).
-    request_timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    max_batch_requests: Annotated[int, Field(ge=1, le=10_000)] = 1000
-    # The prediction log and shadow mirror buffers: records beyond them are dropped, counted.
-    log_buffer: Annotated[int, Field(ge=100)] = 50_000
-    shadow_buffer: Annotated[int, Field(ge=100)] = 10_000
-    # How often the controller (one replica) looks at the running rollouts.
-    controller_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    # Start a rollout of every newly registered version of a model that has a policy.
-    auto_rollout: Literal["off", "canary", "blue-green"] = "off"
-    canary_min_requests: Annotated[int, Field(ge=1)] = 200
-    canary_min_duration_s: Annotated[int, Field(ge=0)] = 60
-    canary_max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = 0.02
-    canary_max_p99_latency_ratio: Annotated[float, Field(ge=1)] = 2.0
-    canary_max_output_distance: Annotated[float, Field(ge=0, le=1)] = 0.3
-    # The last canary step waits until the drift service counts this many labelled rows of
-    # the candidate (0: no wait); needs drift_target.
-    canary_min_labelled_before_promotion: Annotated[int, Field(ge=0)] = 0
-    blue_green_hold_s: Annotated[int, Field(ge=0)] = 300
+    inference_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA of the inference endpoints' TLS certificates",
+        json_schema_extra={"default_text": "unset: plaintext"},
+    )
+    registry_target: str = Field(
+        default="127.0.0.1:50055",
+        description="the registry, where the gateway checks versions and moves the champion "
+        "alias (plaintext: no TLS setting yet)",
+    )
+    drift_target: str = Field(
+        default="",
+        description="the drift service, whose canary analysis (error rate and accuracy on "
+        "labelled traffic, always-valid sequential tests) can fail a canary step or let it "
+        "advance early (plaintext: no TLS setting yet); without it every canary event says "
+        "there is no labelled quality check, and an auto-rollout gateway warns at start",
+        json_schema_extra={"default_text": "empty: off"},
+    )
+    shadow_target: str = Field(
+        default="",
+        description='the shadow service, whose comparisons let a canary start "shadow '
+        'first" (only on shadow evidence that the candidate is not worse; plaintext: no TLS '
+        "setting yet); without it shadow-first rollouts are refused",
+        json_schema_extra={"default_text": "empty: off"},
+    )
+    request_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="deadline of one inference call (a caller's shorter deadline wins)"
+    )
+    max_batch_requests: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=1000, description="largest PredictBatch, requests"
+    )
+    log_buffer: Annotated[int, Field(ge=100)] = Field(
+        default=50_000,
+        description="prediction-log records held for Kafka; beyond it they are dropped (counted)",
+    )
+    shadow_buffer: Annotated[int, Field(ge=100)] = Field(
+        default=10_000,
+        description="mirrored shadow requests held for Kafka; beyond it they are dropped (counted)",
+    )
+    controller_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0,
+        description="how often the rollout controller (one replica) looks at the running rollouts",
+    )
+    auto_rollout: Literal["off", "canary", "blue-green"] = Field(
+        default="off",
+        description="`canary` or `blue-green`: start a rollout of every newly registered "
+        "version of a model that has a routing policy",
+    )
+    canary_min_requests: Annotated[int, Field(ge=1)] = Field(
+        default=200, description="default candidate requests per canary step"
+    )
+    canary_min_duration_s: Annotated[int, Field(ge=0)] = Field(
+        default=60, description="default duration of a canary step, seconds"
+    )
+    canary_max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.02, description="candidate error rate above stable's that fails a step"
+    )
+    canary_max_p99_latency_ratio: Annotated[float, Field(ge=1)] = Field(
+        default=2.0,
+        description="a candidate slower than this times stable's at p99 (+10 ms) and at p50 "
+        "(+5 ms) fails a step",
+    )
+    canary_max_output_distance: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.3, description="Jensen-Shannon distance of the outputs that fails a step"
+    )
+    canary_min_labelled_before_promotion: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="the last canary step waits until the drift service counts this many "
+        "labelled candidate rows (0: no wait; needs the drift target)",
+    )
+    blue_green_hold_s: Annotated[int, Field(ge=0)] = Field(
+        default=300,
+        description="default blue-green hold period, seconds, the previous version kept "
+        "for an instant rollback (0: switch for good at the next controller round)",
+    )
 
     @model_validator(mode="after")
     def _labelled_needs_drift(self) -> GatewaySettings:

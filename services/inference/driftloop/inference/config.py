@@ -19,18 +19,38 @@ class InferenceSettings(GrpcServerSettings):
     )
 
     port: int = DEFAULT_PORT
-    # The registry (the retrainer service) the versions are looked up in.
-    registry_target: str = "127.0.0.1:50055"
-    registry_tls_ca_file: Path | None = None
-    registry_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
-    # Versions loaded at start-up; health is SERVING once they are: "churn:champion,fraud:3".
-    preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    preload_retry_s: Annotated[float, Field(gt=0, le=300)] = 5.0
-    # How many versions stay loaded; the least recently used beyond it are unloaded.
-    max_loaded: Annotated[int, Field(ge=1, le=1000)] = 16
-    max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    # How long a request waits for its version to finish loading before UNAVAILABLE.
-    load_wait_s: Annotated[float, Field(ge=0, le=120)] = 10.0
+    registry_target: str = Field(
+        default="127.0.0.1:50055",
+        description="where inference finds the registry (the retrainer service) the versions "
+        "are looked up in",
+    )
+    registry_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA of the registry's TLS certificate",
+        json_schema_extra={"default_text": "unset: plaintext"},
+    )
+    registry_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=5.0, description="deadline of registry calls"
+    )
+    preload: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="versions loaded at start-up, `model:version` or `model:alias`, "
+        "comma-separated (`churn:champion,fraud:3`); health is SERVING once they are",
+    )
+    preload_retry_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=5.0, description="retry interval of a preload that failed"
+    )
+    max_loaded: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=16,
+        description="versions kept loaded (the least recently used beyond it are unloaded)",
+    )
+    max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1000, description="largest PredictBatch, rows"
+    )
+    load_wait_s: Annotated[float, Field(ge=0, le=120)] = Field(
+        default=10.0,
+        description="how long a request waits for its version to finish loading before UNAVAILABLE",
+    )
 
     @field_validator("preload", mode="before")
     @classmethod

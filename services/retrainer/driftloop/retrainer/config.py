@@ -19,12 +19,27 @@ class RetrainerSettings(GrpcServerSettings):
     )
 
     port: int = DEFAULT_PORT
-    max_artifact_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
-    # Continuous training: where rollouts are requested, and how often the periodic
-    # triggers (schedule, performance, new data) are checked.
-    gateway_target: str = "127.0.0.1:50051"
-    gateway_tls_ca_file: Path | None = None
-    gateway_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
-    check_every_s: Annotated[float, Field(gt=0)] = 30.0
-    # Off: the service hosts the registry only (no triggers, no runs).
-    training: bool = True
+    max_artifact_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=512 * 1024 * 1024, description="largest artifact upload, bytes"
+    )
+    training: bool = Field(
+        default=True,
+        description="`false`: the retrainer hosts the registry only (no triggers, no runs)",
+    )
+    gateway_target: str = Field(
+        default="127.0.0.1:50051",
+        description="where the retrainer asks for the rollout of a retrained version",
+    )
+    gateway_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA of the gateway's TLS certificate",
+        json_schema_extra={"default_text": "unset: plaintext"},
+    )
+    gateway_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=60.0,
+        description="deadline of the rollout request (the gateway loads the version first)",
+    )
+    check_every_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="how often the schedule, performance and new-data triggers are checked",
+    )

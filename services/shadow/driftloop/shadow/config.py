@@ -19,17 +19,43 @@ class ShadowSettings(GrpcServerSettings):
     )
 
     port: int = DEFAULT_PORT
-    # Inference endpoints, comma-separated; a failing one is skipped within the deadline.
-    inference_targets: Targets = Field(default_factory=lambda: ["127.0.0.1:50052"])
-    inference_tls_ca_file: Path | None = None
-    # One call per shadow version and request, within this deadline.
-    call_timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
-    batch: Annotated[int, Field(ge=1, le=100_000)] = 500
-    # Behind by more than this, answer only a share of requests (at least min_share).
-    max_lag_s: Annotated[float, Field(gt=0)] = 30.0
-    min_share: Annotated[float, Field(gt=0, le=1)] = 0.05
-    # Every compare_every_s, each shadow version with traffic in the last
-    # compare_window_s is compared with live and the comparison stored for Grafana.
-    compare_every_s: Annotated[float, Field(gt=0)] = 60.0
-    compare_window_s: Annotated[float, Field(ge=60)] = 3600.0
+    inference_targets: Targets = Field(
+        default_factory=lambda: ["127.0.0.1:50052"],
+        description="inference endpoints of the shadow service, comma-separated; a failing "
+        "one is skipped within the deadline",
+    )
+    inference_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA of the inference endpoints' TLS certificates",
+        json_schema_extra={"default_text": "unset: plaintext"},
+    )
+    call_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0,
+        description="deadline of one shadow call, one per shadow version and request (a "
+        "failure is recorded as the shadow's error, not retried)",
+    )
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=64, description="shadow calls in flight at most"
+    )
+    batch: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=500,
+        description="mirrored requests per consumer poll (committed after their answers are "
+        "acknowledged)",
+    )
+    max_lag_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="behind by more than this, answer only a share of requests (halved for "
+        "every doubling of the lag, never below the minimum share), chosen by a hash of the "
+        "request id",
+    )
+    min_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05, description="the share of requests answered at least, however far behind"
+    )
+    compare_every_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="how often each shadow version with traffic in the comparison window is "
+        "compared with live, and the comparisons and A/B reports stored",
+    )
+    compare_window_s: Annotated[float, Field(ge=60)] = Field(
+        default=3600.0, description="the window of those comparisons and A/B reports"
+    )
