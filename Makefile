@@ -95,6 +95,10 @@ typecheck: $(BIN)/.synced ## mypy --strict on our code
 	    bench/drift_window_vs_evidently.py bench/online_vs_river.py bench/drift_sink.py \
 	    bench/training_vs_sklearn.py bench/loop_timing.py
 
+.PHONY: settings-doc
+settings-doc: $(BIN)/.synced ## rewrite the README's configuration table from the settings classes
+	$(BIN)/driftloop settings --readme README.md
+
 lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock --python $(PYTHON)
 

@@ -2,66 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import pkgutil
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+import driftloop
+from driftloop.cli import configuration
 from driftloop.cli.__main__ import build_parser
-from driftloop.client import ClientSettings
-from driftloop.drift.config import DriftSettings
-from driftloop.gateway.config import GatewaySettings
-from driftloop.inference.config import InferenceSettings
-from driftloop.kit.settings import (
-    ArtifactSettings,
-    ClickHouseSettings,
-    GrpcServerSettings,
-    KafkaSettings,
-    LoggingSettings,
-)
-from driftloop.retrainer.config import RetrainerSettings
-from driftloop.shadow.config import ShadowSettings
+from driftloop.cli.configuration import known_variables
+from driftloop.kit.settings import GrpcServerSettings, variables
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("GATEWAY", "INFERENCE", "SHADOW", "DRIFT", "RETRAINER")
-
-
-def variables(cls: type[BaseSettings], prefix: str | None = None) -> set[str]:
-    prefix = prefix if prefix is not None else str(cls.model_config.get("env_prefix", ""))
-    names: set[str] = set()
-    for name, field in cls.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names.update(str(choice) for choice in alias.choices)
-        else:
-            names.add((prefix + name).upper())
-    return names
-
-
-def known_variables() -> set[str]:
-    known = set[str]()
-    for cls in (
-        KafkaSettings,
-        ClickHouseSettings,
-        LoggingSettings,
-        ArtifactSettings,
-        ClientSettings,
-        InferenceSettings,
-        RetrainerSettings,
-        GatewaySettings,
-        DriftSettings,
-        ShadowSettings,
-    ):
-        known |= variables(cls)
-    for service in SERVICES:
-        known |= variables(GrpcServerSettings, f"DRIFTLOOP_{service}_")
-    return known
+STALE_TABLE = (
+    "README.md's configuration table is not the one the settings classes make: run "
+    f"`{configuration.REGENERATE}` (driftloop settings --readme README.md) and commit README.md"
+)
 
 
 def compose() -> dict[str, Any]:
@@ -121,16 +86,51 @@ def test_dockerfile_copies_what_exists() -> None:
                 assert (REPO / source).exists(), f"COPY {source}: no such path"
 
 
-def test_the_readme_documents_every_setting() -> None:
+def test_the_readme_configuration_table_is_the_generated_one() -> None:
     readme = (REPO / "README.md").read_text()
-    documented = set(re.findall(r"`(DRIFTLOOP_[A-Z0-9_<>]+|KAFKA_BOOTSTRAP_SERVERS)`", readme))
-    documented |= {"DRIFTLOOP_<SERVICE>_TLS_KEY_FILE"}
-    generic = {("DRIFTLOOP_<SERVICE>_" + name).upper() for name in GrpcServerSettings.model_fields}
-    service = re.compile(r"^DRIFTLOOP_(" + "|".join(SERVICES) + ")_")
-    for variable in known_variables():
-        as_generic = service.sub("DRIFTLOOP_<SERVICE>_", variable)
-        name = as_generic if as_generic in generic else variable
-        assert name in documented, f"{name} is not in the README's configuration table"
+    assert configuration.block(readme) == configuration.markdown(), STALE_TABLE
+
+
+def settings_classes() -> Iterator[type[BaseSettings]]:
+    """Every settings class of driftloop's code (each module imported, the generated API's
+    excepted)."""
+    for module in pkgutil.walk_packages(driftloop.__path__, "driftloop."):
+        if not module.name.startswith("driftloop.v1"):
+            importlib.import_module(module.name)
+    found, pending = set[type[BaseSettings]](), [BaseSettings]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            pending.append(cls)
+            if cls.__module__.startswith("driftloop."):
+                found.add(cls)
+    return iter(sorted(found, key=lambda cls: f"{cls.__module__}.{cls.__name__}"))
+
+
+def test_every_variable_a_settings_class_reads_is_in_the_table() -> None:
+    known = known_variables()
+    for cls in settings_classes():
+        if cls is GrpcServerSettings:
+            continue  # read only through a service's class, with the service's prefix
+        for name in cls.model_fields:
+            for variable in variables(cls, name):
+                assert variable in known, (
+                    f"{cls.__name__}.{name} ({variable}) is not in the configuration table: add "
+                    f"the class to driftloop.cli.configuration.groups; {STALE_TABLE}"
+                )
+
+
+def test_the_code_names_no_driftloop_variable_outside_the_settings() -> None:
+    """A DRIFTLOOP_... name in the code (an os.environ read, a message) is a real setting."""
+    known = known_variables()
+    sources = [*(REPO / "libs").rglob("*.py"), *(REPO / "services").rglob("*.py")]
+    for path in sources:
+        if "driftloop/v1" in path.as_posix():
+            continue
+        for variable in re.findall(r"\bDRIFTLOOP_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()):
+            assert variable in known, (
+                f"{path.relative_to(REPO)} names {variable}, which no settings class reads "
+                "(read it through a settings class with a description)"
+            )
 
 
 def test_compose_references_resolve() -> None:

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from driftloop.cli.__main__ import build_parser
+from driftloop.cli.configuration import known_variables
 from driftloop.kit.settings import KafkaSettings
-from tests.unit.test_deploy import REPO, known_variables
+from tests.unit.test_deploy import REPO
 
 KUSTOMIZE = REPO / ".cache" / "go" / "bin" / "kustomize"
 K8S = REPO / "deploy" / "k8s"

@@ -1,7 +1,7 @@
 """`driftloop`: run the local broker, set up topics and schema, run the demo.
 
-Each sub-command reads the same environment variables as the services (see the README's
-configuration table) and prints its progress.
+Each sub-command reads the same environment variables as the services (`driftloop settings`
+lists them, and the README's configuration table) and prints its progress.
 """
 
 from __future__ import annotations
@@ -12,7 +12,17 @@ import os
 import sys
 from pathlib import Path
 
-from driftloop.cli import commands, drift, experiments, models, report, retrain, routing, up
+from driftloop.cli import (
+    commands,
+    configuration,
+    drift,
+    experiments,
+    models,
+    report,
+    retrain,
+    routing,
+    up,
+)
 from driftloop.kit.logging import configure_logging
 from driftloop.kit.settings import ConfigError, LoggingSettings, load_settings
 
@@ -41,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_commands(sub)
     up.add_commands(sub)
     report.add_commands(sub)
+    configuration.add_commands(sub)
 
     demo = sub.add_parser(
         "demo",
