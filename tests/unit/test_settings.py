@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import SettingsConfigDict
 
+from driftloop.cli.configuration import SERVICES
 from driftloop.kit.settings import (
     ClickHouseSettings,
     ConfigError,
@@ -85,3 +86,10 @@ def test_defaults_are_the_standalone_mode(monkeypatch: pytest.MonkeyPatch) -> No
     assert clickhouse.url is None
     assert clickhouse.database == "driftloop"
     assert load_settings(LoggingSettings, level="debug").level == "DEBUG"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_port_is_a_port(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"DRIFTLOOP_{service.upper()}_PORT", "70000")
+    with pytest.raises(ConfigError, match=f"DRIFTLOOP_{service.upper()}_PORT='70000'"):
+        load_settings(SERVICES[service][1])

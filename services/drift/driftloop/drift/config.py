@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings
+from driftloop.kit.settings import GrpcServerSettings, Port
 
 DEFAULT_PORT = 50053
 # What a webhook can be sent: drift alerts (topic drift-alerts) and, from model-events,
@@ -84,7 +84,7 @@ class DriftSettings(GrpcServerSettings):
         env_prefix="DRIFTLOOP_DRIFT_", extra="ignore", populate_by_name=True
     )
 
-    port: int = DEFAULT_PORT
+    port: Port = DEFAULT_PORT
     registry_target: str = Field(
         default="127.0.0.1:50055",
         description="where the drift service reads versions' baselines (plaintext: no TLS "

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings
+from driftloop.kit.settings import GrpcServerSettings, Port
 
 DEFAULT_PORT = 50051
 
@@ -18,7 +18,7 @@ class GatewaySettings(GrpcServerSettings):
         env_prefix="DRIFTLOOP_GATEWAY_", extra="ignore", populate_by_name=True
     )
 
-    port: int = DEFAULT_PORT
+    port: Port = DEFAULT_PORT
     inference_targets: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1:50052"],
         description="inference endpoints of the gateway, comma-separated; a failing one is "

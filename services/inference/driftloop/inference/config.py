@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings
+from driftloop.kit.settings import GrpcServerSettings, Port
 
 DEFAULT_PORT = 50052
 
@@ -18,7 +18,7 @@ class InferenceSettings(GrpcServerSettings):
         env_prefix="DRIFTLOOP_INFERENCE_", extra="ignore", populate_by_name=True
     )
 
-    port: int = DEFAULT_PORT
+    port: Port = DEFAULT_PORT
     registry_target: str = Field(
         default="127.0.0.1:50055",
         description="where inference finds the registry (the retrainer service) the versions "

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings
+from driftloop.kit.settings import GrpcServerSettings, Port
 
 DEFAULT_PORT = 50055
 
@@ -18,7 +18,7 @@ class RetrainerSettings(GrpcServerSettings):
         env_prefix="DRIFTLOOP_RETRAINER_", extra="ignore", populate_by_name=True
     )
 
-    port: int = DEFAULT_PORT
+    port: Port = DEFAULT_PORT
     max_artifact_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=512 * 1024 * 1024, description="largest artifact upload, bytes"
     )

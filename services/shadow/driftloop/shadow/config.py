@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings, Targets
+from driftloop.kit.settings import GrpcServerSettings, Port, Targets
 
 DEFAULT_PORT = 50054
 
@@ -18,7 +18,7 @@ class ShadowSettings(GrpcServerSettings):
         env_prefix="DRIFTLOOP_SHADOW_", extra="ignore", populate_by_name=True
     )
 
-    port: int = DEFAULT_PORT
+    port: Port = DEFAULT_PORT
     inference_targets: Targets = Field(
         default_factory=lambda: ["127.0.0.1:50052"],
         description="inference endpoints of the shadow service, comma-separated; a failing "
