@@ -162,7 +162,7 @@ class GrpcServerSettings(BaseSettings):
     )
     port: Port = Field(
         default=0,
-        description="gRPC port (`driftloop up` too; the demo and the tests take free ports)",
+        description="gRPC port (`driftloop up` uses it too; the demo and tests take free ports)",
     )
     metrics_port: Port | None = Field(
         default=None,
