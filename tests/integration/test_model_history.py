@@ -1,8 +1,10 @@
 """The drift service's model history (GetModelHistory's core) on the real ClickHouse engine:
-traffic, quality and drift series in buckets, from rows written as the sink writes them."""
+traffic, quality and drift series in buckets, from rows written as the sink writes them, and
+the window's model events as the model events' store writes them."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 
@@ -11,6 +13,7 @@ import pytest
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.drift.history import HistoryReader, bucket_width
+from driftloop.drift.model_events import COLUMNS, ModelEventLog, stored
 from driftloop.drift.store import METRIC_COLUMNS
 from driftloop.kit.errors import InvalidArgument
 from driftloop.v1 import common_pb2, events_pb2
@@ -133,6 +136,36 @@ async def test_the_automatic_bucket_fits_the_traffic_and_empty_windows_are_empty
     with pytest.raises(InvalidArgument) as refused:
         await reader.history("churn", T0, END, bucket_s=1)
     assert refused.value.field == "bucket_s"
+
+
+async def test_the_windows_model_events_come_oldest_first(clickhouse: ClickHouse) -> None:
+    def event(
+        model: str, second: int, kind: events_pb2.ModelEventKind.ValueType
+    ) -> events_pb2.ModelEvent:
+        message = events_pb2.ModelEvent(kind=kind, model=model, version="2")
+        message.time.FromDatetime(T0 + dt.timedelta(seconds=second))
+        return message
+
+    step = events_pb2.MODEL_EVENT_KIND_ROLLOUT_STEPPED
+    promoted = events_pb2.MODEL_EVENT_KIND_PROMOTED
+    events = [
+        event("churn", -1, step),  # before the window
+        event("churn", 10, promoted),
+        event("churn", 5, step),
+        event("price", 6, step),  # another model
+        event("churn", 3600, step),  # the window's end is not in it
+    ]
+    rows = [dataclasses.astuple(stored(e, T0)) for e in events]
+    await clickhouse.insert("model_events", COLUMNS, rows)
+
+    history = await HistoryReader(clickhouse).history("churn", T0, END, bucket_s=60)
+
+    assert [(e.time, e.kind) for e in history.events] == [
+        (T0 + dt.timedelta(seconds=5), "rollout_stepped"),
+        (T0 + dt.timedelta(seconds=10), "promoted"),
+    ]
+    (newest,) = await ModelEventLog(clickhouse).events("churn", T0, END, limit=1)
+    assert newest.kind == "promoted", "beyond the limit, the newest are kept"
 
 
 def test_bucket_widths_are_round() -> None:

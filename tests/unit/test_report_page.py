@@ -110,6 +110,7 @@ def full_data(model: str = "churn", feature: str = "tenure", text: str = "") -> 
         )
     ]
     events.append(events_pb2.ModelEvent(kind=events_pb2.MODEL_EVENT_KIND_PROMOTED, model="other"))
+    history.events.extend(events)
     moves = [
         registry_pb2.AliasMove(
             model=model, alias="champion", version="1", actor="demo", time=stamp(at(-3600))
@@ -175,7 +176,6 @@ def full_data(model: str = "churn", feature: str = "tenure", text: str = "") -> 
         history=history,
         alerts=[alert],
         champion_moves=moves,
-        model_events=events,
         runs=[old, passed, refused],
     )
 
@@ -219,17 +219,20 @@ def test_an_empty_window_says_so_in_every_section() -> None:
 
 def test_a_source_that_could_not_be_read_is_named_in_its_sections() -> None:
     data = full_data()
-    data.model_events = []
-    data.missing["rollouts"] = "Kafka is not configured"
+    data.history = drift_pb2.ModelHistory()
+    data.missing["history"] = "UNAVAILABLE: the drift service is down"
     data.runs = []
     data.missing["runs"] = "UNAVAILABLE: failed to connect"
     page = Page(render(data))
 
-    assert "could not be read: rollouts: Kafka is not configured" in page.sections["rollouts"]
-    assert "champion moved" in page.sections["rollouts"], "the registry's moves still show"
+    rollouts = page.sections["rollouts"]
+    assert "could not be read: history: UNAVAILABLE: the drift service is down" in rollouts
+    assert "champion moved" in rollouts, "the registry's moves still show"
+    assert "canary step" not in rollouts
     assert "UNAVAILABLE: failed to connect" in page.sections["retraining"]
     assert NO_DATA in page.sections["retraining"]
-    assert "could not be read" not in page.sections["traffic"]
+    assert "could not be read: history" in page.sections["traffic"]
+    assert "failed to connect" not in page.sections["traffic"], "only in its own sections"
 
 
 def test_hostile_strings_from_the_services_are_escaped_everywhere() -> None:

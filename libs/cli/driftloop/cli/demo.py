@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from driftloop.cli.loop import MODEL, LoopResult, Scenario, Stage, first_champion, run_loop
-from driftloop.cli.report import gather, kafka_model_events, write_report
+from driftloop.cli.report import gather, write_report
 from driftloop.cli.stack import running_services
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.client import DriftloopClient
@@ -224,13 +224,7 @@ async def demo(args: argparse.Namespace) -> int:
                     history = await client.alias_history(MODEL, "champion")
                     for move in history:
                         progress.note(f"champion -> v{move.version} by {move.actor}: {move.reason}")
-                    report = await gather(
-                        client,
-                        MODEL,
-                        began,
-                        dt.datetime.now(dt.UTC),
-                        kafka_model_events(settings, bootstrap),
-                    )
+                    report = await gather(client, MODEL, began, dt.datetime.now(dt.UTC))
                     path = await asyncio.to_thread(
                         write_report, args.data_dir / "report.html", report
                     )

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from driftloop.cli.stack import Services
 from driftloop.clickhouse.client import ClickHouse
@@ -374,7 +375,19 @@ async def run_loop(
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"{task.get_name()} failed") from task.exception()
     assert traffic.change_at is not None and change_wall is not None
-    await _wait_for_sink(clickhouse, traffic.labels, 60)
+    # Until the drift service's sink has every published label, and its model events'
+    # store the promotion (the rollout history the report and the dashboards read).
+    await _wait_for_count(
+        clickhouse, f"SELECT count() FROM {clickhouse.table('labels')} FINAL", {}, traffic.labels
+    )
+    if watcher.promoted_at is not None:
+        await _wait_for_count(
+            clickhouse,
+            f"SELECT count() FROM {clickhouse.table('model_events')} FINAL "
+            "WHERE model = {model:String} AND kind = 'promoted'",
+            {"model": MODEL},
+            1,
+        )
     return LoopResult(
         first_champion=first_champion,
         champion=watcher.champion,
@@ -387,14 +400,16 @@ async def run_loop(
     )
 
 
-async def _wait_for_sink(clickhouse: ClickHouse, labels: int, seconds: float) -> None:
-    """Until every published label is in ClickHouse (the drift service's sink catches up)."""
+async def _wait_for_count(
+    clickhouse: ClickHouse, sql: str, params: dict[str, Any], at_least: int, seconds: float = 60
+) -> None:
+    """Until the count `sql` reads reaches `at_least`, or `seconds` have passed (the drift
+    service's consumers catch up; the result says what they stored)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        stored = await clickhouse.query(f"SELECT count() FROM {clickhouse.table('labels')} FINAL")
-        if int(stored.scalar() or 0) >= labels:
+        if int((await clickhouse.query(sql, params)).scalar() or 0) >= at_least:
             return
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.3)
 
 
 def describe(versions: Sequence[str]) -> str:

@@ -53,10 +53,9 @@ SECTIONS = {
 }
 # The sources of the page, and the sections each feeds.
 SOURCES = {
-    "history": ("traffic", "drift", "quality"),
+    "history": ("traffic", "drift", "quality", "rollouts"),
     "alerts": ("drift",),
     "champion": ("rollouts",),
-    "rollouts": ("rollouts",),
     "runs": ("retraining",),
 }
 _ROLLOUT_KINDS = {
@@ -76,7 +75,6 @@ class ReportData:
     history: drift_pb2.ModelHistory = field(default_factory=drift_pb2.ModelHistory)
     alerts: list[events_pb2.DriftAlert] = field(default_factory=list)
     champion_moves: list[registry_pb2.AliasMove] = field(default_factory=list)
-    model_events: list[events_pb2.ModelEvent] = field(default_factory=list)
     runs: list[retrainer_pb2.RetrainRun] = field(default_factory=list)
     # A source of SOURCES that could not be read -> why (said in its sections).
     missing: dict[str, str] = field(default_factory=dict)
@@ -385,7 +383,7 @@ def _rollout_rows(data: ReportData) -> list[tuple[float, str, str, str, str]]:
     """(time, what, version, detail, actor) of every rollout event and champion move."""
     rows = [
         (seconds(e.time), _ROLLOUT_KINDS[e.kind], e.version, e.reason, e.actor)
-        for e in data.model_events
+        for e in data.history.events
         if e.kind in _ROLLOUT_KINDS and e.model == data.model
     ]
     rows += [
