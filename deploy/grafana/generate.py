@@ -3,9 +3,11 @@ deploy/grafana/dashboards/*.json, which Grafana loads through the file provider 
 deploy/grafana/provisioning.
 
 What is in ClickHouse tables (the prediction log, labels, drift metrics and alerts, the
-registry's alias history, retraining runs, steps and decisions, shadow comparisons, A/B
-results) is read from ClickHouse through the grafana-clickhouse-datasource plugin; rates,
-latency, lag, drops and dead letters come from the services' Prometheus metrics.
+registry's alias history, the model events the drift service keeps (rollouts, canary
+steps, promotions, rollbacks, halted retraining runs), retraining runs, steps and
+decisions, shadow comparisons, A/B results) is read from ClickHouse through the
+grafana-clickhouse-datasource plugin; rates, latency, lag, drops and dead letters come
+from the services' Prometheus metrics.
 
 Every ClickHouse query names the columns it returns and their kind (time, number, text):
 tests/unit/test_grafana.py checks that the committed JSON is what this module writes and
@@ -556,13 +558,33 @@ DRIFT = Dashboard(
 RUNS = "driftloop.retrain_runs FINAL"
 DECISIONS = "driftloop.retrain_decisions FINAL"
 STEPS = "driftloop.retrain_steps FINAL"
+EVENTS = "driftloop.model_events FINAL"
+# The champion alias moved by a person (the gateway moves it as "gateway" when it promotes,
+# and announces that as its own event), forwards or back to an older version.
+BY_HAND = "kind = 'alias_moved' AND alias = 'champion' AND actor != 'gateway'"
+BACKWARDS = "toUInt32OrZero(version) < toUInt32OrZero(previous_version)"
+
+
+def model_events(title: str, kinds: Sequence[str], by_hand: str = "") -> SQL:
+    """An annotation of the model's events of these kinds (and the champion's moves by
+    hand matching `by_hand`): the event's kind as its tag, who and why as its text."""
+    chosen = f"kind IN ({', '.join(repr(kind) for kind in kinds)})"
+    if by_hand:
+        chosen = f"({chosen} OR ({BY_HAND} AND {by_hand}))"
+    return table(
+        f"SELECT time, {title} AS title, "
+        "if(reason = '', actor, concat(actor, ': ', reason)) AS text, kind AS tags "
+        f"FROM {EVENTS} WHERE $__timeFilter(time) AND {MODEL} AND {chosen} ORDER BY time",
+        {"time": TIME, **texts("title", "text", "tags")},
+    )
+
 
 ROLLOUTS = Dashboard(
     "driftloop-rollouts",
     "driftloop: rollouts and retraining",
-    "The rollout timeline (live traffic per version, promotions and rollbacks, retraining "
-    "runs and drift alerts as annotations) and the retrainer's runs, decisions and gate "
-    "verdicts.",
+    "The rollout timeline (live traffic per version; canary steps, promotions, rollbacks, "
+    "halted and other retraining runs and drift alerts as annotations), every rollout event, "
+    "and the retrainer's runs, decisions and gate verdicts.",
     (
         Row(
             "Rollouts",
@@ -599,6 +621,26 @@ ROLLOUTS = Dashboard(
                             "retraining",
                         ),
                     ),
+                ),
+                Panel(
+                    "Rollout events",
+                    "Every event of the model, as the drift service keeps them from "
+                    "model-events: rollouts started, canary steps, promotions, rollbacks, "
+                    "alias moves, registrations, retraining runs halted.",
+                    (
+                        table(
+                            "SELECT time, kind AS event, "
+                            "if(version = '', '', concat('v', version)) AS version, "
+                            "if(previous_version = '', '', concat('v', previous_version)) "
+                            "AS previous, alias, run_id, run_state, actor, reason "
+                            f"FROM {EVENTS} WHERE $__timeFilter(time) AND {MODEL} "
+                            "ORDER BY time DESC, event_id LIMIT 500",
+                            {"time": TIME, **texts("event", "version", "previous", "alias")}
+                            | texts("run_id", "run_state", "actor", "reason"),
+                        ),
+                    ),
+                    kind="table",
+                    width=24,
                 ),
                 Panel(
                     "Alias history",
@@ -712,29 +754,38 @@ ROLLOUTS = Dashboard(
     ),
     annotations=(
         Annotation(
-            "Promotions and rollbacks",
+            "Canary steps",
+            "purple",
+            model_events(
+                "if(kind = 'rollout_started', concat('rollout of v', version, ' started'), "
+                "concat('canary of v', version, ' stepped'))",
+                ("rollout_started", "rollout_stepped"),
+            ),
+        ),
+        Annotation(
+            "Promotions",
             "green",
-            table(
-                "SELECT time, title, text, tags FROM ("
-                "SELECT time, if(previous_version = '', concat('champion v', version), "
-                "concat('champion v', previous_version, ' -> v', version)) AS title, "
-                "concat(actor, ': ', reason) AS text, "
-                "if(previous_version != '' AND toUInt32OrZero(version) "
-                "< toUInt32OrZero(previous_version), 'rollback', 'promotion') AS tags "
-                "FROM driftloop.alias_history FINAL "
-                f"WHERE $__timeFilter(time) AND {MODEL} AND alias = 'champion' "
-                "UNION ALL "
-                "SELECT updated AS time, concat('canary of v', new_version, ' rolled back') "
-                f"AS title, rollout_outcome AS text, 'rollback' AS tags FROM {RUNS} "
-                f"WHERE $__timeFilter(updated) AND {MODEL} "
-                "AND startsWith(rollout_outcome, 'rolled back')"
-                ") ORDER BY time",
-                {"time": TIME, **texts("title", "text", "tags")},
+            model_events(
+                "if(kind = 'promoted', concat('v', version, ' promoted'), "
+                "concat('champion set to v', version, ' by hand'))",
+                ("promoted",),
+                f"NOT ({BACKWARDS})",
+            ),
+        ),
+        Annotation(
+            "Rollbacks and halted retraining",
+            "red",
+            model_events(
+                "multiIf(kind = 'rolled_back', concat('rollout of v', version, ' rolled back'), "
+                "kind = 'retrain_halted', concat('retraining ', run_id, ' halted: ', run_state), "
+                "concat('champion back to v', version, ' by hand'))",
+                ("rolled_back", "retrain_halted"),
+                BACKWARDS,
             ),
         ),
         Annotation(
             "Retraining runs",
-            "purple",
+            "blue",
             table(
                 "SELECT created AS time, updated AS timeEnd, "
                 "concat('retraining ', run_id, ' (', trigger, '): ', state) AS title, "

@@ -7,8 +7,9 @@ query (tests/grafana_sql.py: $__conditionalAll, the template variables, the plug
 macros) and runs the result on the embedded ClickHouse engine. The data comes from the
 standalone composition on the real broker: the demo's scenario (v1 serves, the world
 changes, the drift service alerts, the retrainer trains and gates a new version, the
-gateway ramps a canary and promotes it), then an A/B experiment with a shadow version
-(compared by the shadow service) and an operator's rollback of the champion alias.
+gateway ramps a canary and promotes it), then a canary of the old version rolled back,
+an A/B experiment with a shadow version (compared by the shadow service) and an
+operator's rollback of the champion alias.
 Each ClickHouse query must return rows, with the columns and types its panel reads;
 each metric a Prometheus panel reads must be exposed (a `# TYPE` line) by the services.
 """
@@ -165,6 +166,8 @@ async def produce_a_run(
                 services, client, producer, names, clickhouse, first.version, SCENARIO
             )
             assert result.promoted_at is not None, [s.text for s in result.stages]
+            await client.start_rollout(MODEL, first.version, "canary", reason="one more look")
+            await client.rollback(MODEL, reason="v1 stays retired")
             served = await serve_experiment(services, client, producer, names)
             predictions = clickhouse.table("predictions")
             await until_stored(
@@ -181,6 +184,13 @@ async def produce_a_run(
             assert await services.shadow.reports.round(dt.timedelta(minutes=10)) >= 2
             await client.set_alias(
                 MODEL, "champion", first.version, reason="operator rolled back to v1"
+            )
+            # The drift service has the rollout history up to the operator's move.
+            await until_stored(
+                clickhouse,
+                f"SELECT count() FROM {clickhouse.table('model_events')} FINAL "
+                "WHERE kind = 'alias_moved' AND alias = 'champion' AND actor != 'gateway'",
+                2,
             )
             pages = [await asyncio.to_thread(scrape, HOST, port) for port in metrics_ports.values()]
     finally:
@@ -275,7 +285,16 @@ async def test_every_dashboard_query_reads_what_a_real_run_has(
     assert not problems, "\n".join(problems)
     assert checked == set(specs), "every query of the code is in the JSON"
     # What the panels show is what happened.
-    tags = {row[3] for row in answers["driftloop-rollouts / annotation Promotions and rollbacks"]}
-    assert tags == {"promotion", "rollback"}, tags
+    rollouts = "driftloop-rollouts / annotation"
+    assert {row[3] for row in answers[f"{rollouts} Canary steps"]} == {
+        "rollout_started",
+        "rollout_stepped",
+    }
+    promotions = {row[3] for row in answers[f"{rollouts} Promotions"]}
+    assert promotions == {"promoted", "alias_moved"}, "the canary's, and v1 made champion"
+    rollbacks = {row[3] for row in answers[f"{rollouts} Rollbacks and halted retraining"]}
+    assert {"rolled_back", "alias_moved"} <= rollbacks, "the canary's, and the operator's"
+    events = [row[1] for row in answers["driftloop-rollouts / Rollout events"]]
+    assert {"rollout_stepped", "rolled_back", "promoted"} <= set(events), events
     psi = answers["driftloop-drift / PSI per feature"]
     assert max(row[2] for row in psi) > generate.PSI_ALERT, "the change shows past the line"
