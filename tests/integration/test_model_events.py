@@ -72,7 +72,6 @@ class History:
         return lag[self.names.model_events]
 
 
-
 @pytest.fixture
 async def history(kafka_settings: KafkaSettings, clickhouse: ClickHouse) -> AsyncIterator[History]:
     assert kafka_settings.bootstrap_servers is not None
