@@ -24,10 +24,13 @@ async def test_the_demo_closes_the_loop_with_no_person_in_it(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     folder = tmp_path / "clickhouse"
+    # The configured database already holds someone's data: the demo must leave it alone.
+    await asyncio.to_thread(keep_data, folder)
     env = {
         **os.environ,
         "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "DRIFTLOOP_CLICKHOUSE_PATH": str(folder),
+        "DRIFTLOOP_CLICKHOUSE_DATABASE": KEPT_DATABASE,
     }
     env.pop("DRIFTLOOP_CLICKHOUSE_URL", None)
     process = await asyncio.create_subprocess_exec(
@@ -68,9 +71,27 @@ async def test_the_demo_closes_the_loop_with_no_person_in_it(
     await asyncio.to_thread(check_records, folder, database.group(1), text)
 
 
+KEPT_DATABASE = "driftloop"
+
+
+def keep_data(folder: Path) -> None:
+    backend = EmbeddedBackend(folder)
+    try:
+        backend.command(f"CREATE DATABASE {KEPT_DATABASE}")
+        backend.command(
+            f"CREATE TABLE {KEPT_DATABASE}.kept (n UInt8) ENGINE = MergeTree ORDER BY n"
+        )
+        backend.command(f"INSERT INTO {KEPT_DATABASE}.kept VALUES (7)")
+    finally:
+        backend.close()
+
+
 def check_records(folder: Path, database: str, text: str) -> None:
     backend = EmbeddedBackend(folder)
     try:
+        assert database.startswith(f"{KEPT_DATABASE}_demo_"), database
+        kept = backend.query(f"SELECT n FROM {KEPT_DATABASE}.kept").rows
+        assert kept == [(7,)], "the demo touched the configured database"
         moves = backend.query(
             f"SELECT version, actor, reason FROM {database}.alias_history FINAL "
             "WHERE model = 'demo-churn' AND alias = 'champion' ORDER BY seq"

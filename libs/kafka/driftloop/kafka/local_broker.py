@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -141,6 +143,7 @@ class LocalBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
         try:
             self._wait_ready(timeout)
@@ -280,3 +283,14 @@ def _find_java() -> str:
     if java is None:
         raise BrokerError("no `java` on PATH (Java 17+ runs the local Kafka broker)")
     return java
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the broker's process before it runs: SIGTERM when the process that started it
+    dies, even by SIGKILL, so a killed test run or `driftloop up` leaves no broker behind
+    (Linux; elsewhere `stop` is the only way)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
