@@ -88,22 +88,30 @@ class RetrainerService:
             RetrainerServicer(self.controller, self.runs),
         )
         group = GroupNames(kafka.topic_prefix).retrainer
-        self._alerts = BatchConsumer(
-            kafka,
-            bootstrap_servers,
-            group_id=group,
-            decoders={names.drift_alerts: decode_drift_alert},
-            handler=self.controller.on_alerts,
-            dead_letters=DeadLetters(self._producer, names.dead_letter, group),
-            max_batch=100,
-        )
-        self._model_events = TopicTail(
-            kafka,
-            bootstrap_servers,
-            names.model_events,
-            decode_model_event,
-            self.controller.on_model_event,
-            from_beginning=True,  # outcomes announced while this process was down
+        # The triggers' inputs, only for a retrainer that trains (a consumer made and never
+        # started would never be closed).
+        self._followers = (
+            (
+                BatchConsumer(
+                    kafka,
+                    bootstrap_servers,
+                    group_id=group,
+                    decoders={names.drift_alerts: decode_drift_alert},
+                    handler=self.controller.on_alerts,
+                    dead_letters=DeadLetters(self._producer, names.dead_letter, group),
+                    max_batch=100,
+                ),
+                TopicTail(
+                    kafka,
+                    bootstrap_servers,
+                    names.model_events,
+                    decode_model_event,
+                    self.controller.on_model_event,
+                    from_beginning=True,  # outcomes announced while this process was down
+                ),
+            )
+            if settings.training
+            else None
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -114,13 +122,14 @@ class RetrainerService:
     async def start(self) -> int:
         await self._producer.start()
         port = await self._server.start()
-        if self._settings.training:
+        if self._followers is not None:
+            alerts, model_events = self._followers
             self._worker = ProcessWorker()
             await self.controller.recover()
-            await self._alerts.start()
-            await self._model_events.start()
+            await alerts.start()
+            await model_events.start()
             self._tasks = [
-                asyncio.create_task(self._alerts.run(), name="drift alerts"),
+                asyncio.create_task(alerts.run(), name="drift alerts"),
                 asyncio.create_task(self._check_periodically(), name="retrain triggers"),
             ]
         await self._server.set_ready()
@@ -128,13 +137,14 @@ class RetrainerService:
 
     async def stop(self, grace: float | None = None) -> None:
         await self._server.stop(grace)
-        if self._settings.training:
+        if self._followers is not None:
+            alerts, model_events = self._followers
             for task in self._tasks:
                 if task.get_name() == "retrain triggers":
                     task.cancel()
-            await self._alerts.stop()
+            await alerts.stop()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._model_events.stop()
+            await model_events.stop()
             await self.controller.cancel_runs()
         if self._worker is not None:
             await self._worker.close()
