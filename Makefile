@@ -103,17 +103,18 @@ lock: $(UV) ## re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock --python $(PYTHON)
 
 proto: $(BIN)/.synced ## regenerate the Python code of proto/ into libs/api
-	rm -f $(PROTO_OUT)/driftloop/v1/*_pb2*.py $(PROTO_OUT)/driftloop/v1/*_pb2*.pyi
+	rm -f $(PROTO_OUT)/driftloop/v1/*_pb2*.py $(PROTO_OUT)/driftloop/v1/*_pb2*.pyi \
+	    $(PROTO_OUT)/driftloop/oip/v2/*_pb2*.py $(PROTO_OUT)/driftloop/oip/v2/*_pb2*.pyi
 	$(BIN)/python -m grpc_tools.protoc -I proto \
 	    -I $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))') \
 	    --python_out=$(PROTO_OUT) --mypy_out=quiet:$(PROTO_OUT) \
 	    --grpc_python_out=$(PROTO_OUT) --mypy_grpc_out=only_async,quiet:$(PROTO_OUT) \
-	    proto/driftloop/v1/*.proto
+	    proto/driftloop/v1/*.proto proto/driftloop/oip/v2/*.proto
 
 proto-check: $(BIN)/.synced ## fail when the generated code in libs/api is stale
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(MAKE) --no-print-directory proto PROTO_OUT=$$tmp >/dev/null && \
-	diff -r -x __pycache__ -x __init__.py $$tmp/driftloop/v1 $(PROTO_OUT)/driftloop/v1 && echo "protos are up to date" || \
+	diff -r -x __pycache__ -x __init__.py $$tmp/driftloop $(PROTO_OUT)/driftloop && echo "protos are up to date" || \
 	{ echo "generated code is stale: run 'make proto' and commit"; exit 1; }
 
 clean: ## remove the environment, caches and local data
