@@ -28,43 +28,43 @@ from driftloop.v1 import registry_pb2 as driftloop_dot_v1_dot_registry__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64riftloop/v1/drift.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x19\x64riftloop/v1/events.proto\x1a\x1b\x64riftloop/v1/registry.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x12\x44riftReportRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12\x10\n\x06last_n\x18\x02 \x01(\rH\x00\x12/\n\x0btime_window\x18\x03 \x01(\x0b\x32\x18.driftloop.v1.TimeWindowH\x00\x42\x08\n\x06window\"\x96\x03\n\x0b\x44riftReport\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x15\n\rlabelled_rows\x18\x04 \x01(\x04\x12,\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12.\n\nprediction\x18\x06 \x01(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12)\n\x0bperformance\x18\x07 \x03(\x0b\x32\x14.driftloop.v1.Metric\x12\x12\n\ndata_drift\x18\x08 \x01(\x08\x12\x18\n\x10prediction_drift\x18\t \x01(\x08\x12\x15\n\rconcept_drift\x18\n \x01(\x08\x12\x15\n\rdrifted_share\x18\x0b \x01(\x01\x12,\n\x0broot_causes\x18\x0c \x03(\x0b\x32\x17.driftloop.v1.RootCause\"E\n\tRootCause\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05\x64rift\x18\x02 \x01(\x01\x12\x18\n\x10performance_link\x18\x03 \x01(\x01\";\n\x12GetBaselineRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\"[\n\x11ListAlertsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\r\n\x05limit\x18\x03 \x01(\r\">\n\x12ListAlertsResponse\x12(\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x18.driftloop.v1.DriftAlert\"\xdc\x01\n\x15\x43\x61naryAnalysisRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0estable_version\x18\x02 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x03 \x01(\t\x12(\n\x06window\x18\x04 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x1f\n\x17max_error_rate_increase\x18\x05 \x01(\x01\x12\x1b\n\x13max_output_distance\x18\x06 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x07 \x01(\x01\"\x81\x01\n\x0cVariantStats\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x16\n\x0ep99_latency_ms\x18\x04 \x01(\x01\x12\x10\n\x08labelled\x18\x05 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x06 \x01(\x01\"\x9b\x02\n\x0e\x43\x61naryAnalysis\x12*\n\x06stable\x18\x01 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12-\n\tcandidate\x18\x02 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12\x17\n\x0foutput_distance\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.driftloop.v1.Verdict\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x1b\n\x13\x65vidence_sufficient\x18\x06 \x01(\x08\x12\x1e\n\x16quality_difference_low\x18\x07 \x01(\x01\x12\x1f\n\x17quality_difference_high\x18\x08 \x01(\x01\"`\n\x13ModelHistoryRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x10\n\x08\x62ucket_s\x18\x03 \x01(\r\"m\n\rTrafficBucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\"\x8e\x01\n\rQualityBucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x61nswered\x18\x03 \x01(\x04\x12\x10\n\x08labelled\x18\x04 \x01(\x04\x12\x0e\n\x06metric\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\"v\n\nDriftPoint\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0b\n\x03psi\x18\x04 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x05 \x01(\x08\"\x88\x02\n\x0cModelHistory\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x10\n\x08\x62ucket_s\x18\x03 \x01(\r\x12,\n\x07traffic\x18\x04 \x03(\x0b\x32\x1b.driftloop.v1.TrafficBucket\x12,\n\x07quality\x18\x05 \x03(\x0b\x32\x1b.driftloop.v1.QualityBucket\x12\'\n\x05\x64rift\x18\x06 \x03(\x0b\x32\x18.driftloop.v1.DriftPoint\x12(\n\x06\x65vents\x18\x07 \x03(\x0b\x32\x18.driftloop.v1.ModelEvent*`\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x18\n\x14VERDICT_INCONCLUSIVE\x10\x01\x12\x10\n\x0cVERDICT_PASS\x10\x02\x12\x10\n\x0cVERDICT_FAIL\x10\x03\x32\x9d\x03\n\x0c\x44riftService\x12M\n\x0eGetDriftReport\x12 .driftloop.v1.DriftReportRequest\x1a\x19.driftloop.v1.DriftReport\x12G\n\x0bGetBaseline\x12 .driftloop.v1.GetBaselineRequest\x1a\x16.driftloop.v1.Baseline\x12O\n\nListAlerts\x12\x1f.driftloop.v1.ListAlertsRequest\x1a .driftloop.v1.ListAlertsResponse\x12R\n\rAnalyzeCanary\x12#.driftloop.v1.CanaryAnalysisRequest\x1a\x1c.driftloop.v1.CanaryAnalysis\x12P\n\x0fGetModelHistory\x12!.driftloop.v1.ModelHistoryRequest\x1a\x1a.driftloop.v1.ModelHistoryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64riftloop/v1/drift.proto\x12\x0c\x64riftloop.v1\x1a\x19\x64riftloop/v1/common.proto\x1a\x19\x64riftloop/v1/events.proto\x1a\x1b\x64riftloop/v1/registry.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x12\x44riftReportRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12\x10\n\x06last_n\x18\x02 \x01(\rH\x00\x12/\n\x0btime_window\x18\x03 \x01(\x0b\x32\x18.driftloop.v1.TimeWindowH\x00\x42\x08\n\x06window\"\xb0\x03\n\x0b\x44riftReport\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x15\n\rlabelled_rows\x18\x04 \x01(\x04\x12,\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12.\n\nprediction\x18\x06 \x01(\x0b\x32\x1a.driftloop.v1.FeatureScore\x12)\n\x0bperformance\x18\x07 \x03(\x0b\x32\x14.driftloop.v1.Metric\x12\x12\n\ndata_drift\x18\x08 \x01(\x08\x12\x18\n\x10prediction_drift\x18\t \x01(\x08\x12\x15\n\rconcept_drift\x18\n \x01(\x08\x12\x15\n\rdrifted_share\x18\x0b \x01(\x01\x12,\n\x0broot_causes\x18\x0c \x03(\x0b\x32\x17.driftloop.v1.RootCause\x12\x18\n\x10\x62\x61seline_missing\x18\r \x01(\x08\"E\n\tRootCause\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05\x64rift\x18\x02 \x01(\x01\x12\x18\n\x10performance_link\x18\x03 \x01(\x01\";\n\x12GetBaselineRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.driftloop.v1.ModelRef\"[\n\x11ListAlertsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\r\n\x05limit\x18\x03 \x01(\r\">\n\x12ListAlertsResponse\x12(\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x18.driftloop.v1.DriftAlert\"\xdc\x01\n\x15\x43\x61naryAnalysisRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0estable_version\x18\x02 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x03 \x01(\t\x12(\n\x06window\x18\x04 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x1f\n\x17max_error_rate_increase\x18\x05 \x01(\x01\x12\x1b\n\x13max_output_distance\x18\x06 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x07 \x01(\x01\"\x81\x01\n\x0cVariantStats\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x16\n\x0ep99_latency_ms\x18\x04 \x01(\x01\x12\x10\n\x08labelled\x18\x05 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x06 \x01(\x01\"\x9b\x02\n\x0e\x43\x61naryAnalysis\x12*\n\x06stable\x18\x01 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12-\n\tcandidate\x18\x02 \x01(\x0b\x32\x1a.driftloop.v1.VariantStats\x12\x17\n\x0foutput_distance\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.driftloop.v1.Verdict\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x1b\n\x13\x65vidence_sufficient\x18\x06 \x01(\x08\x12\x1e\n\x16quality_difference_low\x18\x07 \x01(\x01\x12\x1f\n\x17quality_difference_high\x18\x08 \x01(\x01\"`\n\x13ModelHistoryRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x10\n\x08\x62ucket_s\x18\x03 \x01(\r\"m\n\rTrafficBucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\"\x8e\x01\n\rQualityBucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x61nswered\x18\x03 \x01(\x04\x12\x10\n\x08labelled\x18\x04 \x01(\x04\x12\x0e\n\x06metric\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\"v\n\nDriftPoint\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0b\n\x03psi\x18\x04 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x05 \x01(\x08\"\x88\x02\n\x0cModelHistory\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x06window\x18\x02 \x01(\x0b\x32\x18.driftloop.v1.TimeWindow\x12\x10\n\x08\x62ucket_s\x18\x03 \x01(\r\x12,\n\x07traffic\x18\x04 \x03(\x0b\x32\x1b.driftloop.v1.TrafficBucket\x12,\n\x07quality\x18\x05 \x03(\x0b\x32\x1b.driftloop.v1.QualityBucket\x12\'\n\x05\x64rift\x18\x06 \x03(\x0b\x32\x18.driftloop.v1.DriftPoint\x12(\n\x06\x65vents\x18\x07 \x03(\x0b\x32\x18.driftloop.v1.ModelEvent*`\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x18\n\x14VERDICT_INCONCLUSIVE\x10\x01\x12\x10\n\x0cVERDICT_PASS\x10\x02\x12\x10\n\x0cVERDICT_FAIL\x10\x03\x32\x9d\x03\n\x0c\x44riftService\x12M\n\x0eGetDriftReport\x12 .driftloop.v1.DriftReportRequest\x1a\x19.driftloop.v1.DriftReport\x12G\n\x0bGetBaseline\x12 .driftloop.v1.GetBaselineRequest\x1a\x16.driftloop.v1.Baseline\x12O\n\nListAlerts\x12\x1f.driftloop.v1.ListAlertsRequest\x1a .driftloop.v1.ListAlertsResponse\x12R\n\rAnalyzeCanary\x12#.driftloop.v1.CanaryAnalysisRequest\x1a\x1c.driftloop.v1.CanaryAnalysis\x12P\n\x0fGetModelHistory\x12!.driftloop.v1.ModelHistoryRequest\x1a\x1a.driftloop.v1.ModelHistoryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'driftloop.v1.drift_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=2377
-  _globals['_VERDICT']._serialized_end=2473
+  _globals['_VERDICT']._serialized_start=2403
+  _globals['_VERDICT']._serialized_end=2499
   _globals['_DRIFTREPORTREQUEST']._serialized_start=159
   _globals['_DRIFTREPORTREQUEST']._serialized_end=295
   _globals['_DRIFTREPORT']._serialized_start=298
-  _globals['_DRIFTREPORT']._serialized_end=704
-  _globals['_ROOTCAUSE']._serialized_start=706
-  _globals['_ROOTCAUSE']._serialized_end=775
-  _globals['_GETBASELINEREQUEST']._serialized_start=777
-  _globals['_GETBASELINEREQUEST']._serialized_end=836
-  _globals['_LISTALERTSREQUEST']._serialized_start=838
-  _globals['_LISTALERTSREQUEST']._serialized_end=929
-  _globals['_LISTALERTSRESPONSE']._serialized_start=931
-  _globals['_LISTALERTSRESPONSE']._serialized_end=993
-  _globals['_CANARYANALYSISREQUEST']._serialized_start=996
-  _globals['_CANARYANALYSISREQUEST']._serialized_end=1216
-  _globals['_VARIANTSTATS']._serialized_start=1219
-  _globals['_VARIANTSTATS']._serialized_end=1348
-  _globals['_CANARYANALYSIS']._serialized_start=1351
-  _globals['_CANARYANALYSIS']._serialized_end=1634
-  _globals['_MODELHISTORYREQUEST']._serialized_start=1636
-  _globals['_MODELHISTORYREQUEST']._serialized_end=1732
-  _globals['_TRAFFICBUCKET']._serialized_start=1734
-  _globals['_TRAFFICBUCKET']._serialized_end=1843
-  _globals['_QUALITYBUCKET']._serialized_start=1846
-  _globals['_QUALITYBUCKET']._serialized_end=1988
-  _globals['_DRIFTPOINT']._serialized_start=1990
-  _globals['_DRIFTPOINT']._serialized_end=2108
-  _globals['_MODELHISTORY']._serialized_start=2111
-  _globals['_MODELHISTORY']._serialized_end=2375
-  _globals['_DRIFTSERVICE']._serialized_start=2476
-  _globals['_DRIFTSERVICE']._serialized_end=2889
+  _globals['_DRIFTREPORT']._serialized_end=730
+  _globals['_ROOTCAUSE']._serialized_start=732
+  _globals['_ROOTCAUSE']._serialized_end=801
+  _globals['_GETBASELINEREQUEST']._serialized_start=803
+  _globals['_GETBASELINEREQUEST']._serialized_end=862
+  _globals['_LISTALERTSREQUEST']._serialized_start=864
+  _globals['_LISTALERTSREQUEST']._serialized_end=955
+  _globals['_LISTALERTSRESPONSE']._serialized_start=957
+  _globals['_LISTALERTSRESPONSE']._serialized_end=1019
+  _globals['_CANARYANALYSISREQUEST']._serialized_start=1022
+  _globals['_CANARYANALYSISREQUEST']._serialized_end=1242
+  _globals['_VARIANTSTATS']._serialized_start=1245
+  _globals['_VARIANTSTATS']._serialized_end=1374
+  _globals['_CANARYANALYSIS']._serialized_start=1377
+  _globals['_CANARYANALYSIS']._serialized_end=1660
+  _globals['_MODELHISTORYREQUEST']._serialized_start=1662
+  _globals['_MODELHISTORYREQUEST']._serialized_end=1758
+  _globals['_TRAFFICBUCKET']._serialized_start=1760
+  _globals['_TRAFFICBUCKET']._serialized_end=1869
+  _globals['_QUALITYBUCKET']._serialized_start=1872
+  _globals['_QUALITYBUCKET']._serialized_end=2014
+  _globals['_DRIFTPOINT']._serialized_start=2016
+  _globals['_DRIFTPOINT']._serialized_end=2134
+  _globals['_MODELHISTORY']._serialized_start=2137
+  _globals['_MODELHISTORY']._serialized_end=2401
+  _globals['_DRIFTSERVICE']._serialized_start=2502
+  _globals['_DRIFTSERVICE']._serialized_end=2915
 # @@protoc_insertion_point(module_scope)

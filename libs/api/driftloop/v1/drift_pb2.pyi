@@ -90,6 +90,7 @@ class DriftReport(_message.Message):
     CONCEPT_DRIFT_FIELD_NUMBER: _builtins.int
     DRIFTED_SHARE_FIELD_NUMBER: _builtins.int
     ROOT_CAUSES_FIELD_NUMBER: _builtins.int
+    BASELINE_MISSING_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     labelled_rows: _builtins.int
     data_drift: _builtins.bool
@@ -97,6 +98,10 @@ class DriftReport(_message.Message):
     concept_drift: _builtins.bool
     drifted_share: _builtins.float
     """Share of features flagged after Benjamini-Hochberg control."""
+    baseline_missing: _builtins.bool
+    """The version was registered without reference data: it has no drift baseline, so no
+    feature or prediction drift is computed (features and prediction stay empty).
+    """
     @_builtins.property
     def model(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -132,10 +137,11 @@ class DriftReport(_message.Message):
         concept_drift: _builtins.bool = ...,
         drifted_share: _builtins.float = ...,
         root_causes: _abc.Iterable[Global___RootCause] | None = ...,
+        baseline_missing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "prediction", b"prediction", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_drift", b"concept_drift", "data_drift", b"data_drift", "drifted_share", b"drifted_share", "features", b"features", "labelled_rows", b"labelled_rows", "model", b"model", "performance", b"performance", "prediction", b"prediction", "prediction_drift", b"prediction_drift", "root_causes", b"root_causes", "rows", b"rows", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_missing", b"baseline_missing", "concept_drift", b"concept_drift", "data_drift", b"data_drift", "drifted_share", b"drifted_share", "features", b"features", "labelled_rows", b"labelled_rows", "model", b"model", "performance", b"performance", "prediction", b"prediction", "prediction_drift", b"prediction_drift", "root_causes", b"root_causes", "rows", b"rows", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

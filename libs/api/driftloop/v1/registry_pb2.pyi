@@ -322,6 +322,7 @@ class ModelVersion(_message.Message):
     BASELINE_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     ENTRY_POINT_FIELD_NUMBER: _builtins.int
+    PICKLE_TRUSTED_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     flavor: _builtins.str
@@ -334,6 +335,11 @@ class ModelVersion(_message.Message):
     """The version it was retrained from; empty for a first version."""
     entry_point: _builtins.str
     """Flavor "python": the module:Class that loads and runs the artifact."""
+    pickle_trusted: _builtins.bool
+    """Flavor "sklearn": the artifact is a pickle (or joblib) file, which runs code when it is
+    loaded, and whoever registered it vouched for it (`driftloop models register
+    --trust-pickle`). Without it the registry refuses a pickle: only skops files load.
+    """
     @_builtins.property
     def schema(self) -> _common_pb2.InputSchema: ...
     @_builtins.property
@@ -378,10 +384,11 @@ class ModelVersion(_message.Message):
         baseline: Global___Baseline | None = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
         entry_point: _builtins.str = ...,
+        pickle_trusted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "created", b"created", "data", b"data", "schema", b"schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_sha256", b"artifact_sha256", "baseline", b"baseline", "code_version", b"code_version", "created", b"created", "created_by", b"created_by", "data", b"data", "entry_point", b"entry_point", "environment", b"environment", "flavor", b"flavor", "hyperparameters", b"hyperparameters", "metrics", b"metrics", "model", b"model", "output_kind", b"output_kind", "parent_version", b"parent_version", "schema", b"schema", "seed", b"seed", "tags", b"tags", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_sha256", b"artifact_sha256", "baseline", b"baseline", "code_version", b"code_version", "created", b"created", "created_by", b"created_by", "data", b"data", "entry_point", b"entry_point", "environment", b"environment", "flavor", b"flavor", "hyperparameters", b"hyperparameters", "metrics", b"metrics", "model", b"model", "output_kind", b"output_kind", "parent_version", b"parent_version", "pickle_trusted", b"pickle_trusted", "schema", b"schema", "seed", b"seed", "tags", b"tags", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
