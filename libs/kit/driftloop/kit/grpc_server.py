@@ -20,7 +20,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from driftloop.kit.handlers import Handler, HandlerWrapper
+from driftloop.kit.handlers import RPC_KINDS, Handler, HandlerWrapper
 from driftloop.kit.metrics import MetricsEndpoint
 from driftloop.kit.settings import GrpcServerSettings
 from driftloop.v1 import options_pb2
@@ -146,13 +146,8 @@ def _handler(method: MethodDescriptor, servicer: object) -> Handler:
     behavior: Any = getattr(servicer, method.name, _missing)
     deserialize = GetMessageClass(method.input_type).FromString
     serialize = GetMessageClass(method.output_type).SerializeToString
-    if method.client_streaming and method.server_streaming:
-        return grpc.stream_stream_rpc_method_handler(behavior, deserialize, serialize)
-    if method.client_streaming:
-        return grpc.stream_unary_rpc_method_handler(behavior, deserialize, serialize)
-    if method.server_streaming:
-        return grpc.unary_stream_rpc_method_handler(behavior, deserialize, serialize)
-    return grpc.unary_unary_rpc_method_handler(behavior, deserialize, serialize)
+    kind = RPC_KINDS[method.client_streaming, method.server_streaming]
+    return kind.make_handler(behavior, deserialize, serialize)
 
 
 def _missing(request: Any, context: Any) -> None:

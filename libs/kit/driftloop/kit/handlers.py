@@ -22,6 +22,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
@@ -45,6 +46,37 @@ log = logging.getLogger(__name__)
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the type stubs
 Deserializer: TypeAlias = Callable[[bytes], Any]
 UNDECODABLE_LOG_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class RpcKind:
+    """One of the four kinds of RPC: its go-grpc-prometheus label and grpc's handler maker
+    (behavior, request deserializer, response serializer) -> handler."""
+
+    label: str
+    make_handler: Callable[[Any, Deserializer | None, Callable[[Any], bytes] | None], Handler]
+
+
+# Keyed by (request streaming, response streaming): the one place the four kinds are told apart.
+RPC_KINDS: dict[tuple[bool, bool], RpcKind] = {
+    (False, False): RpcKind("unary", grpc.unary_unary_rpc_method_handler),
+    (True, False): RpcKind("client_stream", grpc.stream_unary_rpc_method_handler),
+    (False, True): RpcKind("server_stream", grpc.unary_stream_rpc_method_handler),
+    (True, True): RpcKind("bidi_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+def rpc_kind(handler: Handler) -> RpcKind:
+    return RPC_KINDS[bool(handler.request_streaming), bool(handler.response_streaming)]
+
+
+def behavior_of(handler: Handler) -> Callable[..., Any]:
+    """The servicer's function a handler calls, whatever the RPC's kind."""
+    behavior = (
+        handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+    )
+    assert behavior is not None, "a handler without a behavior"
+    return behavior
 
 
 def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -86,7 +118,8 @@ class HandlerWrapper:
             # Servicers are async; a sync method is the generated base class's placeholder.
             return _unimplemented(method, handler)
         service, short = method.lstrip("/").rsplit("/", 1)
-        kind = _grpc_type(handler)
+        rpc = rpc_kind(handler)
+        kind = rpc.label
         started = GRPC_STARTED.labels(kind, service, short)
         timer = GRPC_HANDLING_SECONDS.labels(kind, service, short)
         ok = GRPC_HANDLED.labels(kind, service, short, "OK")
@@ -111,9 +144,10 @@ class HandlerWrapper:
 
             return requests()
 
-        async def unary_response(
-            behavior: Callable[..., Any], request: Any, context: Any, streaming: bool
-        ) -> Any:
+        behavior = behavior_of(handler)
+        streaming = bool(handler.request_streaming)
+
+        async def unary_response(request: Any, context: Any) -> Any:
             started.inc()
             if admin:
                 await guard(context)
@@ -131,9 +165,7 @@ class HandlerWrapper:
             ok.inc()
             return response
 
-        async def stream_response(
-            behavior: Callable[..., Any], request: Any, context: Any, streaming: bool
-        ) -> AsyncIterator[Any]:
+        async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
             started.inc()
             if admin:
                 await guard(context)
@@ -152,38 +184,8 @@ class HandlerWrapper:
             ok.inc()
 
         # Bodies reach the wrapper as bytes (no deserializer): `decode` parses them.
-        if handler.unary_unary is not None:
-            unary_unary_behavior = handler.unary_unary
-
-            async def unary_unary(request: Any, context: Any) -> Any:
-                return await unary_response(unary_unary_behavior, request, context, False)
-
-            return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
-        if handler.stream_unary is not None:
-            stream_unary_behavior = handler.stream_unary
-
-            async def stream_unary(requests: Any, context: Any) -> Any:
-                return await unary_response(stream_unary_behavior, requests, context, True)
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
-        if handler.unary_stream is not None:
-            unary_stream_behavior = handler.unary_stream
-
-            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                async for response in stream_response(
-                    unary_stream_behavior, request, context, False
-                ):
-                    yield response
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
-        stream_stream_behavior = handler.stream_stream
-        assert stream_stream_behavior is not None, f"{method} has no behavior"
-
-        async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-            async for response in stream_response(stream_stream_behavior, requests, context, True):
-                yield response
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)
+        wrapped = stream_response if handler.response_streaming else unary_response
+        return rpc.make_handler(wrapped, None, serialize)
 
     def _decoder(self, method: str, deserialize: Deserializer) -> Callable[[bytes, Any], Any]:
         """Parse a request body; a body that is not the method's message is INVALID_ARGUMENT."""
@@ -226,28 +228,13 @@ def _unimplemented(method: str, handler: Handler) -> Handler:
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented here")
 
-    serialize = handler.response_serializer  # the body is never read: no deserializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(abort, None, serialize)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(abort, None, serialize)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(abort, None, serialize)
-    return grpc.stream_stream_rpc_method_handler(abort, None, serialize)
-
-
-def _grpc_type(handler: Handler) -> str:
-    """The call type as go-grpc-prometheus labels it."""
-    if handler.request_streaming:
-        return "bidi_stream" if handler.response_streaming else "client_stream"
-    return "server_stream" if handler.response_streaming else "unary"
+    # The body is never read: no deserializer.
+    return rpc_kind(handler).make_handler(abort, None, handler.response_serializer)
 
 
 def _is_async(handler: Handler) -> bool:
     """Whether the behavior is a coroutine or async-generator function."""
-    behavior = (
-        handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
-    )
+    behavior = behavior_of(handler)
     return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
 
 
