@@ -1,13 +1,29 @@
 """`DriftloopClient`: the registry, inference, gateway, drift and retrainer APIs from Python
 (asyncio).
 
-    async with DriftloopClient(ClientSettings()) as client:
+    async with DriftloopClient.from_env() as client:
         version = await client.register_from_data("churn", Path("train.csv"), target="churned")
         await client.set_alias("churn", "champion", version.version)
-        output = await client.predict("churn", "champion", {"age": 41.0, "plan": "pro"})
+        output = await client.serve("churn", {"age": 41.0, "plan": "pro"}, request_id="r-1")
+        await client.publish_label("r-1", "yes")
 
-Admin calls send DRIFTLOOP_ADMIN_TOKEN; gRPC errors surface as grpc.aio.AioRpcError with
-the server's status code and message.
+(`driftloop.client.Client` is the same API without asyncio.)
+
+Admin calls send DRIFTLOOP_ADMIN_TOKEN. A refused call raises the error class of its status
+(driftloop.client.errors: NotFound, InvalidArgument with the field the server named,
+Unavailable naming the service, its address and the variable that sets it, ...); each is a
+grpc.aio.AioRpcError too, with the server's code and message.
+
+Retries: a call that is safe to repeat is retried when the service answers UNAVAILABLE
+(down, restarting, not yet listening), `retries` times (DRIFTLOOP_RETRIES) with doubling
+waits from 0.1 s, within each call's own deadline. Safe to repeat: every read (Get*, List*,
+ResolveAlias, AnalyzeCanary, the shadow reports), inference's Predict and PredictBatch
+(they change nothing), and the gateway's Predict when the caller gives a request_id (the
+prediction is logged under that natural key, so a repeat is a duplicate the drift service
+drops; without one the gateway draws a new id per attempt, and a retry would count the
+request twice). Never retried: registrations, uploads, alias and policy writes (a
+compare-and-set whose first attempt landed would fail as FAILED_PRECONDITION), rollouts,
+triggers and the gateway's PredictBatch.
 """
 
 from __future__ import annotations
@@ -18,12 +34,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import grpc
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftloop.client.errors import typed
 from driftloop.kit.grpc_client import ACTOR_HEADER, admin_metadata, open_channel
+from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
 from driftloop.models.convert import row_to_proto
 from driftloop.models.registration import version_record
 from driftloop.models.schema import Row
@@ -45,6 +64,9 @@ from driftloop.v1 import (
     shadow_pb2,
     shadow_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from driftloop.kafka.producer import EventProducer
 
 CHUNK = 1024 * 1024
 # A retraining run in one of these states has not ended yet.
@@ -83,11 +105,30 @@ class ClientSettings(BaseSettings):
     timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=30.0, description="deadline of each call"
     )
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=3,
+        description="how often the client and CLI retry a call that is safe to repeat when "
+        "the service is unavailable (waits of 0.1, 0.2, 0.4 s ...)",
+    )
 
 
 class DriftloopClient:
-    def __init__(self, settings: ClientSettings) -> None:
+    """Every driftloop API from asyncio: one channel per service, opened at construction
+    (connecting lazily), closed by `close()` or `async with`. `kafka` is only needed by
+    `publish_label` (from_env reads it from DRIFTLOOP_KAFKA_*)."""
+
+    def __init__(self, settings: ClientSettings, kafka: KafkaSettings | None = None) -> None:
         self._settings = settings
+        self._kafka = kafka
+        self._producer: EventProducer | None = None
+        self._targets = {
+            "registry": settings.registry_target,
+            "retrainer": settings.registry_target,
+            "inference": settings.inference_target,
+            "gateway": settings.gateway_target,
+            "drift": settings.drift_target,
+            "shadow": settings.shadow_target,
+        }
         self._registry_channel = open_channel(
             settings.registry_target, tls_ca_file=settings.tls_ca_file
         )
@@ -121,7 +162,18 @@ class DriftloopClient:
     ) -> None:
         await self.close()
 
+    @classmethod
+    def from_env(cls) -> DriftloopClient:
+        """A client configured as the CLI is: ClientSettings (DRIFTLOOP_REGISTRY_TARGET,
+        DRIFTLOOP_GATEWAY_TARGET, DRIFTLOOP_ADMIN_TOKEN ...) and KafkaSettings
+        (DRIFTLOOP_KAFKA_*, for publish_label) from the environment; a bad variable raises
+        ConfigError naming it."""
+        return cls(load_settings(ClientSettings), load_settings(KafkaSettings))
+
     async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
         await self._registry_channel.close()
         await self._inference_channel.close()
         await self._gateway_channel.close()
@@ -134,21 +186,84 @@ class DriftloopClient:
             return ((ACTOR_HEADER, self._settings.actor),) if self._settings.actor else ()
         return admin_metadata(token.get_secret_value(), actor=self._settings.actor)
 
+    async def _call(
+        self,
+        service: str,
+        method: Any,
+        request: Any,
+        *,
+        retry: bool,
+        admin: bool = False,
+        deadline_s: float | None = None,
+    ) -> Any:
+        """Call `method` of `service` with the deadline and (for admin calls) the token;
+        retry=True repeats it on UNAVAILABLE (see the module docstring). A failure raises
+        the typed error (driftloop.client.errors) of its status."""
+        timeout = self._timeout if deadline_s is None else deadline_s
+        metadata = self._admin() if admin else None
+        attempts = 1 + (self._settings.retries if retry else 0)
+        wait = 0.1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await method(request, timeout=timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                if attempt == attempts or error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise typed(error, service, self._targets[service]) from None
+            await asyncio.sleep(wait)
+            wait *= 2
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def publish_label(
+        self,
+        request_id: str,
+        label: str | float,
+        *,
+        source: str = "",
+        time: dt.datetime | None = None,
+    ) -> None:
+        """Publish the true outcome of a served prediction to the labels topic, as the drift
+        service reads it: keyed by request_id (the same partition as the prediction, for
+        the co-partitioned join), a LabelEvent in binary protobuf; returns once the broker
+        acknowledged it. label: a class (str) for classification, a number for regression.
+        Publishing the same label again is harmless (request_id is its natural key)."""
+        if self._kafka is None or not self._kafka.bootstrap_servers:
+            raise ConfigError(
+                "publish_label needs Kafka: set DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS "
+                "(DriftloopClient.from_env() reads it)"
+            )
+        event = events_pb2.LabelEvent(request_id=request_id, source=source)
+        if isinstance(label, str):
+            event.label = label
+        else:
+            event.value = float(label)
+        event.time.FromDatetime(time or dt.datetime.now(dt.UTC))
+        # Kafka is imported on the first label: most clients never publish one.
+        from driftloop.kafka.producer import EventProducer
+        from driftloop.kafka.topics import TopicNames
+
+        if self._producer is None:
+            producer = EventProducer(self._kafka, self._kafka.bootstrap_servers)
+            await producer.start()
+            self._producer = producer
+        await self._producer.publish(TopicNames(self._kafka.topic_prefix).labels, request_id, event)
+
     async def upload_artifact(self, data: bytes) -> str:
         async def chunks() -> AsyncIterator[registry_pb2.ArtifactChunk]:
             for start in range(0, len(data), CHUNK):
                 yield registry_pb2.ArtifactChunk(data=data[start : start + CHUNK])
 
-        reference: registry_pb2.ArtifactRef = await self.registry.UploadArtifact(
-            chunks(), timeout=self._timeout, metadata=self._admin()
+        reference: registry_pb2.ArtifactRef = await self._call(
+            "registry", self.registry.UploadArtifact, chunks(), retry=False, admin=True
         )
         return reference.sha256
 
     async def register(self, record: registry_pb2.ModelVersion) -> registry_pb2.ModelVersion:
-        registered: registry_pb2.ModelVersion = await self.registry.RegisterModelVersion(
+        registered: registry_pb2.ModelVersion = await self._call(
+            "registry",
+            self.registry.RegisterModelVersion,
             registry_pb2.RegisterModelVersionRequest(version=record),
-            timeout=self._timeout,
-            metadata=self._admin(),
+            retry=False,
+            admin=True,
         )
         return registered
 
@@ -198,26 +313,33 @@ class DriftloopClient:
         )
 
     async def get_version(self, model: str, version: str) -> registry_pb2.ModelVersion:
-        record: registry_pb2.ModelVersion = await self.registry.GetModelVersion(
+        record: registry_pb2.ModelVersion = await self._call(
+            "registry",
+            self.registry.GetModelVersion,
             registry_pb2.GetModelVersionRequest(
                 model=common_pb2.ModelRef(model=model, version=version)
             ),
-            timeout=self._timeout,
+            retry=True,
         )
         return record
 
     async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]:
-        listed = await self.registry.ListModelVersions(
-            registry_pb2.ListModelVersionsRequest(model=model), timeout=self._timeout
+        listed = await self._call(
+            "registry",
+            self.registry.ListModelVersions,
+            registry_pb2.ListModelVersionsRequest(model=model),
+            retry=True,
         )
         return list(listed.versions)
 
     async def lineage(self, model: str, version: str) -> list[registry_pb2.ModelVersion]:
-        chain = await self.registry.GetLineage(
+        chain = await self._call(
+            "registry",
+            self.registry.GetLineage,
             registry_pb2.GetModelVersionRequest(
                 model=common_pb2.ModelRef(model=model, version=version)
             ),
-            timeout=self._timeout,
+            retry=True,
         )
         return list(chain.versions)
 
@@ -235,7 +357,9 @@ class DriftloopClient:
         if expected_version is None:
             history = await self.alias_history(model, alias)
             expected_version = history[-1].version if history else ""
-        move: registry_pb2.AliasMove = await self.registry.SetAlias(
+        move: registry_pb2.AliasMove = await self._call(
+            "registry",
+            self.registry.SetAlias,
             registry_pb2.SetAliasRequest(
                 model=model,
                 alias=alias,
@@ -243,14 +367,17 @@ class DriftloopClient:
                 expected_version=expected_version,
                 reason=reason,
             ),
-            timeout=self._timeout,
-            metadata=self._admin(),
+            retry=False,
+            admin=True,
         )
         return move
 
     async def alias_history(self, model: str, alias: str = "") -> list[registry_pb2.AliasMove]:
-        history = await self.registry.GetAliasHistory(
-            registry_pb2.GetAliasHistoryRequest(model=model, alias=alias), timeout=self._timeout
+        history = await self._call(
+            "registry",
+            self.registry.GetAliasHistory,
+            registry_pb2.GetAliasHistoryRequest(model=model, alias=alias),
+            retry=True,
         )
         return list(history.moves)
 
@@ -260,33 +387,37 @@ class DriftloopClient:
         request = registry_pb2.ResolveAliasRequest(model=model, alias=alias)
         if at is not None:
             request.at.FromDatetime(at)
-        record: registry_pb2.ModelVersion = await self.registry.ResolveAlias(
-            request, timeout=self._timeout
+        record: registry_pb2.ModelVersion = await self._call(
+            "registry", self.registry.ResolveAlias, request, retry=True
         )
         return record
 
     async def predict(
         self, model: str, version: str, row: Row, request_id: str = ""
     ) -> inference_pb2.InferenceResponse:
-        response: inference_pb2.InferenceResponse = await self.inference.Predict(
+        response: inference_pb2.InferenceResponse = await self._call(
+            "inference",
+            self.inference.Predict,
             inference_pb2.InferenceRequest(
                 model=common_pb2.ModelRef(model=model, version=version),
                 request_id=request_id,
                 row=row_to_proto(row),
             ),
-            timeout=self._timeout,
+            retry=True,
         )
         return response
 
     async def predict_batch(
         self, model: str, version: str, rows: Sequence[Row]
     ) -> inference_pb2.InferenceBatchResponse:
-        response: inference_pb2.InferenceBatchResponse = await self.inference.PredictBatch(
+        response: inference_pb2.InferenceBatchResponse = await self._call(
+            "inference",
+            self.inference.PredictBatch,
             inference_pb2.InferenceBatchRequest(
                 model=common_pb2.ModelRef(model=model, version=version),
                 rows=[row_to_proto(r) for r in rows],
             ),
-            timeout=self._timeout,
+            retry=True,
         )
         return response
 
@@ -296,11 +427,13 @@ class DriftloopClient:
         self, model: str, row: Row, *, entity_key: str = "", request_id: str = ""
     ) -> gateway_pb2.PredictResponse:
         """A prediction through the gateway (routed, logged)."""
-        response: gateway_pb2.PredictResponse = await self.gateway.Predict(
+        response: gateway_pb2.PredictResponse = await self._call(
+            "gateway",
+            self.gateway.Predict,
             gateway_pb2.PredictRequest(
                 model=model, entity_key=entity_key, request_id=request_id, row=row_to_proto(row)
             ),
-            timeout=self._timeout,
+            retry=bool(request_id),
         )
         return response
 
@@ -308,7 +441,9 @@ class DriftloopClient:
         self, model: str, rows: Sequence[Row], entity_keys: Sequence[str] = ()
     ) -> list[gateway_pb2.PredictResponse]:
         keys = list(entity_keys) or [""] * len(rows)
-        batch = await self.gateway.PredictBatch(
+        batch = await self._call(
+            "gateway",
+            self.gateway.PredictBatch,
             gateway_pb2.PredictBatchRequest(
                 model=model,
                 requests=[
@@ -316,23 +451,28 @@ class DriftloopClient:
                     for k, r in zip(keys, rows, strict=True)
                 ],
             ),
-            timeout=self._timeout,
+            retry=False,
         )
         return list(batch.responses)
 
     async def routing_policy(self, model: str) -> events_pb2.RoutingPolicy:
-        policy: events_pb2.RoutingPolicy = await self.gateway.GetRoutingPolicy(
-            gateway_pb2.GetRoutingPolicyRequest(model=model), timeout=self._timeout
+        policy: events_pb2.RoutingPolicy = await self._call(
+            "gateway",
+            self.gateway.GetRoutingPolicy,
+            gateway_pb2.GetRoutingPolicyRequest(model=model),
+            retry=True,
         )
         return policy
 
     async def set_routing_policy(
         self, policy: events_pb2.RoutingPolicy, expected_revision: int
     ) -> events_pb2.RoutingPolicy:
-        result: events_pb2.RoutingPolicy = await self.gateway.SetRoutingPolicy(
+        result: events_pb2.RoutingPolicy = await self._call(
+            "gateway",
+            self.gateway.SetRoutingPolicy,
             gateway_pb2.SetRoutingPolicyRequest(policy=policy, expected_revision=expected_revision),
-            timeout=self._timeout,
-            metadata=self._admin(),
+            retry=False,
+            admin=True,
         )
         return result
 
@@ -363,7 +503,9 @@ class DriftloopClient:
             )
             for p in steps_percent
         ]
-        policy: events_pb2.RoutingPolicy = await self.gateway.StartRollout(
+        policy: events_pb2.RoutingPolicy = await self._call(
+            "gateway",
+            self.gateway.StartRollout,
             gateway_pb2.StartRolloutRequest(
                 model=model,
                 candidate_version=candidate,
@@ -375,24 +517,29 @@ class DriftloopClient:
                     min_compared=shadow_min_compared, min_labelled=shadow_min_labelled
                 ),
             ),
-            timeout=max(self._timeout, 60.0),
-            metadata=self._admin(),
+            retry=False,
+            admin=True,
+            deadline_s=max(self._timeout, 60.0),
         )
         return policy
 
     async def promote(self, model: str, reason: str = "") -> events_pb2.RoutingPolicy:
-        policy: events_pb2.RoutingPolicy = await self.gateway.Promote(
+        policy: events_pb2.RoutingPolicy = await self._call(
+            "gateway",
+            self.gateway.Promote,
             gateway_pb2.PromoteRequest(model=model, reason=reason),
-            timeout=self._timeout,
-            metadata=self._admin(),
+            retry=False,
+            admin=True,
         )
         return policy
 
     async def rollback(self, model: str, reason: str = "") -> events_pb2.RoutingPolicy:
-        policy: events_pb2.RoutingPolicy = await self.gateway.Rollback(
+        policy: events_pb2.RoutingPolicy = await self._call(
+            "gateway",
+            self.gateway.Rollback,
             gateway_pb2.RollbackRequest(model=model, reason=reason),
-            timeout=self._timeout,
-            metadata=self._admin(),
+            retry=False,
+            admin=True,
         )
         return policy
 
@@ -414,8 +561,8 @@ class DriftloopClient:
         elif start is not None and end is not None:
             request.time_window.start.FromDatetime(start)
             request.time_window.end.FromDatetime(end)
-        report: drift_pb2.DriftReport = await self.drift.GetDriftReport(
-            request, timeout=self._timeout
+        report: drift_pb2.DriftReport = await self._call(
+            "drift", self.drift.GetDriftReport, request, retry=True
         )
         return report
 
@@ -432,7 +579,7 @@ class DriftloopClient:
             request.window.start.FromDatetime(start)
         if end is not None:
             request.window.end.FromDatetime(end)
-        response = await self.drift.ListAlerts(request, timeout=self._timeout)
+        response = await self._call("drift", self.drift.ListAlerts, request, retry=True)
         return list(response.alerts)
 
     async def model_history(
@@ -443,15 +590,17 @@ class DriftloopClient:
         request = drift_pb2.ModelHistoryRequest(model=model, bucket_s=bucket_s)
         request.window.start.FromDatetime(start)
         request.window.end.FromDatetime(end)
-        history: drift_pb2.ModelHistory = await self.drift.GetModelHistory(
-            request, timeout=self._timeout
+        history: drift_pb2.ModelHistory = await self._call(
+            "drift", self.drift.GetModelHistory, request, retry=True
         )
         return history
 
     async def baseline(self, model: str, version: str) -> registry_pb2.Baseline:
-        baseline: registry_pb2.Baseline = await self.drift.GetBaseline(
+        baseline: registry_pb2.Baseline = await self._call(
+            "drift",
+            self.drift.GetBaseline,
             drift_pb2.GetBaselineRequest(model=common_pb2.ModelRef(model=model, version=version)),
-            timeout=self._timeout,
+            retry=True,
         )
         return baseline
 
@@ -464,8 +613,8 @@ class DriftloopClient:
         if since is not None:
             request.window.start.FromDatetime(since)
             request.window.end.FromDatetime(dt.datetime.now(dt.UTC))
-        analysis: drift_pb2.CanaryAnalysis = await self.drift.AnalyzeCanary(
-            request, timeout=self._timeout
+        analysis: drift_pb2.CanaryAnalysis = await self._call(
+            "drift", self.drift.AnalyzeCanary, request, retry=True
         )
         return analysis
 
@@ -490,21 +639,27 @@ class DriftloopClient:
             request.data_window.start.FromDatetime(start)
         if end is not None:
             request.data_window.end.FromDatetime(end)
-        run: retrainer_pb2.RetrainRun = await self.retrainer.TriggerRetrain(
-            request, timeout=self._timeout, metadata=self._admin()
+        run: retrainer_pb2.RetrainRun = await self._call(
+            "retrainer", self.retrainer.TriggerRetrain, request, retry=False, admin=True
         )
         return run
 
     async def retrain_run(self, run_id: str) -> retrainer_pb2.RetrainRun:
-        run: retrainer_pb2.RetrainRun = await self.retrainer.GetRetrainRun(
-            retrainer_pb2.GetRetrainRunRequest(run_id=run_id), timeout=self._timeout
+        run: retrainer_pb2.RetrainRun = await self._call(
+            "retrainer",
+            self.retrainer.GetRetrainRun,
+            retrainer_pb2.GetRetrainRunRequest(run_id=run_id),
+            retry=True,
         )
         return run
 
     async def retrain_runs(self, model: str, limit: int = 20) -> list[retrainer_pb2.RetrainRun]:
         """A model's runs, newest first."""
-        response = await self.retrainer.ListRetrainRuns(
-            retrainer_pb2.ListRetrainRunsRequest(model=model, limit=limit), timeout=self._timeout
+        response = await self._call(
+            "retrainer",
+            self.retrainer.ListRetrainRuns,
+            retrainer_pb2.ListRetrainRunsRequest(model=model, limit=limit),
+            retry=True,
         )
         return list(response.runs)
 
@@ -512,16 +667,21 @@ class DriftloopClient:
         self, model: str, limit: int = 50
     ) -> list[retrainer_pb2.RetrainDecision]:
         """Every trigger the retrainer considered for a model (run, or skipped and why)."""
-        response = await self.retrainer.ListRetrainDecisions(
+        response = await self._call(
+            "retrainer",
+            self.retrainer.ListRetrainDecisions,
             retrainer_pb2.ListRetrainDecisionsRequest(model=model, limit=limit),
-            timeout=self._timeout,
+            retry=True,
         )
         return list(response.decisions)
 
     async def training_policy(self, model: str) -> retrainer_pb2.TrainingPolicy:
         """The policy in force (the defaults, at revision 0, when none was written)."""
-        policy: retrainer_pb2.TrainingPolicy = await self.retrainer.GetTrainingPolicy(
-            retrainer_pb2.GetTrainingPolicyRequest(model=model), timeout=self._timeout
+        policy: retrainer_pb2.TrainingPolicy = await self._call(
+            "retrainer",
+            self.retrainer.GetTrainingPolicy,
+            retrainer_pb2.GetTrainingPolicyRequest(model=model),
+            retry=True,
         )
         return policy
 
@@ -529,12 +689,14 @@ class DriftloopClient:
         self, policy: retrainer_pb2.TrainingPolicy, expected_revision: int
     ) -> retrainer_pb2.TrainingPolicy:
         """Replace the policy if it is still at expected_revision (else FAILED_PRECONDITION)."""
-        written: retrainer_pb2.TrainingPolicy = await self.retrainer.SetTrainingPolicy(
+        written: retrainer_pb2.TrainingPolicy = await self._call(
+            "retrainer",
+            self.retrainer.SetTrainingPolicy,
             retrainer_pb2.SetTrainingPolicyRequest(
                 policy=policy, expected_revision=expected_revision
             ),
-            timeout=self._timeout,
-            metadata=self._admin(),
+            retry=False,
+            admin=True,
         )
         return written
 
@@ -574,8 +736,8 @@ class DriftloopClient:
             request.window.start.FromDatetime(start)
         if end is not None:
             request.window.end.FromDatetime(end)
-        comparison: shadow_pb2.ShadowComparison = await self.shadow.GetShadowComparison(
-            request, timeout=self._timeout
+        comparison: shadow_pb2.ShadowComparison = await self._call(
+            "shadow", self.shadow.GetShadowComparison, request, retry=True
         )
         return comparison
 
@@ -593,11 +755,13 @@ class DriftloopClient:
             request.window.start.FromDatetime(start)
         if end is not None:
             request.window.end.FromDatetime(end)
-        report: shadow_pb2.ABReport = await self.shadow.GetABReport(request, timeout=self._timeout)
+        report: shadow_pb2.ABReport = await self._call(
+            "shadow", self.shadow.GetABReport, request, retry=True
+        )
         return report
 
     async def shadow_status(self) -> shadow_pb2.ShadowStatus:
-        status: shadow_pb2.ShadowStatus = await self.shadow.GetShadowStatus(
-            shadow_pb2.ShadowStatusRequest(), timeout=self._timeout
+        status: shadow_pb2.ShadowStatus = await self._call(
+            "shadow", self.shadow.GetShadowStatus, shadow_pb2.ShadowStatusRequest(), retry=True
         )
         return status
