@@ -10,6 +10,7 @@ import grpc
 
 from driftloop.client.inference_pool import Endpoint, InferencePool
 from driftloop.gateway.canary import QualityOpinion
+from driftloop.gateway.champions import CHAMPION
 from driftloop.gateway.rollouts import ShadowEvidence
 from driftloop.kafka.producer import EventProducer
 from driftloop.kit.errors import FailedPrecondition, Unavailable
@@ -26,7 +27,6 @@ from driftloop.v1 import (
     shadow_pb2_grpc,
 )
 
-CHAMPION = "champion"
 log = logging.getLogger(__name__)
 
 

@@ -39,6 +39,7 @@ from driftloop.gateway.canary import (
     Verdict,
     analyse,
 )
+from driftloop.gateway.champions import ServedPolicies, no_policy
 from driftloop.gateway.policies import (
     DEFAULT_STEPS,
     PolicyBook,
@@ -124,8 +125,10 @@ class Rollouts:
         hold_default_s: int = 300,
         quality: QualityCheck | None = None,
         shadow: ShadowCheck | None = None,
+        served: ServedPolicies | None = None,
     ) -> None:
         self._book = book
+        self._served = served
         self._publisher = publisher
         self._events = events
         self._champions = champions
@@ -149,9 +152,20 @@ class Rollouts:
         return f"{reason}; {NO_QUALITY}" if reason else NO_QUALITY
 
     def policy(self, model: str) -> events_pb2.RoutingPolicy:
+        """The written policy."""
         policy = self._book.get(model)
         if policy is None:
-            raise NotFound(f"model {model!r} has no routing policy")
+            raise NotFound(no_policy(model))
+        return policy
+
+    async def served(self, model: str) -> events_pb2.RoutingPolicy:
+        """The policy the model is served by: the written one, else the default (its
+        champion, revision 0) when this controller has one."""
+        if self._served is None:
+            return self.policy(model)
+        policy = await self._served.policy(model)
+        if policy is None:
+            raise NotFound(no_policy(model))
         return policy
 
     async def set_policy(
@@ -199,7 +213,8 @@ class Rollouts:
     async def start(
         self, request: gateway_pb2.StartRolloutRequest, actor: str
     ) -> events_pb2.RoutingPolicy:
-        policy = self._copy(request.model)
+        policy = events_pb2.RoutingPolicy()
+        policy.CopyFrom(await self.served(request.model))  # a rollout may start from the default
         candidate = check_version("candidate_version", request.candidate_version)
         if candidate == policy.stable_version:
             raise InvalidArgument("candidate_version", f"version {candidate} is already stable")

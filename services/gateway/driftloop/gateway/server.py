@@ -19,6 +19,7 @@ from driftloop.gateway.adapters import (
 )
 from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
+from driftloop.gateway.champions import ServedPolicies
 from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.lease import ControllerLease
 from driftloop.gateway.policies import PolicyBook
@@ -70,15 +71,17 @@ class GatewayService:
             on_dropped=lambda reason, records: metrics.SHADOW_DROPPED.labels(reason).inc(records),
         )
         self.recorder = TrafficRecorder()
+        self._registry_channel = open_channel(settings.registry_target)
+        champions = RegistryChampions(self._registry_channel, token)
+        self.served = ServedPolicies(self.book, champions)
         self.serving = PredictionService(
-            self.book,
             self.pool,
             self.prediction_log,
             self.shadow_mirror,
             self.recorder,
             settings.request_timeout_s,
+            self.served,
         )
-        self._registry_channel = open_channel(settings.registry_target)
         self.policy_topic = PolicyTopic(
             kafka,
             bootstrap_servers,
@@ -95,7 +98,7 @@ class GatewayService:
             self.book,
             self.policy_topic,
             KafkaEvents(self._producer, names.model_events),
-            RegistryChampions(self._registry_channel, token),
+            champions,
             InferenceLoader(self.pool, token),
             self.recorder,
             defaults=default_plan(
@@ -109,6 +112,7 @@ class GatewayService:
             hold_default_s=settings.blue_green_hold_s,
             quality=DriftQuality(self._drift_channel) if self._drift_channel else None,
             shadow=ShadowComparisons(self._shadow_channel) if self._shadow_channel else None,
+            served=self.served,
         )
         self.lease = ControllerLease(
             kafka,
@@ -177,6 +181,8 @@ class GatewayService:
 
     async def _on_event(self, event: Message) -> None:
         assert isinstance(event, events_pb2.ModelEvent)
+        if event.kind == events_pb2.MODEL_EVENT_KIND_ALIAS_MOVED:
+            self.served.alias_moved(event.model, event.alias, event.version)
         mode = self._settings.auto_rollout
         if (
             mode == "off"

@@ -73,7 +73,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def GetRoutingPolicy(
         self, request: gateway_pb2.GetRoutingPolicyRequest, context: Any
     ) -> events_pb2.RoutingPolicy:
-        return self._rollouts.policy(request.model)
+        return await self._rollouts.served(request.model)
 
     async def SetRoutingPolicy(
         self, request: gateway_pb2.SetRoutingPolicyRequest, context: Any

@@ -1,5 +1,8 @@
 """The predict path: route, call inference, fall back to stable, log, mirror, record.
 
+A model without a written policy is routed by its default one, the champion
+(champions.py).
+
 Nothing here waits on Kafka: the prediction log and the shadow mirror are bounded
 buffers that drop (and count) rather than block. A candidate, canary or A/B variant that
 fails for a server-side reason is recorded as a failure of that version and the request
@@ -29,8 +32,8 @@ from driftloop.client.inference_pool import InferencePool
 from driftloop.gateway import metrics, routing
 from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
-from driftloop.gateway.policies import PolicyBook
-from driftloop.kit.errors import DriftloopError, ErrorCode, InvalidArgument, NotFound
+from driftloop.gateway.champions import ServedPolicies, no_policy
+from driftloop.kit.errors import DriftloopError, ErrorCode, FailedPrecondition, InvalidArgument
 from driftloop.kit.grpc_client import upstream_error
 from driftloop.v1 import common_pb2, events_pb2, inference_pb2
 
@@ -52,14 +55,14 @@ class Served:
 class PredictionService:
     def __init__(
         self,
-        book: PolicyBook,
         pool: InferencePool,
         prediction_log: EventBuffer,
         shadow_mirror: EventBuffer,
         recorder: TrafficRecorder,
         timeout_s: float,
+        policies: ServedPolicies,
     ) -> None:
-        self._book = book
+        self._policies = policies
         self._pool = pool
         self._log = prediction_log
         self._mirror = shadow_mirror
@@ -78,9 +81,7 @@ class PredictionService:
             raise InvalidArgument("request_id", f"longer than {MAX_REQUEST_ID} characters")
         if len(entity_key) > MAX_ENTITY_KEY:
             raise InvalidArgument("entity_key", f"longer than {MAX_ENTITY_KEY} characters")
-        policy = self._book.get(model)
-        if policy is None:
-            raise NotFound(f"model {model!r} has no routing policy (set one with SetRoutingPolicy)")
+        policy = await self.policy(model)
         request_id = request_id or uuid.uuid4().hex
         chosen = routing.route(policy, entity_key, request_id)
         budget = min(self._timeout, budget_s) if budget_s else self._timeout
@@ -112,6 +113,14 @@ class PredictionService:
         return Served(
             request_id, response.model.version or chosen.version, chosen.variant, response.output
         )
+
+    async def policy(self, model: str) -> events_pb2.RoutingPolicy:
+        """The model's written policy, else its default (the champion); FailedPrecondition
+        naming the commands that fix it when it has neither."""
+        policy = await self._policies.policy(model)
+        if policy is None:
+            raise FailedPrecondition(no_policy(model))
+        return policy
 
     async def _attempt(
         self,
