@@ -338,6 +338,22 @@ async def test_the_api_answers_with_precise_status_codes(
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "candidate_version" in details
+    # The shared name rules (driftloop.kit.names): a version ref is a number or an alias, a
+    # canary compares version numbers.
+    padded = common_pb2.ModelRef(model=MODEL, version="01")
+    code, details = await code_of(
+        stub.GetDriftReport(drift_pb2.DriftReportRequest(model=padded), timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "model.version" in details
+    code, details = await code_of(
+        stub.AnalyzeCanary(
+            drift_pb2.CanaryAnalysisRequest(
+                model=MODEL, stable_version="1", candidate_version="champion"
+            ),
+            timeout=10,
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "candidate_version" in details
     code, _ = await code_of(stub.ListAlerts(drift_pb2.ListAlertsRequest(model=MODEL, limit=5000)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     # A time window over no traffic is an empty report, not an error.

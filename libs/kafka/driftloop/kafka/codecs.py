@@ -23,17 +23,19 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 
 from driftloop.kit.errors import shown
-from driftloop.kit.names import NAME, VERSION_NUMBER
+from driftloop.kit.names import (
+    MAX_FEATURES,
+    MAX_KEY_CHARS,
+    MAX_REQUEST_ID,
+    MAX_SHORT_CHARS,
+    NAME,
+    VERSION_NUMBER,
+)
 from driftloop.kit.times import timestamp_problem
 from driftloop.v1 import events_pb2
 
 M = TypeVar("M", bound=Message)
 Decoder = Callable[[bytes], Message]
-
-MAX_REQUEST_ID = 128
-MAX_KEY_CHARS = 256  # entity keys, categories, labels
-MAX_SHORT_CHARS = 128  # variants, sources, error codes
-MAX_FEATURES = 1000
 
 
 class DecodeError(ValueError):

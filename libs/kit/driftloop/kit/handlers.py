@@ -39,6 +39,7 @@ from driftloop.kit.metrics import (
     GRPC_HANDLING_SECONDS,
     GRPC_STARTED,
 )
+from driftloop.kit.names import MAX_SHORT_CHARS
 from driftloop.kit.throttle import Throttle, caller_of
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """Who is calling: the x-driftloop-actor header (a person or a job), else "admin"."""
     for key, value in context.invocation_metadata() or ():
         if key == ACTOR_HEADER and value:
-            return str(value)[:128]
+            return str(value)[:MAX_SHORT_CHARS]
     return "admin"
 
 

@@ -1,6 +1,7 @@
-"""The naming rules every boundary checks: model, feature and variant names, version
-numbers and aliases. One copy, so a name the gateway accepts is one the registry, the
-inference service and the Kafka consumers accept too."""
+"""The naming rules and size limits every boundary checks: model, feature and variant
+names, version numbers and aliases; request ids, keys, labels and feature counts. One copy,
+so what the gateway accepts is what the registry, the inference and drift services and the
+Kafka consumers accept too."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # A version is a number without leading zeros ("7", never "07": one version, one name).
 VERSION_NUMBER = re.compile(r"^[1-9][0-9]{0,9}$")
 ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+MAX_REQUEST_ID = 128  # characters
+MAX_KEY_CHARS = 256  # entity keys, categories, labels
+MAX_SHORT_CHARS = 128  # variants, sources, error codes, actors
+MAX_FEATURES = 1000  # features of a row, classes of an output
 
 
 def check_name(field_name: str, value: str, what: str = "name") -> str:
@@ -43,6 +49,17 @@ def check_version_ref(field_name: str, value: str) -> str:
             field_name,
             f"{shown(value)} is neither a version number (digits, no leading zeros) nor an "
             "alias (lower-case letters, digits, '_' or '-', starting with a letter)",
+        )
+    return value
+
+
+def check_alias(field_name: str, value: str) -> str:
+    """An alias ("champion"): lower-case letters, digits, '_' or '-', starting with a letter."""
+    if not ALIAS.fullmatch(value):
+        raise InvalidArgument(
+            field_name,
+            f"{shown(value)} is not an alias (lower-case letters, digits, '_' or '-', "
+            "starting with a letter)",
         )
     return value
 

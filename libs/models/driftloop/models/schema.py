@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from driftloop.kit.errors import InvalidArgument
+from driftloop.kit.names import MAX_KEY_CHARS
 
 FeatureKind = Literal["number", "category"]
 OutputKind = Literal["binary", "multiclass", "regression"]
 Value = float | str
 Row = Mapping[str, Value]
 
-MAX_CATEGORY_CHARS = 256
+MAX_CATEGORY_CHARS = MAX_KEY_CHARS  # a category is stored and logged as a key
 
 
 @dataclass(frozen=True)

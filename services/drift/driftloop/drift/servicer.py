@@ -16,7 +16,7 @@ from driftloop.drift.report import Report, StreamResult
 from driftloop.drift.store import DriftStore
 from driftloop.drift.windows import Window
 from driftloop.kit.errors import InvalidArgument
-from driftloop.kit.names import check_name
+from driftloop.kit.names import check_name, check_version, check_version_ref
 from driftloop.kit.times import stamp, to_datetime
 from driftloop.models.convert import baseline_to_proto
 from driftloop.v1 import common_pb2, drift_pb2, drift_pb2_grpc, events_pb2, registry_pb2
@@ -45,9 +45,7 @@ def _time_window(
 
 def _model_ref(ref: common_pb2.ModelRef) -> tuple[str, str]:
     check_name("model.model", ref.model, "model name")
-    if not ref.version:
-        raise InvalidArgument("model.version", "required (a version number or an alias)")
-    check_name("model.version", ref.version, "version")
+    check_version_ref("model.version", ref.version)
     return ref.model, ref.version
 
 
@@ -216,8 +214,8 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
         self, request: drift_pb2.CanaryAnalysisRequest, context: Any
     ) -> drift_pb2.CanaryAnalysis:
         check_name("model", request.model, "model name")
-        check_name("stable_version", request.stable_version, "version")
-        check_name("candidate_version", request.candidate_version, "version")
+        check_version("stable_version", request.stable_version)
+        check_version("candidate_version", request.candidate_version)
         if request.stable_version == request.candidate_version:
             raise InvalidArgument("candidate_version", "must differ from stable_version")
         start, end = _time_window(request.window, "window")

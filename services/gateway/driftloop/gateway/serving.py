@@ -35,12 +35,11 @@ from driftloop.gateway.canary import TrafficRecorder
 from driftloop.gateway.champions import ServedPolicies, no_policy
 from driftloop.kit.errors import DriftloopError, ErrorCode, FailedPrecondition, InvalidArgument
 from driftloop.kit.grpc_client import upstream_error
+from driftloop.kit.names import MAX_KEY_CHARS, MAX_REQUEST_ID
 from driftloop.v1 import common_pb2, events_pb2, inference_pb2
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_ID = 128
-MAX_ENTITY_KEY = 256
 MAX_LATENCY_US = 2**32 - 1  # the event's uint32
 
 
@@ -79,8 +78,8 @@ class PredictionService:
     ) -> Served:
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument("request_id", f"longer than {MAX_REQUEST_ID} characters")
-        if len(entity_key) > MAX_ENTITY_KEY:
-            raise InvalidArgument("entity_key", f"longer than {MAX_ENTITY_KEY} characters")
+        if len(entity_key) > MAX_KEY_CHARS:
+            raise InvalidArgument("entity_key", f"longer than {MAX_KEY_CHARS} characters")
         policy = await self.policy(model)
         request_id = request_id or uuid.uuid4().hex
         chosen = routing.route(policy, entity_key, request_id)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from driftloop.kit.names import (
-    ALIAS,
+    check_alias,
     check_name,
     check_version,
     check_version_ref,
@@ -168,10 +168,7 @@ class Registry:
         self, model: str, alias: str, version: str, expected: str, reason: str, actor: str
     ) -> AliasMove:
         check_name("model", model, "model name")
-        if not ALIAS.fullmatch(alias):
-            raise InvalidArgument(
-                "alias", "lower-case letters, digits, '_' or '-', starting with a letter"
-            )
+        check_alias("alias", alias)
         check_version("version", version)
         async with self._locks[model]:
             if await self._store.get_version(model, int(version)) is None:
