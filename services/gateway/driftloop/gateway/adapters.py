@@ -156,13 +156,35 @@ class RegistryChampions:
 
 
 class RegistryVersions:
-    """Whether the registry has a version (the routing follower's check). Versions never
-    disappear, so a version once found is not asked about again."""
+    """Whether the registry has a version (the routing follower's check), and its record
+    (the OIP's schema). Versions never disappear or change, so a version once found is
+    not asked about again."""
 
     def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 5.0) -> None:
         self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
         self._timeout = timeout_s
         self._known: set[tuple[str, str]] = set()
+        self._records: dict[tuple[str, str], registry_pb2.ModelVersion] = {}
+
+    async def record(self, model: str, version: str) -> registry_pb2.ModelVersion:
+        """The version's record, without its drift baseline but for the output labels."""
+        record = self._records.get((model, version))
+        if record is not None:
+            return record
+        try:
+            record = await self._stub.GetModelVersion(
+                registry_pb2.GetModelVersionRequest(
+                    model=common_pb2.ModelRef(model=model, version=version)
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise upstream_error(error, f"reading {model} v{version} from the registry") from None
+        labels = registry_pb2.Baseline(output_labels=record.baseline.output_labels)
+        record.baseline.CopyFrom(labels)  # the samples and bins are large, and unused here
+        self._records[(model, version)] = record
+        self._known.add((model, version))
+        return record
 
     async def exists(self, model: str, version: str) -> bool | None:
         if (model, version) in self._known:

@@ -22,6 +22,7 @@ from driftloop.gateway.canary import TrafficRecorder
 from driftloop.gateway.champions import ServedPolicies
 from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.lease import ControllerLease
+from driftloop.gateway.oip import InferenceServicer
 from driftloop.gateway.policies import PolicyBook
 from driftloop.gateway.policy_topic import PolicyTopic
 from driftloop.gateway.rollouts import NO_QUALITY, Rollouts, default_plan
@@ -34,6 +35,7 @@ from driftloop.kafka.topics import GroupNames, TopicNames
 from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import GrpcServer
 from driftloop.kit.settings import KafkaSettings
+from driftloop.oip.v2 import grpc_predict_v2_pb2 as oip_pb2
 from driftloop.v1 import events_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class GatewayService:
         self._registry_channel = open_channel(settings.registry_target)
         champions = RegistryChampions(self._registry_channel, token)
         self.served = ServedPolicies(self.book, champions)
+        versions = RegistryVersions(self._registry_channel)
+        loader = InferenceLoader(self.pool, token)
         self.serving = PredictionService(
             self.pool,
             self.prediction_log,
@@ -88,7 +92,7 @@ class GatewayService:
             names.routing,
             self._producer,
             self.book,
-            RegistryVersions(self._registry_channel),
+            versions,
         )
         self._drift_channel = open_channel(settings.drift_target) if settings.drift_target else None
         self._shadow_channel = (
@@ -99,7 +103,7 @@ class GatewayService:
             self.policy_topic,
             KafkaEvents(self._producer, names.model_events),
             champions,
-            InferenceLoader(self.pool, token),
+            loader,
             self.recorder,
             defaults=default_plan(
                 min_requests=settings.canary_min_requests,
@@ -124,9 +128,16 @@ class GatewayService:
             kafka, bootstrap_servers, names.model_events, decode_model_event, self._on_event
         )
         self._server = GrpcServer("gateway", settings)
+        self._ready = asyncio.Event()  # ServerReady: set with the health check's SERVING
         self._server.add_service(
             gateway_pb2.DESCRIPTOR.services_by_name["Gateway"],
             GatewayServicer(self.serving, self.rollouts, settings.max_batch_requests),
+        )
+        self._server.add_service(
+            oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+            InferenceServicer(
+                self.serving, versions, loader, self._ready.is_set, settings.max_batch_requests
+            ),
         )
         self._controller: asyncio.Task[None] | None = None
 
@@ -152,6 +163,7 @@ class GatewayService:
         port = await self._server.start()
         await self.policy_topic.caught_up.wait()
         await self._server.set_ready()
+        self._ready.set()
         self._controller = asyncio.create_task(self._control(), name="rollout controller")
         return port
 
@@ -159,6 +171,7 @@ class GatewayService:
         if self._controller is not None:
             self._controller.cancel()
             await asyncio.gather(self._controller, return_exceptions=True)
+        self._ready.clear()
         await self._server.stop(grace)
         await self.prediction_log.stop()
         await self.shadow_mirror.stop()
