@@ -120,6 +120,7 @@ async def run_sink(
     consumer: BatchConsumer | FaustSink
     if engine == "faust":
         consumer = FaustSink(
+            settings,
             f"{prefix}bench-faust",
             bootstrap,
             decoders=decoders,

@@ -61,6 +61,7 @@ def sink_engine(
     decoders = {names.predictions: decode_prediction, names.labels: decode_label}
     if engine == "faust":
         return FaustSink(
+            settings,
             group,
             settings.bootstrap_servers,
             decoders=decoders,

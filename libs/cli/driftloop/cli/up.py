@@ -35,6 +35,7 @@ from driftloop.client import ClientSettings
 from driftloop.drift.config import DriftSettings
 from driftloop.gateway.config import GatewaySettings
 from driftloop.inference.config import InferenceSettings
+from driftloop.kafka.clients import make_admin
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
 from driftloop.kafka.topics import GroupNames, ensure_topics, group_lag
 from driftloop.kit.grpc_server import wait_for_signal
@@ -171,11 +172,7 @@ def exports(ports: Ports, servers: str, prefix: str) -> list[str]:
 async def _kafka(settings: KafkaSettings) -> str:
     if not settings.bootstrap_servers:
         return "not configured (DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS)"
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=3000
-    )
+    admin = make_admin(settings, settings.bootstrap_servers, request_timeout_ms=3000)
     try:
         await asyncio.wait_for(admin.start(), 5)
         topics = await asyncio.wait_for(admin.list_topics(), 5)

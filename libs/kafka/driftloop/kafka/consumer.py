@@ -27,10 +27,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import Message
 
+from driftloop.kafka.clients import make_consumer
 from driftloop.kafka.codecs import DecodeError, Decoder
 from driftloop.kafka.dead_letter import DeadLetters, RawMessage, RawRecord
 from driftloop.kafka.lag import PartitionLag
@@ -224,16 +225,14 @@ class BatchConsumer:
         self._max_batch = max_batch
         self._poll_timeout_ms = poll_timeout_ms
         self._backoff = retry_backoff_s
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            settings,
+            bootstrap_servers,
             *self._decoders,
-            bootstrap_servers=bootstrap_servers,
-            client_id=settings.client_id,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            request_timeout_ms=settings.request_timeout_ms,
-            security_protocol=settings.security_protocol,
             **options,
         )
         self._stopping = asyncio.Event()

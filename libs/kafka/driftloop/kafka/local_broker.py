@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -90,8 +92,52 @@ def find_kafka_libs(root: Path | None = None) -> Path:
     return complete[-1].parent
 
 
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second listener that speaks SASL over TLS, as managed Kafka services do: the
+    broker's key and certificate chain in a PKCS12 keystore, and users (name: password)
+    who may log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. The PLAINTEXT listener
+    stays (the broker talks to itself over it)."""
+
+    keystore: Path
+    keystore_password: str
+    users: Mapping[str, str]
+    port: int = 0
+
+    def properties(self) -> dict[str, str]:
+        """The server.properties lines of the listener (after the PLAINTEXT ones)."""
+        prefix = "listener.name.sasl_ssl."
+        plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+            f"{prefix}ssl.keystore.type": "PKCS12",
+            f"{prefix}ssl.keystore.location": str(self.keystore),
+            f"{prefix}ssl.keystore.password": self.keystore_password,
+            f"{prefix}plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+            ),
+            f"{prefix}scram-sha-256.sasl.jaas.config": scram,
+            f"{prefix}scram-sha-512.sasl.jaas.config": scram,
+        }
+
+    def scram_credentials(self) -> list[str]:
+        """`kafka-storage format` arguments that store each user's SCRAM credentials (KRaft
+        keeps them in the metadata log, so they are written when the storage is formatted)."""
+        return [
+            f"--add-scram={mechanism}=[name={name},password={password}]"
+            for mechanism in SASL_MECHANISMS
+            if mechanism.startswith("SCRAM")
+            for name, password in self.users.items()
+        ]
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 class LocalBroker:
-    """One KRaft broker+controller process on 127.0.0.1, its data under `data_dir`."""
+    """One KRaft broker+controller process on 127.0.0.1, its data under `data_dir`;
+    optionally with a SASL_SSL listener besides the PLAINTEXT one."""
 
     def __init__(
         self,
@@ -103,6 +149,7 @@ class LocalBroker:
         host: str = "127.0.0.1",
         heap: str = "512m",
         java: str | None = None,
+        sasl_ssl: SaslSslListener | None = None,
     ) -> None:
         self.libs = libs
         self.data_dir = data_dir
@@ -111,12 +158,21 @@ class LocalBroker:
         self.controller_port = controller_port or free_port(host)
         self.heap = heap
         self.java = java or _find_java()
+        self.sasl_ssl = sasl_ssl
+        self.sasl_ssl_port = (sasl_ssl.port or free_port(host)) if sasl_ssl else None
         self._process: subprocess.Popen[bytes] | None = None
         self._console: IO[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """The address of the SASL_SSL listener (only when the broker has one)."""
+        if self.sasl_ssl_port is None:
+            raise BrokerError("this broker has no SASL_SSL listener")
+        return f"{self.host}:{self.sasl_ssl_port}"
 
     @property
     def log_file(self) -> Path:
@@ -199,6 +255,12 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.hours": "168",
         }
+        if self.sasl_ssl is not None:
+            sasl_ssl = f"SASL_SSL://{self.host}:{self.sasl_ssl_port}"
+            properties["listeners"] += f",{sasl_ssl}"
+            properties["advertised.listeners"] += f",{sasl_ssl}"
+            properties["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+            properties |= self.sasl_ssl.properties()
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
@@ -214,6 +276,7 @@ class LocalBroker:
                 f"--cluster-id={cluster_id}",
                 "-c",
                 str(config),
+                *(self.sasl_ssl.scram_credentials() if self.sasl_ssl else []),
             ),
             capture_output=True,
             text=True,
@@ -248,7 +311,8 @@ class LocalBroker:
                     f"the Kafka broker exited with code {code} during start-up; "
                     f"see {self.data_dir / 'console.log'} and {self.log_file}:\n{self._tail()}"
                 )
-            if self._logged_ready() and _accepts(self.host, self.port):
+            ports = [self.port] + ([self.sasl_ssl_port] if self.sasl_ssl_port else [])
+            if self._logged_ready() and all(_accepts(self.host, port) for port in ports):
                 return
             time.sleep(0.1)
         raise BrokerError(f"the Kafka broker did not start in {timeout:.0f} s:\n{self._tail()}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 
+from driftloop.kafka.clients import make_producer
 from driftloop.kit.settings import KafkaSettings
 
 
@@ -24,15 +24,15 @@ class EventProducer:
         request_timeout_ms: int | None = None,
         **options: Any,
     ) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            client_id=settings.client_id,
+        if request_timeout_ms is not None:
+            options["request_timeout_ms"] = request_timeout_ms
+        self._producer = make_producer(
+            settings,
+            bootstrap_servers,
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
             max_batch_size=max_batch_bytes,
-            request_timeout_ms=request_timeout_ms or settings.request_timeout_ms,
-            security_protocol=settings.security_protocol,
             **options,
         )
 

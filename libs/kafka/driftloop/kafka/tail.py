@@ -14,9 +14,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer
 from google.protobuf.message import Message
 
+from driftloop.kafka.clients import make_consumer
 from driftloop.kafka.codecs import DecodeError, Decoder
 from driftloop.kafka.metrics import EVENTS_SKIPPED
 from driftloop.kit.settings import KafkaSettings
@@ -39,15 +39,13 @@ class TopicTail:
         self._topic = topic
         self._decode = decode
         self._handler = handler
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            settings,
+            bootstrap_servers,
             topic,
-            bootstrap_servers=bootstrap_servers,
-            client_id=settings.client_id,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
-            security_protocol=settings.security_protocol,
-            request_timeout_ms=settings.request_timeout_ms,
         )
         self._task: asyncio.Task[None] | None = None
         self._throttle = Throttle(10.0)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from driftloop.kafka.clients import make_admin, make_consumer
 from driftloop.kit.errors import FailedPrecondition
 from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
 
@@ -124,11 +125,7 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
 async def ensure_topics(settings: KafkaSettings, bootstrap_servers: str) -> list[str]:
     """Create the missing topics; check co-partitioning. Return the names created."""
     specs = topic_specs(settings)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        client_id=f"{settings.client_id}-admin",
-        request_timeout_ms=settings.request_timeout_ms,
-    )
+    admin = make_admin(settings, bootstrap_servers)
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -180,12 +177,8 @@ async def group_lag(
 ) -> dict[str, int | None]:
     """Per topic, the records the group has yet to commit (None: it committed nothing on
     that topic yet)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=settings.request_timeout_ms
-    )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=settings.request_timeout_ms
-    )
+    admin = make_admin(settings, bootstrap_servers)
+    consumer = make_consumer(settings, bootstrap_servers)
     try:
         await admin.start()
         await consumer.start()

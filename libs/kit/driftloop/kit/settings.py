@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +43,9 @@ def _not_empty(value: list[str]) -> list[str]:
 
 # Endpoints, comma-separated in the environment ("10.0.0.1:50052,10.0.0.2:50052").
 Targets = Annotated[list[str], NoDecode, BeforeValidator(_split_commas), AfterValidator(_not_empty)]
+
+
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class ConfigError(Exception):
@@ -84,10 +88,51 @@ class KafkaSettings(BaseSettings):
     replication_factor: Annotated[int, Field(ge=1, le=10)] = Field(
         default=1, description="replication factor of the topics driftloop creates"
     )
-    security_protocol: str = Field(
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT",
-        description="security protocol of the Kafka producers and consumers; only "
-        "`PLAINTEXT` works today (no TLS context or SASL credentials can be configured)",
+        description="how every Kafka client (producers, consumers, admin, the faust app) "
+        "talks to the brokers: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or `SASL_SSL` "
+        "(a user and password over TLS, as managed Kafka services ask)",
+    )
+    ssl_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) that signed the brokers' certificates, with `SSL` "
+        "or `SASL_SSL`",
+        json_schema_extra={"default_text": "unset: the system's trusted CAs"},
+    )
+    ssl_cert_file: Path | None = Field(
+        default=None,
+        description="client certificate (PEM), for brokers that require one (mutual TLS); "
+        "with the key file",
+        json_schema_extra={"default_text": "unset: no client certificate"},
+    )
+    ssl_key_file: Path | None = Field(
+        default=None,
+        description="private key (PEM) of the client certificate",
+        json_schema_extra={"default_text": "unset: no client certificate"},
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None,
+        description="password of the client certificate's key, when it is encrypted",
+    )
+    ssl_check_hostname: bool = Field(
+        default=True,
+        description="check that a broker's certificate names the host connected to; `false` "
+        "only for brokers whose certificates name no reachable host",
+    )
+    sasl_mechanism: SaslMechanism = Field(
+        default="PLAIN",
+        description="SASL mechanism with `SASL_SSL` or `SASL_PLAINTEXT`: `PLAIN`, "
+        "`SCRAM-SHA-256` or `SCRAM-SHA-512`",
+    )
+    sasl_username: str | None = Field(
+        default=None,
+        description="SASL user, required with `SASL_SSL` or `SASL_PLAINTEXT`",
+    )
+    sasl_password: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="SASL password, required with `SASL_SSL` or `SASL_PLAINTEXT`",
     )
     request_timeout_ms: Annotated[int, Field(ge=1000)] = Field(
         default=30_000, description="Kafka request timeout, milliseconds"
@@ -98,6 +143,27 @@ class KafkaSettings(BaseSettings):
     def _topic_prefix_chars(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9._-]{0,100}", value):
             raise ValueError("only letters, digits, '.', '_' and '-' are allowed")
+        return value
+
+    @field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+    @classmethod
+    def _kafka_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("sasl_password")
+    @classmethod
+    def _sasl_credentials(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """SASL needs a user and a password; checked here (the last SASL field) so the error
+        names a variable."""
+        if str(info.data.get("security_protocol", "")).startswith("SASL_"):
+            if not info.data.get("sasl_username"):
+                raise ValueError(
+                    "SASL needs DRIFTLOOP_KAFKA_SASL_USERNAME and DRIFTLOOP_KAFKA_SASL_PASSWORD"
+                )
+            if value is None:
+                raise ValueError("required with DRIFTLOOP_KAFKA_SECURITY_PROTOCOL=SASL_...")
         return value
 
 
@@ -281,7 +347,7 @@ def _describe(cls: type[BaseSettings], error: ValidationError) -> str:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"][1:])
         if where:
             reason = f"{where.removeprefix('.')}: {reason}"
-        secret = any(word in name for word in ("secret", "token", "url", "webhook"))
+        secret = any(word in name for word in ("secret", "token", "url", "webhook", "password"))
         shown = "" if secret else item.get("input")
         problems.append(f"{variable}={shown!r}: {reason}" if shown else f"{variable}: {reason}")
     return "invalid configuration: " + "; ".join(problems)

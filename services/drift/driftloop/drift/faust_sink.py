@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 
+from driftloop.kafka.clients import faust_options
 from driftloop.kafka.codecs import Decoder
 from driftloop.kafka.consumer import (
     BatchHandler,
@@ -30,11 +31,13 @@ from driftloop.kafka.consumer import (
 )
 from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.lag import Partition, PartitionLag
+from driftloop.kit.settings import KafkaSettings
 
 
 class FaustSink:
     def __init__(
         self,
+        settings: KafkaSettings,
         group_id: str,
         bootstrap_servers: str,
         *,
@@ -60,7 +63,7 @@ class FaustSink:
         self.app = faust.App(
             group_id,
             datadir=self._datadir,
-            broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
+            **faust_options(settings, bootstrap_servers),
             value_serializer="raw",
             key_serializer="raw",
             web_enabled=False,

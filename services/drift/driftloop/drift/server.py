@@ -99,6 +99,7 @@ class DriftService:
         self.consumer: BatchConsumer | FaustSink
         if settings.sink_engine == "faust":
             self.consumer = FaustSink(
+                kafka,
                 group,
                 bootstrap_servers,
                 decoders=decoders,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from driftloop.gateway import metrics
+from driftloop.kafka.clients import make_consumer
 from driftloop.kit.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,15 @@ class ControllerLease:
         self, settings: KafkaSettings, bootstrap_servers: str, topic: str, group: str
     ) -> None:
         self._topic = topic
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self._consumer = make_consumer(
+            settings,
+            bootstrap_servers,
             client_id=f"{settings.client_id}-controller",
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="latest",
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
-            security_protocol=settings.security_protocol,
         )
         self.held = False
         self.acquired = asyncio.Event()

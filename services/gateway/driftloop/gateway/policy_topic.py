@@ -18,10 +18,11 @@ import asyncio
 import logging
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from driftloop.gateway import metrics
 from driftloop.gateway.policies import PolicyBook, validate, versions_named
+from driftloop.kafka.clients import make_consumer
 from driftloop.kafka.codecs import DecodeError, parse_binary
 from driftloop.kafka.producer import EventProducer
 from driftloop.kit.errors import InvalidArgument, Unavailable
@@ -51,12 +52,12 @@ class PolicyTopic:
         self._versions = versions
         self._producer = producer
         self._book = book
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self._consumer = make_consumer(
+            settings,
+            bootstrap_servers,
             client_id=f"{settings.client_id}-routing",
             group_id=None,
             enable_auto_commit=False,
-            security_protocol=settings.security_protocol,
         )
         self.caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
