@@ -1,0 +1,160 @@
+"""The gateway's Open Inference Protocol API in the standalone composition (real broker,
+real ClickHouse engine), called by tritonclient, unchanged, from a process of its own
+(tests/integration/oip_client.py). The model has a champion and no routing policy: the
+gateway's default policy serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from driftloop.clickhouse.client import ClickHouse
+from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.kit.settings import KafkaSettings
+from driftloop.models.registration import version_record
+from driftloop.models.training import TrainingSpec, train_linear
+from tests.conftest import REPO
+from tests.integration.stack import until
+from tests.retrain_data import MODEL, population, rows_of
+from tests.standalone import standalone
+
+OVERRIDES: dict[str, dict[str, object]] = {
+    "drift": {"evaluate_every_s": 3600},
+    "retrainer": {"training": False},
+    "shadow": {"compare_every_s": 3600},
+}
+SERVICE = "inference.GRPCInferenceService"
+
+
+async def oip_client(job: dict[str, Any]) -> dict[str, Any]:
+    """Run the tritonclient application on `job`; what it printed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.oip_client",
+        json.dumps(job),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        output, errors = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, errors.decode()
+    result: dict[str, Any] = json.loads(output)
+    return result
+
+
+def handled(method: str, code: str) -> float:
+    labels = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": method}
+    return REGISTRY.get_sample_value("grpc_server_handled_total", labels | {"grpc_code": code}) or 0
+
+
+async def test_an_unchanged_oip_client_gets_predicts_answer_logged_with_its_variant(
+    kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
+) -> None:
+    async with standalone(kafka_settings, clickhouse, tmp_path, "oip-test", OVERRIDES) as stack:
+        trained = train_linear(population(1, 2000), TrainingSpec(target="churned", seed=1))
+        record = version_record(
+            trained, model=MODEL, artifact_sha256=stack.store.put(trained.artifact), source="t"
+        )
+        version = (await stack.services.retrainer.registry.register(record, "tester")).version
+        rows = rows_of(population(2, 3))
+
+        # Neither a policy nor a champion: the error names the commands that fix it.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stack.client.serve(MODEL, rows[0])
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = str(refused.value.details())
+        assert f"driftloop models alias --model {MODEL} --alias champion --version N" in details
+        assert f"driftloop routing set --model {MODEL} --stable N" in details
+
+        # The champion alone serves it (the gateway hears the alias move): no policy written.
+        await stack.client.set_alias(MODEL, "champion", version)
+
+        async def champion_served() -> bool:
+            try:
+                await stack.client.serve(MODEL, rows[0])
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+                return False
+            return True
+
+        await until(champion_served, 30)
+        assert stack.services.gateway.book.get(MODEL) is None
+        predicted = [await stack.client.serve(MODEL, row) for row in rows]
+        assert {(p.version, p.variant) for p in predicted} == {(version, "stable")}
+
+        seen = await oip_client(
+            {
+                "target": stack.services.ports.target("gateway"),
+                "model": MODEL,
+                "rows": rows,
+                "id": "oip-1",
+                "entity_key": "user-7",
+                "unknown_model": "nobody",
+            }
+        )
+
+        # The same prediction as Predict, row by row; the ids and the variant with it.
+        outputs = seen["outputs"]
+        assert outputs["value"] == [p.output.value for p in predicted]
+        assert outputs["label"] == [p.output.label for p in predicted]
+        assert seen["classes"] == sorted(predicted[0].output.probabilities)
+        assert outputs["probabilities"] == [
+            [p.output.probabilities[c] for c in seen["classes"]] for p in predicted
+        ]
+        assert outputs["request_id"] == ["oip-1-0", "oip-1-1", "oip-1-2"]
+        assert outputs["version"] == [version] * 3 and outputs["variant"] == ["stable"] * 3
+        assert (seen["id"], seen["model_version"]) == ("oip-1", version)
+
+        # Health and metadata, from the champion's schema.
+        assert seen["live"] and seen["ready"] and seen["model_ready"]
+        assert not seen["unknown_ready"]
+        metadata = seen["metadata"]
+        assert metadata["versions"] == [version] and metadata["platform"] == "linear"
+        assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+            ("x0", "FP64"),
+            ("x1", "FP64"),
+            ("x2", "FP64"),
+            ("region", "BYTES"),
+        ]
+        assert {o["name"]: o["shape"] for o in metadata["outputs"]}["probabilities"] == ["-1", "2"]
+
+        # Mistakes: the tensor named; an unroutable model names the fix.
+        wrong = seen["wrong_tensor"]
+        assert wrong["status"] == "StatusCode.INVALID_ARGUMENT"
+        assert "inputs[region]" in wrong["message"] and "send BYTES" in wrong["message"]
+        unknown = seen["unknown_model"]
+        assert unknown["status"] == "StatusCode.FAILED_PRECONDITION"
+        assert "driftloop models alias --model nobody --alias champion" in unknown["message"]
+
+        # In the prediction log (ClickHouse), with the variant, the request id and the key.
+        log = PredictionLog(clickhouse)
+
+        async def logged() -> list[dict[str, Any]]:
+            rows = await log.last_n(MODEL, version, 50)
+            return [row for row in rows if str(row["request_id"]).startswith("oip-1-")]
+
+        async def all_logged() -> bool:
+            return len(await logged()) == 3
+
+        await until(all_logged, 30)
+        assert sorted((r["request_id"], r["variant"], r["entity_key"]) for r in await logged()) == [
+            (f"oip-1-{i}", "stable", "user-7") for i in range(3)
+        ]
+
+        # The gateway's own gRPC metrics count the new service.
+        assert handled("ModelInfer", "OK") >= 1
+        assert handled("ModelInfer", "InvalidArgument") >= 1
+        assert handled("ModelMetadata", "OK") >= 1
