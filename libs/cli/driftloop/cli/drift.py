@@ -56,6 +56,12 @@ def format_report(report: drift_pb2.DriftReport) -> str:
         f"{report.labelled_rows:,} labelled; drift: {', '.join(found) or 'none'} "
         f"(drifted share {report.drifted_share:.0%})"
     ]
+    if report.baseline_missing:
+        lines.append(
+            "  no drift baseline: this version was registered without reference data "
+            "(driftloop models register --reference-data), so no feature or prediction "
+            "drift is computed"
+        )
     lines += [f"  {m.name} {m.value:.4g}" for m in report.performance]
     scores = {(s.feature, s.test): s for s in report.features}
     lines.append(f"  {'feature':<20} {'PSI':>7} {'JS':>7} {'test':>5} {'p':>9}  link    drifted")

@@ -44,8 +44,8 @@ from driftloop.client.errors import typed
 from driftloop.kit.grpc_client import ACTOR_HEADER, admin_metadata, open_channel
 from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
 from driftloop.models.convert import row_to_proto
-from driftloop.models.registration import version_record
-from driftloop.models.schema import Row
+from driftloop.models.registration import artifact_registration, version_record
+from driftloop.models.schema import OutputKind, Row, Schema
 from driftloop.models.table import read_table
 from driftloop.models.training import Task, TrainedModel, TrainingSpec, train_linear
 from driftloop.v1 import (
@@ -311,6 +311,47 @@ class DriftloopClient:
         return await self.register_trained(
             model, trained, source=source, parent_version=parent_version, tags=tags
         )
+
+    async def register_artifact(
+        self,
+        model: str,
+        artifact: Path,
+        *,
+        flavor: str | None = None,
+        schema: Schema | None = None,
+        output_kind: OutputKind | None = None,
+        reference_data: Path | None = None,
+        holdout: Path | None = None,
+        target: str | None = None,
+        trust_pickle: bool = False,
+        entry_point: str = "",
+        parent_version: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> registry_pb2.ModelVersion:
+        """Register a model trained elsewhere: a scikit-learn file (skops; a pickle or
+        joblib file only with trust_pickle), an ONNX file, an MLflow model directory of
+        either, a river pickle or a python-flavor file. It is loaded here first; with
+        reference data (CSV or Parquet) its drift baseline, and with a holdout (and the
+        target column) its holdout metrics, are computed and registered with it."""
+        data, record = await asyncio.to_thread(
+            lambda: artifact_registration(
+                artifact,
+                model=model,
+                flavor=flavor,
+                schema=schema,
+                output_kind=output_kind,
+                reference_data=reference_data,
+                holdout=holdout,
+                target=target,
+                trust_pickle=trust_pickle,
+                entry_point=entry_point,
+                created_by=self._settings.actor,
+                parent_version=parent_version,
+                tags=tags,
+            )
+        )
+        record.artifact_sha256 = await self.upload_artifact(data)
+        return await self.register(record)
 
     async def get_version(self, model: str, version: str) -> registry_pb2.ModelVersion:
         record: registry_pb2.ModelVersion = await self._call(

@@ -10,10 +10,14 @@ so every window compares with every other window.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from driftloop.models.schema import Schema
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_BINS = 10
@@ -87,4 +91,31 @@ def categorical_baseline(feature: str, values: npt.NDArray[np.str_]) -> Categori
     total = sum(counts.values())
     return CategoricalBaseline(
         feature, [name for name, _ in ordered], [count / total for _, count in ordered]
+    )
+
+
+def reference_baseline(
+    schema: Schema,
+    columns: Mapping[str, npt.NDArray[Any]],
+    scores: FloatArray,
+    labels: npt.NDArray[np.str_] | None,
+    holdout_metrics: dict[str, float],
+    rng: np.random.Generator,
+) -> Baseline:
+    """The baseline of reference data: each feature's column, the model's score on each
+    row (P(positive), the top class's probability, or the value) and, for a classifier,
+    its predicted labels."""
+    numeric, categorical = [], []
+    for feature in schema.features:
+        column = columns[feature.name]
+        if feature.kind == "number":
+            numeric.append(numeric_baseline(feature.name, column.astype(np.float64), rng))
+        else:
+            categorical.append(categorical_baseline(feature.name, column.astype(np.str_)))
+    return Baseline(
+        numeric=numeric,
+        categorical=categorical,
+        output=numeric_baseline("output", scores.astype(np.float64), rng),
+        output_labels=None if labels is None else categorical_baseline("output", labels),
+        holdout_metrics=holdout_metrics,
     )

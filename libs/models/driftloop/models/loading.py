@@ -5,11 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from driftloop.kit.errors import FailedPrecondition
-from driftloop.models import linear, python_flavor, river_flavor
+from driftloop.models import linear, onnx_flavor, python_flavor, river_flavor, sklearn_flavor
 from driftloop.models.artifacts import ArtifactStore
 from driftloop.models.schema import Model, OutputKind, Schema
 
-FLAVORS = (linear.FLAVOR, river_flavor.FLAVOR, python_flavor.FLAVOR)
+FLAVORS = (
+    linear.FLAVOR,
+    sklearn_flavor.FLAVOR,
+    onnx_flavor.FLAVOR,
+    river_flavor.FLAVOR,
+    python_flavor.FLAVOR,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,7 @@ class VersionSpec:
     schema: Schema
     output_kind: OutputKind
     entry_point: str = ""
+    pickle_trusted: bool = False
 
 
 def load_model(spec: VersionSpec, store: ArtifactStore) -> Model:
@@ -39,6 +46,12 @@ def load_model(spec: VersionSpec, store: ArtifactStore) -> Model:
         return river_flavor.RiverModel.from_bytes(
             store.get(spec.artifact_sha256), spec.schema, spec.output_kind
         )
+    if spec.flavor == sklearn_flavor.FLAVOR:
+        return sklearn_flavor.SklearnModel.from_bytes(
+            store.get(spec.artifact_sha256), spec.schema, spec.output_kind, spec.pickle_trusted
+        )
+    if spec.flavor == onnx_flavor.FLAVOR:
+        return onnx_flavor.OnnxModel(store.get(spec.artifact_sha256), spec.schema, spec.output_kind)
     if spec.flavor == python_flavor.FLAVOR:
         return python_flavor.PythonModel(
             spec.entry_point,

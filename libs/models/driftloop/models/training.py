@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from driftloop.kit.errors import InvalidArgument
 from driftloop.kit.names import check_name
-from driftloop.models.baseline import Baseline, categorical_baseline, numeric_baseline
+from driftloop.models.baseline import Baseline, reference_baseline
 from driftloop.models.linear import LinearModel, Preprocessing, fit_logistic, fit_ridge
 from driftloop.models.metrics import classification_metrics, regression_metrics
 from driftloop.models.schema import Feature, OutputKind, Schema
@@ -175,26 +175,11 @@ def _baseline(
     metrics: dict[str, float],
     rng: np.random.Generator,
 ) -> Baseline:
-    numeric, categorical = [], []
-    for feature in schema.features:
-        column = train.columns[feature.name]
-        if feature.kind == "number":
-            numeric.append(numeric_baseline(feature.name, column.astype(np.float64), rng))
-        else:
-            categorical.append(categorical_baseline(feature.name, column.astype(np.str_)))
     scores = model.predict_table(train)
-    output_labels = None
+    labels = None
     if model.output_kind == "multiclass":
-        labels = np.asarray(model.classes)[scores.argmax(axis=1)]
-        output_labels = categorical_baseline("output", labels)
+        labels = np.asarray(model.classes)[scores.argmax(axis=1)].astype(np.str_)
         scores = scores.max(axis=1)
     elif model.output_kind == "binary":
-        labels = np.where(scores >= 0.5, model.classes[1], model.classes[0])
-        output_labels = categorical_baseline("output", labels.astype(np.str_))
-    return Baseline(
-        numeric=numeric,
-        categorical=categorical,
-        output=numeric_baseline("output", scores.astype(np.float64), rng),
-        output_labels=output_labels,
-        holdout_metrics=metrics,
-    )
+        labels = np.where(scores >= 0.5, model.classes[1], model.classes[0]).astype(np.str_)
+    return reference_baseline(schema, train.columns, scores, labels, metrics, rng)

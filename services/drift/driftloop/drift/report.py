@@ -114,6 +114,8 @@ class Report:
     root_causes: list[RootCause]
     # Worth a critical alert: dataset drift, or a drifted feature with a major PSI.
     major: bool = False
+    # Registered without reference data: nothing to compare the window with.
+    baseline_missing: bool = False
 
     @property
     def drifted_features(self) -> list[StreamResult]:
@@ -170,6 +172,7 @@ def build_report(
         root_causes=_root_causes(baseline, data, features, errors_, concept),
         major=drifted_share >= thresholds.dataset_drift_share
         or any(f.drifted and f.psi >= thresholds.psi_major for f in features),
+        baseline_missing=not (baseline.numeric or baseline.categorical or baseline.output),
     )
 
 

@@ -73,6 +73,7 @@ def report_to_proto(report: Report) -> drift_pb2.DriftReport:
         prediction_drift=report.prediction_drift,
         concept_drift=report.concept_drift,
         drifted_share=report.drifted_share,
+        baseline_missing=report.baseline_missing,
         root_causes=[
             drift_pb2.RootCause(
                 feature=cause.feature, drift=cause.drift, performance_link=cause.performance_link

@@ -55,4 +55,5 @@ class RegistryVersions:
             schema=schema_from_proto(record.schema),
             output_kind=output_kind_from_proto(record.output_kind),
             entry_point=record.entry_point,
+            pickle_trusted=record.pickle_trusted,
         )

@@ -24,6 +24,7 @@ from driftloop.kit.names import (
     is_version_number,
 )
 from driftloop.kit.times import stamp, to_datetime
+from driftloop.models import sklearn_flavor
 from driftloop.models.artifacts import ArtifactStore, sha256_of
 from driftloop.models.convert import output_kind_from_proto, schema_from_proto
 from driftloop.models.loading import FLAVORS
@@ -129,7 +130,9 @@ class Registry:
         output_kind_from_proto(record.output_kind, "version.output_kind")
         if record.flavor == "python" and not ENTRY_POINT.fullmatch(record.entry_point):
             raise InvalidArgument("version.entry_point", "the python flavor needs module:Class")
-        self._artifacts.get(record.artifact_sha256)  # exists and verifies, or raises
+        data = self._artifacts.get(record.artifact_sha256)  # exists and verifies, or raises
+        if record.flavor == sklearn_flavor.FLAVOR:
+            sklearn_flavor.check_trust(data, record.pickle_trusted)
 
     async def get(self, model: str, version_or_alias: str) -> registry_pb2.ModelVersion:
         check_name("model.model", model, "model name")
