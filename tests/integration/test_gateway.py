@@ -433,3 +433,42 @@ async def test_a_registered_version_starts_the_configured_rollout(
         registry_pb2.ResolveAliasRequest(model="churn", alias="champion"), timeout=5
     )
     assert champion.version == v2
+
+
+async def test_with_no_policy_the_champion_is_served_and_followed_and_a_rollout_starts(
+    stack: Stack,
+) -> None:
+    v1, v2, v3 = [await stack.register_linear(seed) for seed in (1, 2, 3)]
+    await stack.champion(v1)
+    gateway = await stack.gateway()
+    first = await predict(gateway)
+    assert (first.version, first.variant) == (v1, routing.STABLE)
+    shown = await gateway.GetRoutingPolicy(
+        gateway_pb2.GetRoutingPolicyRequest(model="churn"), timeout=5
+    )
+    assert (shown.stable_version, shown.revision) == (v1, 0)
+
+    # The alias moves: the gateway hears it on model-events and serves the new champion.
+    await stack.champion(v2, expected=v1)
+
+    async def follows() -> bool:
+        return (await predict(gateway)).version == v2
+
+    await until(follows, 30)
+    assert stack.gateways[-1].book.get("churn") is None  # still no policy written
+
+    # A rollout starts from the default: its policy is the first one written.
+    started = await gateway.StartRollout(
+        gateway_pb2.StartRolloutRequest(
+            model="churn",
+            candidate_version=v3,
+            strategy=gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+            hold_s=600,
+        ),
+        timeout=30,
+        metadata=ADMIN,
+    )
+    assert (started.stable_version, started.blue_green.active_version) == (v2, v3)
+    assert started.revision == 1
+    after = await predict(gateway)
+    assert (after.version, after.variant) == (v3, routing.GREEN)
