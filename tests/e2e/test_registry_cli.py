@@ -192,14 +192,18 @@ async def test_register_alias_history_and_predict_from_the_cli(
     rows = [line.split() for line in out.splitlines()[1:]]
     assert [(r[0], r[4]) for r in rows] == [("1", "-"), ("2", "champion")]
 
-    code, out = await cli(services, "models", "show", "--model", "churn", "--version", "champion")
+    code, out = await cli(
+        services, "models", "show", "--model", "churn", "--version", "champion", "--json"
+    )
     assert code == 0, out
-    shown = json.loads(out[: out.rindex("}") + 1])
+    shown = json.loads(out)  # JSON and nothing else
     assert (
         shown["version"] == "2" and shown["parent_version"] == "1" and shown["created_by"] == "ci"
     )
     assert shown["data"]["row_count"] == "800" and shown["seed"] == "2"
-    assert "lineage: v2 <- v1" in out
+    assert shown["lineage"] == ["2", "1"]
+    code, out = await cli(services, "models", "show", "--model", "churn", "--version", "2")
+    assert code == 0 and "lineage    v2 <- v1" in out and "by ci" in out, out
 
     code, out = await cli(
         services, "models", "history", "--model", "churn", "--at", between.isoformat()
@@ -214,6 +218,7 @@ async def test_register_alias_history_and_predict_from_the_cli(
         code, out = await cli(
             services,
             "predict",
+            "--direct",
             "--model",
             "churn",
             "--version",
@@ -230,6 +235,7 @@ async def test_register_alias_history_and_predict_from_the_cli(
     code, out = await cli(
         services,
         "predict",
+        "--direct",
         "--model",
         "churn",
         "--version",
@@ -238,15 +244,14 @@ async def test_register_alias_history_and_predict_from_the_cli(
         json.dumps(row | {"x0": "oops"}),
     )
     assert code == 2 and "INVALID_ARGUMENT: row.x0: expected a number" in out, out
+    assert len(out.strip().splitlines()) == 1 and "Traceback" not in out, out
 
     # Through the gateway: a policy, a blue-green rollout, a rollback, a promotion.
     code, out = await cli(services, "routing", "set", "--model", "churn", "--stable", "1")
     assert code == 0 and json.loads(out)["revision"] == "1", out
 
     async def served_by() -> str:
-        code, out = await cli(
-            services, "predict", "--model", "churn", "--gateway", "--row", json.dumps(row)
-        )
+        code, out = await cli(services, "predict", "--model", "churn", "--row", json.dumps(row))
         assert code == 0, out
         return str(json.loads(out)["version"])
 

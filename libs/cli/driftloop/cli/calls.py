@@ -1,35 +1,49 @@
-"""Running one CLI command's calls with a client, and printing what comes back."""
+"""Running one CLI command's calls with a client, and printing what comes back.
+
+Cheap to import: the client (and with it gRPC and the generated code) is imported when a
+command runs, so building the parser for `--help` loads none of it.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
+from driftloop.cli.failures import EXIT_FAILED, UsageError
 
-from driftloop.client import ClientSettings, DriftloopClient
-from driftloop.kit.settings import load_settings
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from driftloop.client import DriftloopClient
+
+__all__ = ["EXIT_FAILED", "UsageError", "as_dict", "print_json", "show", "table", "with_client"]
 
 
 def as_dict(message: Message) -> dict[str, Any]:
     """A message as the JSON the CLI prints: field names as in the protos, every field
     (zeros and empty ones too, so a script finds what is off)."""
+    from google.protobuf import json_format
+
     return json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
 
 
-def print_json(message: Message) -> None:
-    print(json.dumps(as_dict(message), indent=2))
+def print_json(data: Message | Any) -> None:
+    """A message (as `as_dict`), or plain data, as JSON on stdout: `--json` prints this
+    and nothing else, so `driftloop ... --json | jq` always parses."""
+    from google.protobuf.message import Message
+
+    print(json.dumps(as_dict(data) if isinstance(data, Message) else data, indent=2))
 
 
 def show(as_json: bool, message: Message, text: Callable[[], str]) -> None:
     """Print `message` as JSON, or the human text made from it."""
-    print(json.dumps(as_dict(message), indent=2) if as_json else text())
+    if as_json:
+        print_json(message)
+    else:
+        print(text())
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -42,20 +56,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-# An expected failure (a refused call, an unreachable service): one line on stderr, and
-# this exit status, for every command.
-EXIT_FAILED = 2
+async def with_client(work: Callable[[DriftloopClient], Awaitable[int | None]]) -> int:
+    """Run `work` with a client configured from the environment; its exit status (0 when
+    it returns None). A refused call or an unreachable service raises a typed error that
+    the CLI's error boundary (driftloop.cli.failures) prints as one line."""
+    from driftloop.client import ClientSettings, DriftloopClient
+    from driftloop.kit.settings import load_settings
 
-
-async def with_client(work: Callable[[DriftloopClient], Awaitable[None]]) -> int:
-    """Run `work` with a client from the environment; a gRPC error is one line on stderr
-    and exit status 2."""
-    client = DriftloopClient(load_settings(ClientSettings))
-    try:
-        await work(client)
-    except grpc.aio.AioRpcError as error:
-        print(f"driftloop: {error.code().name}: {error.details()}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        await client.close()
-    return 0
+    async with DriftloopClient(load_settings(ClientSettings)) as client:
+        return await work(client) or 0

@@ -377,28 +377,3 @@ async def run(args: argparse.Namespace) -> int:
         print(f"driftloop: {line}", file=sys.stderr)
     return EXIT_FAILED if bad else 0
 
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    command = sub.add_parser(
-        "settings",
-        help="every setting: its value here and where it comes from, the default, the meaning",
-        description="List every environment variable driftloop reads (from the settings "
-        "classes): its value here, from the environment or the default, and what it means; "
-        "then check them as the services would (exit status 2 naming every bad variable). "
-        "--markdown prints the README's configuration table.\n\nexamples:\n"
-        "  driftloop settings\n  driftloop settings --json\n"
-        "  driftloop settings --readme README.md",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    output = command.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="the listing as JSON")
-    output.add_argument(
-        "--markdown", action="store_true", help="the README's configuration table (Markdown)"
-    )
-    output.add_argument(
-        "--readme",
-        type=Path,
-        metavar="FILE",
-        help=f"rewrite the table between {BEGIN} and {END} in FILE",
-    )
-    command.set_defaults(run=run)

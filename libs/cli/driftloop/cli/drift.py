@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+from typing import TYPE_CHECKING
 
-from driftloop.cli.calls import print_json, show, with_client
-from driftloop.client import DriftloopClient
-from driftloop.v1 import drift_pb2, events_pb2
+from driftloop.cli.calls import as_dict, print_json, show, with_client
+
+if TYPE_CHECKING:  # the client and gRPC are imported when a command runs
+    from driftloop.client import DriftloopClient
+    from driftloop.v1 import drift_pb2
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +23,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     report.add_argument("--version", required=True, help="a version number or an alias")
     report.add_argument("--last", type=int, default=0, help="the last N predictions")
     report.add_argument("--hours", type=float, default=0, help="or the last H hours")
-    report.add_argument("--json", action="store_true")
     report.set_defaults(run=run_report)
 
     baseline = actions.add_parser("baseline", help="a version's frozen baseline (JSON)")
@@ -102,8 +104,14 @@ async def run_baseline(args: argparse.Namespace) -> int:
 
 
 async def run_alerts(args: argparse.Namespace) -> int:
+    from driftloop.v1 import events_pb2
+
     async def work(client: DriftloopClient) -> None:
-        for alert in await client.drift_alerts(args.model, args.limit):
+        alerts = await client.drift_alerts(args.model, args.limit)
+        if args.json:
+            print_json({"alerts": [as_dict(alert) for alert in alerts]})
+            return
+        for alert in alerts:
             kind = events_pb2.DriftKind.Name(alert.kind).removeprefix("DRIFT_KIND_").lower()
             severity = events_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_").lower()
             at = alert.time.ToDatetime(dt.UTC)

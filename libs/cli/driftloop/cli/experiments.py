@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+from typing import TYPE_CHECKING
 
 from driftloop.cli.calls import print_json, table, with_client
-from driftloop.client import DriftloopClient
-from driftloop.v1 import shadow_pb2
+
+if TYPE_CHECKING:  # the client and gRPC are imported when a command runs
+    from driftloop.client import DriftloopClient
+    from driftloop.v1 import shadow_pb2
 
 
 def _since(minutes: float) -> dt.datetime | None:

@@ -6,17 +6,16 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format
+from driftloop.cli.calls import UsageError, as_dict, print_json, with_client
 
-from driftloop.cli.calls import print_json, with_client
-from driftloop.client import DriftloopClient
-from driftloop.models.convert import OUTPUT_KINDS, schema_to_proto
-from driftloop.models.schema import Feature, Schema
-from driftloop.v1 import registry_pb2
+if TYPE_CHECKING:  # the client, gRPC and the models are imported when a command runs
+    from driftloop.client import DriftloopClient
+    from driftloop.v1 import registry_pb2
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +46,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     register.add_argument("--output-kind", choices=["binary", "multiclass", "regression"])
     register.add_argument("--entry-point", default="", help="python flavor: module:Class")
     register.add_argument("--parent", default="", help="the version this one was retrained from")
-    register.add_argument("--tag", action="append", default=[], help="key=value (repeatable)")
+    register.add_argument(
+        "--tag", action="append", type=key_value, default=[], help="key=value (repeatable)"
+    )
     register.add_argument("--alias", help="also point this alias at the new version")
     register.set_defaults(run=run_register)
 
@@ -77,19 +78,72 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     history.add_argument("--at", help="ISO time: which version each alias pointed to then")
     history.set_defaults(run=run_history)
 
-    predict = sub.add_parser("predict", help="predict one row (JSON) or a JSON-lines file of rows")
+    predict = sub.add_parser(
+        "predict",
+        help="predict one row (JSON) or a JSON-lines file of rows, through the gateway",
+        description="Predict through the gateway (routed by the model's policy, logged, "
+        "watched for drift), or straight from inference with --direct (a given --version, "
+        "not logged: for checking a version before it serves).",
+    )
     predict.add_argument("--model", required=True)
-    predict.add_argument("--version", default="champion", help="a number or an alias")
+    predict.add_argument(
+        "--version", default="champion", help="with --direct: a number or an alias"
+    )
     rows = predict.add_mutually_exclusive_group(required=True)
-    rows.add_argument("--row", help='JSON object: {"age": 41, "plan": "pro"}')
+    rows.add_argument("--row", type=json_row, help='JSON object: {"age": 41, "plan": "pro"}')
     rows.add_argument("--rows", type=Path, help="a file with one JSON object per line")
     predict.add_argument(
-        "--gateway",
+        "--direct",
         action="store_true",
-        help="through the gateway (routed and logged), not inference",
+        help="ask inference for --version directly: not routed, not logged, not watched",
     )
-    predict.add_argument("--entity-key", default="", help="with --gateway: the sticky routing key")
+    predict.add_argument(
+        "--gateway", action="store_true", help=argparse.SUPPRESS
+    )  # the default now; kept so scripts that pass it still work
+    predict.add_argument("--entity-key", default="", help="the sticky routing key (A/B, canary)")
+    predict.add_argument(
+        "--request-id",
+        default="",
+        help="with --row: the id labels are joined on (default: the gateway makes one)",
+    )
     predict.set_defaults(run=run_predict)
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """A --tag: key=value."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, value
+
+
+def json_row(text: str) -> dict[str, Any]:
+    """A --row: one JSON object."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({error.msg}, column {error.colno})"
+        ) from None
+    if not isinstance(row, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is needed, not {type(row).__name__}")
+    return row
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file; a bad line is a UsageError naming it."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path} line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path} line {number}: a JSON object is needed")
+        rows.append(row)
+    return rows
 
 
 def _time(stamp: Any) -> str:
@@ -102,15 +156,25 @@ def _moved(move: registry_pb2.AliasMove) -> str:
 
 
 async def run_register(args: argparse.Namespace) -> int:
-    tags = dict(item.split("=", 1) for item in args.tag)
+    from driftloop.models.convert import OUTPUT_KINDS, schema_to_proto
+    from driftloop.models.schema import Feature, Schema
+    from driftloop.v1 import registry_pb2
+
+    tags = dict(args.tag)
+    # With --json, stdout is the JSON alone: progress goes to stderr.
+    progress = sys.stderr if args.json else sys.stdout
 
     async def work(client: DriftloopClient) -> None:
         started = time.monotonic()
         if args.data is not None:
             if not args.target:
-                raise SystemExit("driftloop: --target is required with --data")
+                raise UsageError("--target is required with --data")
+            if not args.data.is_file():
+                raise UsageError(f"--data {args.data}: no such file")
             print(
-                f"training the linear model on {args.data} (target {args.target!r}) ...", flush=True
+                f"training the linear model on {args.data} (target {args.target!r}) ...",
+                file=progress,
+                flush=True,
             )
             record = await client.register_from_data(
                 args.model,
@@ -124,7 +188,7 @@ async def run_register(args: argparse.Namespace) -> int:
             )
         else:
             if not (args.flavor and args.schema and args.output_kind):
-                raise SystemExit("driftloop: --artifact needs --flavor, --schema and --output-kind")
+                raise UsageError("--artifact needs --flavor, --schema and --output-kind")
             spec = json.loads(await asyncio.to_thread(args.schema.read_text))
             schema = Schema(tuple(Feature(name, kind) for name, kind in spec.items()))
             digest = await client.upload_artifact(await asyncio.to_thread(args.artifact.read_bytes))
@@ -144,13 +208,17 @@ async def run_register(args: argparse.Namespace) -> int:
         print(
             f"registered {record.model} version {record.version} ({record.flavor}, artifact "
             f"{record.artifact_sha256[:12]}…) in {time.monotonic() - started:.1f} s"
-            + (f"; holdout {metrics}" if metrics else "")
+            + (f"; holdout {metrics}" if metrics else ""),
+            file=progress,
         )
+        move = None
         if args.alias:
             move = await client.set_alias(
                 args.model, args.alias, record.version, reason="set at registration"
             )
-            print(_moved(move))
+            print(_moved(move), file=progress)
+        if args.json:
+            print_json({"version": as_dict(record), "alias_move": move and as_dict(move)})
 
     return await with_client(work)
 
@@ -158,6 +226,9 @@ async def run_register(args: argparse.Namespace) -> int:
 async def run_list(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
         versions = await client.list_versions(args.model)
+        if args.json:
+            print_json({"versions": [as_dict(v) for v in versions]})
+            return
         if not versions:
             print(f"{args.model} has no versions")
             return
@@ -180,11 +251,29 @@ async def run_show(args: argparse.Namespace) -> int:
         for record in chain:
             if not args.with_baseline:
                 record.ClearField("baseline")
-        print_json(chain[0])
-        if len(chain) > 1:
-            print("lineage: " + " <- ".join(f"v{r.version}" for r in chain))
+        if args.json:
+            print_json(as_dict(chain[0]) | {"lineage": [r.version for r in chain]})
+        else:
+            print(format_version(chain))
 
     return await with_client(work)
+
+
+def format_version(chain: list[registry_pb2.ModelVersion]) -> str:
+    """A version for people: what it is, where it came from, how it scored."""
+    v = chain[0]
+    data = v.data
+    lines = [
+        f"{v.model} version {v.version}: {v.flavor}, created {_time(v.created)} by "
+        f"{v.created_by or '-'}",
+        f"  aliases    {', '.join(v.aliases) or '-'}",
+        f"  lineage    {' <- '.join(f'v{r.version}' for r in chain)}",
+        f"  artifact   {v.artifact_sha256}",
+        f"  data       {data.source or '-'} ({data.row_count:,} rows), seed {v.seed}",
+        f"  metrics    {' '.join(f'{m.name}={m.value:.4f}' for m in v.metrics) or '-'}",
+        f"  tags       {', '.join(f'{k}={t}' for k, t in sorted(v.tags.items())) or '-'}",
+    ]
+    return "\n".join(lines)
 
 
 async def run_alias(args: argparse.Namespace) -> int:
@@ -192,7 +281,7 @@ async def run_alias(args: argparse.Namespace) -> int:
         move = await client.set_alias(
             args.model, args.alias, args.version, expected_version=args.expected, reason=args.reason
         )
-        print(_moved(move))
+        print_json(move) if args.json else print(_moved(move))
 
     return await with_client(work)
 
@@ -203,9 +292,18 @@ async def run_history(args: argparse.Namespace) -> int:
         if args.at:
             at = dt.datetime.fromisoformat(args.at)
             at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
-            for alias in sorted({m.alias for m in moves}):
-                record = await client.resolve_alias(args.model, alias, at)
-                print(f"{alias} at {at.isoformat()}: version {record.version}")
+            pointed = {
+                alias: (await client.resolve_alias(args.model, alias, at)).version
+                for alias in sorted({m.alias for m in moves})
+            }
+            if args.json:
+                print_json({"at": at.isoformat(), "aliases": pointed})
+                return
+            for alias, version in pointed.items():
+                print(f"{alias} at {at.isoformat()}: version {version}")
+            return
+        if args.json:
+            print_json({"moves": [as_dict(m) for m in moves]})
             return
         for m in moves:
             print(
@@ -217,19 +315,37 @@ async def run_history(args: argparse.Namespace) -> int:
 
 
 async def run_predict(args: argparse.Namespace) -> int:
+    """One row: its answer as JSON. A file of rows: one JSON answer per line (with --json,
+    one JSON array). Through the gateway unless --direct."""
+    if args.direct and args.gateway:
+        raise UsageError("--direct asks inference, --gateway the gateway: give one")
+    if not args.direct and args.version != "champion":
+        raise UsageError("--version goes with --direct: the gateway picks the version itself")
+
     async def work(client: DriftloopClient) -> None:
-        if args.gateway and args.row:
-            row = json.loads(args.row)
-            print_json(await client.serve(args.model, row, entity_key=args.entity_key))
+        if args.row is not None:
+            if args.direct:
+                print_json(
+                    await client.predict(args.model, args.version, args.row, args.request_id)
+                )
+            else:
+                print_json(
+                    await client.serve(
+                        args.model, args.row, entity_key=args.entity_key, request_id=args.request_id
+                    )
+                )
             return
-        if args.row:
-            response = await client.predict(args.model, args.version, json.loads(args.row))
-            print_json(response)
-            return
-        text = await asyncio.to_thread(args.rows.read_text)
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        batch = await client.predict_batch(args.model, args.version, rows)
-        for output in batch.outputs:
-            print(json_format.MessageToJson(output, indent=None, preserving_proto_field_name=True))
+        rows = await asyncio.to_thread(read_rows, args.rows)
+        if args.direct:
+            batch = await client.predict_batch(args.model, args.version, rows)
+            answers = [as_dict(output) for output in batch.outputs]
+        else:
+            keys = [args.entity_key] * len(rows)
+            answers = [as_dict(r) for r in await client.serve_batch(args.model, rows, keys)]
+        if args.json:
+            print_json(answers)
+        else:
+            for answer in answers:
+                print(json.dumps(answer))
 
     return await with_client(work)

@@ -17,14 +17,13 @@ import re
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import grpc
+from driftloop.cli.calls import EXIT_FAILED, print_json
 
-from driftloop.cli.calls import EXIT_FAILED
-from driftloop.cli.report_page import ReportData, render
-from driftloop.client import ClientSettings, DriftloopClient
-from driftloop.kit.settings import load_settings
+if TYPE_CHECKING:  # the client, gRPC and the page are imported when the command runs
+    from driftloop.cli.report_page import ReportData
+    from driftloop.client import DriftloopClient
 
 T = TypeVar("T")
 # ListAlerts and ListRetrainRuns answer at most this many.
@@ -57,6 +56,10 @@ async def gather(
     client: DriftloopClient, model: str, start: dt.datetime, end: dt.datetime
 ) -> ReportData:
     """Everything the page shows, read at once; each source that fails is noted."""
+    import grpc
+
+    from driftloop.cli.report_page import ReportData
+
     data = ReportData(model, start, end, generated=dt.datetime.now(dt.UTC))
 
     async def read(source: str, call: Awaitable[T]) -> T | None:
@@ -82,6 +85,8 @@ async def gather(
 
 def write_report(path: Path, data: ReportData) -> Path:
     """Write the page (creating the folder); return the file's absolute path."""
+    from driftloop.cli.report_page import render
+
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(data), encoding="utf-8")
     return path.resolve()
@@ -93,6 +98,9 @@ async def run_report(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     end = dt.datetime.now(dt.UTC)
     start = end - dt.timedelta(hours=args.hours)
+    from driftloop.client import ClientSettings, DriftloopClient
+    from driftloop.kit.settings import load_settings
+
     async with DriftloopClient(load_settings(ClientSettings)) as client:
         data = await gather(client, args.model, start, end)
     if all(source in data.missing for source in SERVICE_SOURCES):
@@ -108,5 +116,8 @@ async def run_report(args: argparse.Namespace) -> int:
     path = await asyncio.to_thread(
         write_report, args.out or Path(f"driftloop-report-{safe}.html"), data
     )
-    print(f"report written to {path}")
+    if args.json:
+        print_json({"path": str(path), "model": args.model, "missing": data.missing})
+    else:
+        print(f"report written to {path}")
     return 0

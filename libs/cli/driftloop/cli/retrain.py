@@ -11,22 +11,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from driftloop.cli.calls import EXIT_FAILED, print_json, show, table, with_client
-from driftloop.client import DriftloopClient
+from driftloop.cli.calls import print_json, show, table, with_client
+from driftloop.cli.failures import UsageError
 from driftloop.v1 import events_pb2, retrainer_pb2
 
+if TYPE_CHECKING:  # the client and gRPC are imported when a command runs
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from driftloop.client import DriftloopClient
+
 OUTCOME_WIDTH = 100
-
-
-class UsageError(Exception):
-    """A failure the user can fix (options that do not go together): one line, exit 2."""
 
 
 # Output helpers.
@@ -590,19 +588,9 @@ def format_policy(policy: retrainer_pb2.TrainingPolicy) -> str:
 
 async def call(work: Callable[[DriftloopClient], Awaitable[int]]) -> int:
     """Run `work` with a client from the environment (calls.with_client); expected failures
-    become one line on stderr and exit status 2."""
-    code = 0
-
-    async def body(client: DriftloopClient) -> None:
-        nonlocal code
-        code = await work(client)
-
-    try:
-        failed = await with_client(body)  # prints a gRPC error as one line
-    except (UsageError, TimeoutError) as error:
-        print(f"driftloop: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    return failed or code
+    (UsageError, a wait's TimeoutError, a refused call) reach the CLI's error boundary,
+    which prints them as one line with exit status 2."""
+    return await with_client(work)
 
 
 def _instant(text: str) -> dt.datetime:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+from typing import TYPE_CHECKING
 
-import grpc
+from driftloop.cli.calls import UsageError, print_json, with_client
 
-from driftloop.cli.calls import print_json, with_client
-from driftloop.client import DriftloopClient
-from driftloop.v1 import events_pb2
+if TYPE_CHECKING:  # the client and gRPC are imported when a command runs
+    from driftloop.client import DriftloopClient
+    from driftloop.v1 import events_pb2
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,21 +73,24 @@ async def run_show(args: argparse.Namespace) -> int:
 
 
 def _variant(text: str) -> events_pb2.Variant:
+    from driftloop.v1 import events_pb2
+
     try:
         name, rest = text.split("=", 1)
         version, percent = rest.split(":", 1)
         return events_pb2.Variant(name=name, version=version, weight_bp=round(float(percent) * 100))
     except ValueError:
-        raise SystemExit(f"driftloop: --ab {text!r} is not name=version:percent") from None
+        raise UsageError(f"--ab {text!r} is not name=version:percent") from None
 
 
 async def run_set(args: argparse.Namespace) -> int:
+    from driftloop.client.errors import NotFound
+    from driftloop.v1 import events_pb2
+
     async def work(client: DriftloopClient) -> None:
         try:
             current = await client.routing_policy(args.model)
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise
+        except NotFound:
             current = events_pb2.RoutingPolicy()
         policy = events_pb2.RoutingPolicy(
             model=args.model,
@@ -116,17 +119,13 @@ async def run_rollout(args: argparse.Namespace) -> int:
             shadow_min_compared=args.shadow_first,
             shadow_min_labelled=args.shadow_labelled,
         )
+        if args.json:
+            print_json(policy)
+            return
+        shadow = " (shadow first)" if policy.shadow_gate.candidate_version else ""
         print(
-            json.dumps(
-                {
-                    "model": policy.model,
-                    "stable": policy.stable_version,
-                    "candidate": args.candidate,
-                    "strategy": args.strategy,
-                    "shadow_first": bool(policy.shadow_gate.candidate_version),
-                    "revision": policy.revision,
-                }
-            )
+            f"{policy.model}: {args.strategy} rollout of version {args.candidate}{shadow} "
+            f"started; version {policy.stable_version} is stable (revision {policy.revision})"
         )
 
     return await with_client(work)
@@ -135,6 +134,9 @@ async def run_rollout(args: argparse.Namespace) -> int:
 async def run_promote(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
         policy = await client.promote(args.model, args.reason)
+        if args.json:
+            print_json(policy)
+            return
         stable, revision = policy.stable_version, policy.revision
         print(f"{policy.model}: version {stable} is stable (revision {revision})")
 
@@ -144,6 +146,9 @@ async def run_promote(args: argparse.Namespace) -> int:
 async def run_rollback(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
         policy = await client.rollback(args.model, args.reason)
+        if args.json:
+            print_json(policy)
+            return
         stable, revision = policy.stable_version, policy.revision
         print(f"{policy.model}: rolled back; version {stable} serves (revision {revision})")
 

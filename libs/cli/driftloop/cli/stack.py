@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from driftloop.cli.commands import HOST as HOST
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.client import ClientSettings
 from driftloop.drift.config import DriftSettings
@@ -32,8 +33,6 @@ from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.server import RetrainerService
 from driftloop.shadow.config import ShadowSettings
 from driftloop.shadow.server import ShadowService
-
-HOST = "127.0.0.1"
 
 
 def settings(

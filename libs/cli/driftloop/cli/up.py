@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from driftloop.cli.calls import EXIT_FAILED
+from driftloop.cli.commands import SERVICES as SERVICES
 from driftloop.cli.stack import HOST, Ports, running_services
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.client import ClientSettings
@@ -49,8 +50,6 @@ from driftloop.kit.settings import (
 from driftloop.models.artifacts import LocalArtifactStore
 from driftloop.retrainer.config import RetrainerSettings
 from driftloop.shadow.config import ShadowSettings
-
-SERVICES = ("gateway", "inference", "drift", "shadow", "retrainer")
 
 
 def configured_ports() -> Ports:
@@ -262,46 +261,3 @@ async def status(args: argparse.Namespace) -> int:
         print(f"{'clickhouse':<10} {report['clickhouse']}")
     down = [name for name, state in zip(targets, states, strict=True) if state != SERVING]
     return EXIT_FAILED if down else 0
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    command = sub.add_parser(
-        "up",
-        help="run everything on this machine until Ctrl-C (standalone mode)",
-        description="Start the configured Kafka broker (else a local one), ClickHouse "
-        "(embedded unless DRIFTLOOP_CLICKHOUSE_URL is set) and the five services in this "
-        "process on their configured ports; print where they are. Data persists in the "
-        "data folder between runs.\n\nexample:\n  driftloop up --data-dir .data",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    command.add_argument(
-        "--data-dir", type=Path, default=Path(".data"), help="where data lives (default .data)"
-    )
-    command.add_argument(
-        "--host", default=HOST, help="the address the services bind (default 127.0.0.1)"
-    )
-    command.add_argument(
-        "--kafka-port", type=int, default=9092, help="the local broker's port (default 9092)"
-    )
-    command.add_argument(
-        "--controller-port",
-        type=int,
-        default=9093,
-        help="the local broker's controller port (default 9093)",
-    )
-    command.set_defaults(run=up)
-    check = sub.add_parser(
-        "status",
-        help="health of every service, the broker and ClickHouse",
-        description="Ask each service (DRIFTLOOP_<SERVICE>_TARGET) for its gRPC health, and "
-        "the broker and ClickHouse whether they answer. Exit status 2 when a service is "
-        "not serving.\n\nexample:\n  driftloop status --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    check.add_argument("--json", action="store_true", help="the status as JSON")
-    check.add_argument(
-        "--service",
-        choices=("gateway", "inference", "drift", "shadow", "retrainer"),
-        help="only this service's health (a container health check): exit 2 unless serving",
-    )
-    check.set_defaults(run=status)
