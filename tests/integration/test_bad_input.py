@@ -30,6 +30,7 @@ from driftloop.drift.server import DriftService
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames
 from driftloop.kit.grpc_client import open_channel
+from driftloop.oip.v2 import grpc_predict_v2_pb2 as oip_pb2
 from driftloop.v1 import (
     common_pb2,
     drift_pb2,
@@ -75,6 +76,7 @@ async def services(stack: Stack, clickhouse: ClickHouse) -> AsyncIterator[Servic
         "driftloop.v1.ModelRegistry": int(stack.registry_target.rsplit(":", 1)[1]),
         "driftloop.v1.InferenceService": stack.inference.port,
         "driftloop.v1.Gateway": stack.gateways[-1].port,
+        "inference.GRPCInferenceService": stack.gateways[-1].port,
         "driftloop.v1.DriftService": drift.port,
     }
     channels = {port: open_channel(f"127.0.0.1:{port}") for port in set(ports.values())}
@@ -319,6 +321,7 @@ SERVICES: list[ServiceDescriptor] = [
     registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"],
     inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
     gateway_pb2.DESCRIPTOR.services_by_name["Gateway"],
+    oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
     drift_pb2.DESCRIPTOR.services_by_name["DriftService"],
 ]
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from driftloop.gateway import champions
 from driftloop.gateway.champions import ServedPolicies, no_policy
 from driftloop.gateway.policies import PolicyBook
 from driftloop.v1 import events_pb2
@@ -86,6 +89,20 @@ async def test_concurrent_first_requests_share_one_registry_call_and_an_event_wi
     policies = await asyncio.gather(*waiting)
     assert registry.asked == 1
     assert {p.stable_version for p in policies if p is not None} == {"4"}
+
+
+async def test_models_without_a_champion_cannot_grow_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(champions, "MAX_KNOWN", 10)
+    registry = Registry("")
+    served = ServedPolicies(PolicyBook(), registry)
+    served.alias_moved("churn", "champion", "2")
+    for n in range(25):
+        assert await served.policy(f"typo-{n}") is None
+    assert len(served._known) <= 10
+    assert (await served.policy("churn")).stable_version == "2"  # type: ignore[union-attr]
+    assert registry.asked == 25
 
 
 def test_the_error_names_the_commands_that_fix_it() -> None:

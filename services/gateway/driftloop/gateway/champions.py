@@ -29,6 +29,9 @@ from driftloop.gateway.policies import PolicyBook
 from driftloop.v1 import events_pb2
 
 CHAMPION = "champion"
+# Answers kept: past this many, the models without a champion are forgotten (asked again
+# when next requested), so requests for ever new model names cannot grow memory.
+MAX_KNOWN = 10_000
 DEFAULT_ACTOR = "default: the champion alias"
 
 
@@ -84,7 +87,7 @@ class ServedPolicies:
         if alias != CHAMPION:
             return
         self._moves[model] = self._moves.get(model, 0) + 1
-        self._known[model] = _Known(version, self._clock())
+        self._remember(model, version)
 
     async def policy(self, model: str) -> events_pb2.RoutingPolicy | None:
         """The written policy of `model`, else its default; None when it has neither.
@@ -115,7 +118,13 @@ class ServedPolicies:
     async def _ask(self, model: str) -> str:
         moves = self._moves.get(model, 0)
         version = await self._champions.current(model)
-        if self._moves.get(model, 0) != moves:  # an event during the call: it is newer
-            return self._known[model].version
-        self._known[model] = _Known(version, self._clock())
+        newer = self._known.get(model)
+        if self._moves.get(model, 0) != moves and newer is not None:  # an event came meanwhile
+            return newer.version
+        self._remember(model, version)
         return version
+
+    def _remember(self, model: str, version: str) -> None:
+        if len(self._known) >= MAX_KNOWN:
+            self._known = {m: k for m, k in self._known.items() if k.version}
+        self._known[model] = _Known(version, self._clock())
