@@ -406,9 +406,10 @@ async def test_canary_analysis_fails_a_candidate_with_worse_accuracy(
     )
     assert better.verdict == drift_pb2.VERDICT_PASS and better.evidence_sufficient
     assert 0.1 < better.quality_difference_low < better.quality_difference_high
+    # A candidate without traffic in the window (version 3 served nothing).
     same = await drift.stub.AnalyzeCanary(
         drift_pb2.CanaryAnalysisRequest(
-            model=MODEL, stable_version="1", candidate_version="1x", window=window
+            model=MODEL, stable_version="1", candidate_version="3", window=window
         ),
         timeout=30,
     )
