@@ -13,7 +13,7 @@ import pytest
 
 from driftloop.clickhouse.backend import ClickHouseError, EmbeddedBackend
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.clickhouse.prediction_log import PredictionLog, Traffic, labelled_window_query
 from driftloop.clickhouse.schema import schema_statements
 from driftloop.v1 import events_pb2
 from tests.factories import T0, prediction
@@ -43,8 +43,34 @@ async def test_a_later_label_replaces_an_earlier_one_and_joins(clickhouse: Click
     first.time.FromDatetime(T0 + dt.timedelta(days=1))
     corrected = events_pb2.LabelEvent(request_id="req-1", label="1", source="billing")
     corrected.time.FromDatetime(T0 + dt.timedelta(days=2))
-    await log.write([prediction(1), prediction(2)], [corrected])
-    await log.write([], [first, corrected])  # out of order and re-delivered
+    failed = prediction(3)
+    failed.error = "INTERNAL"
+    failed_label = events_pb2.LabelEvent(request_id="req-3", label="1", source="billing")
+    failed_label.time.FromDatetime(T0 + dt.timedelta(days=1))
+    await log.write([prediction(1), prediction(2), failed], [corrected, failed_label])
+    await log.write([prediction(1)], [first, corrected])  # out of order and re-delivered
+    # The query production runs (drift windows, canary, training data, counts).
+    window, params = labelled_window_query(
+        clickhouse, Traffic("churn", ("1",), failures=True), ["error != '' AS failed"]
+    )
+    rows = await clickhouse.query(
+        "SELECT request_id, failed, labelled, truth_label, truth_is_label, "
+        f"label_time_us = {int((T0 + dt.timedelta(days=2)).timestamp() * 1e6)} "
+        f"FROM ({window}) ORDER BY request_id",
+        params,
+    )
+    assert rows.rows == [
+        ("req-1", False, True, "1", True, True),
+        ("req-2", False, False, "", True, False),
+        ("req-3", True, True, "1", True, False),
+    ]
+    training = await log.labelled("churn", ["age"], ["plan"], T0, T0 + dt.timedelta(days=1), 10)
+    assert list(training["request_id"]) == ["req-1"]  # the failed call has no answer to judge
+    assert list(training["n0"]) == [31.0] and list(training["c0"]) == ["pro"]
+    assert await log.labelled_count("churn", T0) == 1
+    counts = await log.window_counts("churn", "1", T0, T0 + dt.timedelta(days=1))
+    assert (counts.rows, counts.labelled, counts.errors) == (3, 1, 1)
+    # The view the dashboards read joins the same way.
     joined = await clickhouse.query(
         f"SELECT request_id, truth_label, label_source FROM "
         f"{clickhouse.table('predictions_labelled')} ORDER BY request_id"

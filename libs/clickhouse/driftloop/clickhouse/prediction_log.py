@@ -192,6 +192,98 @@ class WindowCounts:
     errors: int
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """Which live predictions a window holds: of `model`; of `versions` (every version when
+    empty); served at or after `start` and before `end` when given; of those the newest
+    `last_n` when nonzero; answered ones only unless `failures` (a failed call, logged with
+    its error, has no answer to judge)."""
+
+    model: str
+    versions: tuple[str, ...] = ()
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    last_n: int = 0
+    failures: bool = False
+
+
+def feature_columns(
+    numeric: Sequence[str], categorical: Sequence[str]
+) -> tuple[list[str], dict[str, Any]]:
+    """The select expressions n0.. (a numeric feature, NaN when missing) and c0.. (a
+    category, '' when missing) and their parameters: feature names are bound, never
+    formatted into the SQL."""
+    columns: list[str] = []
+    params: dict[str, Any] = {}
+    for index, name in enumerate(numeric):
+        params[f"n{index}"] = name
+        columns.append(
+            f"if(mapContains(numbers, {{n{index}:String}}), numbers[{{n{index}:String}}], "
+            f"nan) AS n{index}"
+        )
+    for index, name in enumerate(categorical):
+        params[f"c{index}"] = name
+        columns.append(f"categories[{{c{index}:String}}] AS c{index}")
+    return columns, params
+
+
+def labelled_window_query(
+    clickhouse: ClickHouse,
+    traffic: Traffic,
+    columns: Sequence[str] = (),
+    *,
+    labelled_only: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """The one query of predictions with their labels, and its parameters: the drift
+    report's windows, the canary analysis, the rollout history's quality, training data,
+    the retrainer's counts and the tests all read it.
+
+    `p` is the window's predictions (request_id, time, then `columns`: columns or aliased
+    expressions of the predictions table), read FINAL, so a re-delivered event counts once.
+    `l` is the labels of p's request ids only, FINAL, so a corrected label replaces the
+    first: the right side of a ClickHouse join is built into a hash table, and this keeps
+    it the window's labels rather than every label. A LEFT JOIN keeps the unlabelled rows
+    (labelled false, the label columns at their defaults: '', 0, label_time_us 0);
+    `labelled_only` makes it an INNER JOIN. Each row adds time_us (served, microseconds
+    since the epoch, as Float64), labelled, truth_label, truth_value, truth_is_label and
+    label_time_us. Rows come in no particular order: a caller that needs one says so
+    around this query."""
+    params: dict[str, Any] = {"model": traffic.model}
+    where = ["model = {model:String}", "role = 'live'"]
+    if not traffic.failures:
+        where.append("error = ''")
+    if traffic.versions:
+        names = []
+        for index, version in enumerate(traffic.versions):
+            params[f"version{index}"] = version
+            names.append(f"{{version{index}:String}}")
+        where.append(f"version IN ({', '.join(names)})")
+    if traffic.start is not None:
+        params["start"] = traffic.start
+        where.append("time >= {start:DateTime64(6, 'UTC')}")
+    if traffic.end is not None:
+        params["end"] = traffic.end
+        where.append("time < {end:DateTime64(6, 'UTC')}")
+    newest = ""
+    if traffic.last_n:
+        params["last_n"] = traffic.last_n
+        newest = " ORDER BY time DESC, request_id LIMIT {last_n:UInt32}"
+    selected = ", ".join(["request_id", "time", *columns])
+    join = "INNER" if labelled_only else "LEFT"
+    sql = (
+        f"WITH p AS (SELECT {selected} FROM {clickhouse.table('predictions')} FINAL "
+        f"WHERE {' AND '.join(where)}{newest}) "
+        "SELECT p.*, toFloat64(toUnixTimestamp64Micro(p.time)) AS time_us, "
+        "l.request_id != '' AS labelled, l.label AS truth_label, l.value AS truth_value, "
+        "l.truth_kind = 'label' AS truth_is_label, "
+        "toFloat64(toUnixTimestamp64Micro(l.time)) AS label_time_us "
+        f"FROM p {join} JOIN (SELECT request_id, time, label, value, truth_kind "
+        f"FROM {clickhouse.table('labels')} FINAL "
+        "WHERE request_id IN (SELECT request_id FROM p)) AS l ON p.request_id = l.request_id"
+    )
+    return sql, params
+
+
 class PredictionLog:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse
@@ -236,21 +328,17 @@ class PredictionLog:
         self, model: str, version: str, start: dt.datetime, end: dt.datetime
     ) -> WindowCounts:
         """Predictions, labelled predictions and failed predictions in [start, end)."""
-        params = {"model": model, "version": version, "start": start, "end": end}
-        where = (
-            "model = {model:String} AND version = {version:String} AND role = 'live' "
-            "AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}"
+        window, params = labelled_window_query(
+            self._ch,
+            Traffic(model, (version,), start, end, failures=True),
+            ["error != '' AS failed"],
         )
-        totals = await self._ch.query(
-            f"SELECT count(), countIf(error != '') FROM {self._ch.table('predictions')} FINAL "
-            f"WHERE {where}",
+        result = await self._ch.query(
+            f"SELECT count(), countIf(labelled AND NOT failed), countIf(failed) FROM ({window})",
             params,
         )
-        labelled = await self._ch.query(
-            f"SELECT count() FROM {self._ch.table('predictions_labelled')} WHERE {where}", params
-        )
-        rows, errors = totals.rows[0]
-        return WindowCounts(rows=int(rows), labelled=int(labelled.scalar()), errors=int(errors))
+        rows, labelled, errors = result.rows[0]
+        return WindowCounts(rows=int(rows), labelled=int(labelled), errors=int(errors))
 
     async def labelled(
         self,
@@ -264,52 +352,28 @@ class PredictionLog:
     ) -> Columns:
         """The newest `limit` live, successful predictions of `model` (of one `version`
         when given) in [start, end) that have their label, oldest first: the columns
-        request_id, version, time_us, output_value, output_label, truth_label,
-        truth_value, truth_is_label, then n0.. (numeric features, NaN when missing) and
-        c0.. (categories, '' when missing). Training data and performance windows read
-        this: the features as they were logged at serving time."""
-        params: dict[str, Any] = {
-            "model": model,
-            "version": version,
-            "start": start,
-            "end": end,
-            "limit": limit,
-        }
-        features = []
-        for index, name in enumerate(numeric):
-            params[f"n{index}"] = name
-            features.append(
-                f"if(mapContains(numbers, {{n{index}:String}}), numbers[{{n{index}:String}}], "
-                f"nan) AS n{index}"
-            )
-        for index, name in enumerate(categorical):
-            params[f"c{index}"] = name
-            features.append(f"categories[{{c{index}:String}}] AS c{index}")
-        selected = ", ".join(
-            ["request_id", "version", "time", "output_value", "output_label", *features]
+        request_id, time, version, output_value, output_label, n0.. (numeric features,
+        NaN when missing), c0.. (categories, '' when missing), then the label columns of
+        `labelled_window_query`. Training data and performance windows read this: the
+        features as they were logged at serving time."""
+        features, feature_params = feature_columns(numeric, categorical)
+        window, params = labelled_window_query(
+            self._ch,
+            Traffic(model, (version,) if version else (), start, end),
+            ["version", "output_value", "output_label", *features],
+            labelled_only=True,
         )
         sql = (
-            f"WITH p AS (SELECT {selected} FROM {self._ch.table('predictions')} FINAL "
-            "WHERE model = {model:String} AND role = 'live' AND error = '' "
-            "AND ({version:String} = '' OR version = {version:String}) "
-            "AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}) "
-            "SELECT * FROM (SELECT p.*, toFloat64(toUnixTimestamp64Micro(p.time)) AS time_us, "
-            "l.label AS truth_label, l.value AS truth_value, "
-            "l.truth_kind = 'label' AS truth_is_label "
-            f"FROM p INNER JOIN (SELECT request_id, label, value, truth_kind "
-            f"FROM {self._ch.table('labels')} FINAL "
-            "WHERE request_id IN (SELECT request_id FROM p)) AS l ON p.request_id = l.request_id "
-            "ORDER BY p.time DESC, p.request_id LIMIT {limit:UInt32}) ORDER BY time_us, request_id"
+            f"SELECT * FROM ({window} ORDER BY p.time DESC, p.request_id LIMIT {{limit:UInt32}}) "
+            "ORDER BY time_us, request_id"
         )
+        params |= feature_params | {"limit": limit}
         return await self._ch.query_columns(sql, params)
 
     async def labelled_count(self, model: str, since: dt.datetime) -> int:
         """Live predictions of `model` served since `since` that have their label."""
-        result = await self._ch.query(
-            f"SELECT count() FROM {self._ch.table('predictions')} AS p FINAL "
-            f"INNER JOIN (SELECT request_id FROM {self._ch.table('labels')} FINAL) AS l "
-            "ON p.request_id = l.request_id WHERE p.model = {model:String} AND p.role = 'live' "
-            "AND p.error = '' AND p.time >= {since:DateTime64(6, 'UTC')}",
-            {"model": model, "since": since},
+        window, params = labelled_window_query(
+            self._ch, Traffic(model, start=since), labelled_only=True
         )
+        result = await self._ch.query(f"SELECT count() FROM ({window})", params)
         return int(result.scalar() or 0)

@@ -79,6 +79,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftloop.clickhouse.client import ClickHouse
+from driftloop.clickhouse.prediction_log import Traffic, labelled_window_query
 from driftloop.drift.outcomes import CLASSIFIERS, errors
 from driftloop.stats import output_distance
 from driftloop.stats.sequential import SequentialTest
@@ -282,24 +283,19 @@ class CanaryAnalysis:
         end: dt.datetime,
         limits: CanaryLimits | None = None,
     ) -> CanaryResult:
-        columns = await self._ch.query_columns(
-            "WITH p AS (SELECT request_id, time, version, output_kind, output_value, "
-            f"output_label, latency_us, error FROM {self._ch.table('predictions')} FINAL "
-            "WHERE model = {model:String} AND role = 'live' "
-            "AND version IN ({stable:String}, {candidate:String}) "
-            "AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}) "
-            "SELECT p.version AS version, toString(p.output_kind) AS kind, "
-            "toFloat64(toUnixTimestamp64Micro(p.time)) / 1e6 AS served, "
-            "toFloat64(toUnixTimestamp64Micro(greatest(p.time, l.time))) / 1e6 AS known, "
-            "p.output_value AS value, p.output_label AS label, "
-            "toFloat64(p.latency_us) AS latency_us, p.error != '' AS failed, "
-            "l.request_id != '' AS labelled, l.label AS truth_label, "
-            "l.value AS truth_value, l.truth_kind = 'label' AS truth_is_label "
-            f"FROM p LEFT JOIN (SELECT request_id, time, label, value, truth_kind FROM "
-            f"{self._ch.table('labels')} FINAL WHERE request_id IN (SELECT request_id FROM p)) "
-            "AS l ON p.request_id = l.request_id",
-            {"model": model, "stable": stable, "candidate": candidate, "start": start, "end": end},
+        sql, params = labelled_window_query(
+            self._ch,
+            Traffic(model, (stable, candidate), start, end, failures=True),
+            [
+                "version",
+                "toString(output_kind) AS kind",
+                "output_value",
+                "output_label",
+                "latency_us",
+                "error != '' AS failed",
+            ],
         )
+        columns = await self._ch.query_columns(sql, params)
         return judge(
             _traffic(stable, columns), _traffic(candidate, columns), limits or self._limits
         )
@@ -318,21 +314,23 @@ def _traffic(version: str, columns: dict[str, npt.NDArray[Any]]) -> VersionTraff
         pick = {name: columns[name][mine][labelled] for name in columns}
         err = errors(
             kind,
-            pick["label"].astype(object),
-            pick["value"].astype(np.float64),
+            pick["output_label"].astype(object),
+            pick["output_value"].astype(np.float64),
             pick["truth_label"].astype(object),
             pick["truth_value"].astype(np.float64),
             pick["truth_is_label"].astype(bool),
         )
         finite = np.isfinite(err)
         quality = 1.0 - err[finite] if kind in CLASSIFIERS else -err[finite]
-        label_times = np.asarray(pick["known"], dtype=np.float64)[finite]
+        # A row is known once both it and its label are in: the later of the two times.
+        known = np.maximum(pick["time_us"], pick["label_time_us"]).astype(np.float64) / 1e6
+        label_times = known[finite]
     return VersionTraffic(
         version=version,
-        times=np.asarray(columns["served"][mine], dtype=np.float64),
+        times=np.asarray(columns["time_us"][mine], dtype=np.float64) / 1e6,
         failed=failed,
         latency_ms=np.asarray(columns["latency_us"][mine], dtype=np.float64) / 1000.0,
-        outputs=np.asarray(columns["value"][mine][ok], dtype=np.float64),
+        outputs=np.asarray(columns["output_value"][mine][ok], dtype=np.float64),
         label_times=label_times,
         quality=np.asarray(quality, dtype=np.float64),
         classifier=kind in CLASSIFIERS,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from driftloop.clickhouse.client import ClickHouse
+from driftloop.clickhouse.prediction_log import Traffic, labelled_window_query
 from driftloop.drift.model_events import ModelEventLog, StoredModelEvent
 from driftloop.drift.outcomes import CLASSIFIERS, errors
 from driftloop.drift.report import OUTPUT
@@ -144,23 +145,23 @@ class HistoryReader:
     async def _quality(self, params: dict[str, Any]) -> list[QualityPoint]:
         # Unlabelled rows collapse to one group per bucket and version; labelled ones to one
         # per distinct (prediction, truth) that decides the error.
+        window, window_params = labelled_window_query(
+            self._ch,
+            Traffic(params["model"], start=params["start"], end=params["end"]),
+            ["version", "toString(output_kind) AS kind", "output_value", "output_label"],
+        )
         result = await self._ch.query(
-            "WITH p AS (SELECT request_id, time, version, toString(output_kind) AS kind, "
-            f"output_value, output_label FROM {self._ch.table('predictions')} FINAL "
-            f"WHERE model = {{model:String}} AND role = 'live' AND error = '' AND {_WINDOW}) "
-            f"SELECT {_BUCKET.format(column='p.time')} AS bucket, p.version AS version, "
-            "p.kind AS kind, l.request_id != '' AS labelled, "
-            "if(labelled, p.output_label, '') AS output_label, "
-            "if(labelled AND kind = 'regression', p.output_value, 0) AS output_value, "
-            "labelled AND l.truth_kind = 'label' AS truth_is_label, "
-            "if(truth_is_label, l.label, '') AS truth_label, "
-            "if(labelled AND NOT truth_is_label, l.value, 0) AS truth_value, count() AS n "
-            f"FROM p LEFT JOIN (SELECT request_id, label, value, truth_kind FROM "
-            f"{self._ch.table('labels')} FINAL WHERE request_id IN (SELECT request_id FROM p)) "
-            "AS l ON p.request_id = l.request_id "
+            f"SELECT {_BUCKET.format(column='w.time')} AS bucket, w.version AS version, "
+            "w.kind AS kind, w.labelled AS labelled, "
+            "if(labelled, w.output_label, '') AS output_label, "
+            "if(labelled AND kind = 'regression', w.output_value, 0) AS output_value, "
+            "labelled AND w.truth_is_label AS truth_is_label, "
+            "if(truth_is_label, w.truth_label, '') AS truth_label, "
+            "if(labelled AND NOT truth_is_label, w.truth_value, 0) AS truth_value, count() AS n "
+            f"FROM ({window}) AS w "
             "GROUP BY bucket, version, kind, labelled, output_label, output_value, "
             "truth_is_label, truth_label, truth_value ORDER BY bucket, version",
-            params,
+            window_params | {"bucket": params["bucket"]},
         )
         groups: dict[tuple[dt.datetime, str, str], list[tuple[Any, ...]]] = defaultdict(list)
         for start, version, kind, *rest in result.rows:

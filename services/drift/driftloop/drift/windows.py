@@ -1,7 +1,8 @@
 """Reading a window of one model version's traffic out of ClickHouse, as numpy columns.
 
 A window is the last N live predictions of a version, or a fixed time window. ClickHouse
-selects and de-duplicates the rows (FINAL) and joins their labels; the statistics then
+selects and de-duplicates the rows (FINAL) and joins their labels (the prediction log's
+labelled-window query, driftloop.clickhouse.prediction_log); the statistics then
 run on the columns in numpy (driftloop.stats), against the version's frozen baseline.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftloop.clickhouse.client import ClickHouse
+from driftloop.clickhouse.prediction_log import Traffic, feature_columns, labelled_window_query
 from driftloop.kit.errors import InvalidArgument
 
 FloatArray = npt.NDArray[np.float64]
@@ -77,40 +79,16 @@ class WindowReader:
         numeric: list[str],
         categorical: list[str],
     ) -> WindowData:
-        params: dict[str, Any] = {"model": model, "version": version}
-        columns = []
-        for index, name in enumerate(numeric):
-            params[f"n{index}"] = name
-            columns.append(
-                f"if(mapContains(numbers, {{n{index}:String}}), numbers[{{n{index}:String}}], "
-                f"nan) AS n{index}"
-            )
-        for index, name in enumerate(categorical):
-            params[f"c{index}"] = name
-            columns.append(f"categories[{{c{index}:String}}] AS c{index}")
-        where = (
-            "model = {model:String} AND version = {version:String} AND role = 'live' AND error = ''"
+        features, feature_params = feature_columns(numeric, categorical)
+        traffic = (
+            Traffic(model, (version,), last_n=window.last_n)
+            if window.last_n
+            else Traffic(model, (version,), window.start, window.end)
         )
-        if window.last_n:
-            params["n"] = window.last_n
-            limit = "ORDER BY time DESC, request_id LIMIT {n:UInt32}"
-        else:
-            params["start"], params["end"] = window.start, window.end
-            where += (
-                " AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}"
-            )
-            limit = ""
-        predictions = self._ch.table("predictions")
-        labels = self._ch.table("labels")
-        selected = ", ".join(["request_id", "time", "output_value", "output_label", *columns])
-        sql = (
-            f"WITH p AS (SELECT {selected} FROM {predictions} FINAL WHERE {where} {limit}) "
-            "SELECT p.*, toFloat64(toUnixTimestamp64Micro(p.time)) AS time_us, "
-            "l.request_id != '' AS labelled, l.label AS truth_label, l.value AS truth_value, "
-            "l.truth_kind = 'label' AS truth_is_label "
-            f"FROM p LEFT JOIN (SELECT request_id, label, value, truth_kind FROM {labels} FINAL "
-            "WHERE request_id IN (SELECT request_id FROM p)) AS l ON p.request_id = l.request_id"
+        sql, params = labelled_window_query(
+            self._ch, traffic, ["output_value", "output_label", *features]
         )
+        params |= feature_params
         data = await self._ch.query_columns(sql, params)
         times = data["time_us"]
         if window.last_n:
