@@ -243,7 +243,11 @@ class DriftloopClient:
 
         if self._producer is None:
             producer = EventProducer(self._kafka, self._kafka.bootstrap_servers)
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
             self._producer = producer
         await self._producer.publish(TopicNames(self._kafka.topic_prefix).labels, request_id, event)
 
