@@ -56,6 +56,7 @@ def main(job: dict[str, Any]) -> dict[str, Any]:
         result = client.infer(model, tensors(rows), request_id=job["id"], parameters=parameters)
         response = result.get_response()
         metadata = client.get_model_metadata(model, as_json=True)
+        single = client.infer(model, tensors(rows[:1]))  # one row, no id: the gateway's
         first_text = next(name for name, value in rows[0].items() if isinstance(value, str))
         return {
             "live": client.is_server_live(),
@@ -69,6 +70,11 @@ def main(job: dict[str, Any]) -> dict[str, Any]:
                 name: result.as_numpy(name).tolist()
                 for name in OUTPUTS
                 if result.as_numpy(name) is not None
+            },
+            "single": {
+                "id": single.get_response().id,
+                "request_id": single.as_numpy("request_id").tolist(),
+                "value": single.as_numpy("value").tolist(),
             },
             "classes": json.loads(
                 result.get_output("probabilities").parameters["classes"].string_param

@@ -117,6 +117,9 @@ async def test_an_unchanged_oip_client_gets_predicts_answer_logged_with_its_vari
         assert outputs["request_id"] == ["oip-1-0", "oip-1-1", "oip-1-2"]
         assert outputs["version"] == [version] * 3 and outputs["variant"] == ["stable"] * 3
         assert (seen["id"], seen["model_version"]) == ("oip-1", version)
+        single = seen["single"]  # one row without an id: the gateway's id, echoed
+        assert len(single["id"]) == 32 and single["request_id"] == [single["id"]]
+        assert single["value"] == [predicted[0].output.value]
 
         # Health and metadata, from the champion's schema.
         assert seen["live"] and seen["ready"] and seen["model_ready"]
@@ -150,9 +153,18 @@ async def test_an_unchanged_oip_client_gets_predicts_answer_logged_with_its_vari
             return len(await logged()) == 3
 
         await until(all_logged, 30)
-        assert sorted((r["request_id"], r["variant"], r["entity_key"]) for r in await logged()) == [
-            (f"oip-1-{i}", "stable", "user-7") for i in range(3)
-        ]
+        by_id = {r["request_id"]: r for r in await logged()}
+        assert sorted(by_id) == ["oip-1-0", "oip-1-1", "oip-1-2"]
+        for i, row in enumerate(rows):
+            entry = by_id[f"oip-1-{i}"]
+            assert (entry["variant"], entry["version"], entry["entity_key"]) == (
+                "stable",
+                version,
+                "user-7",
+            )
+            assert entry["categories"]["region"] == row["region"]
+            assert entry["numbers"]["x0"] == row["x0"]
+            assert entry["output_value"] == predicted[i].output.value
 
         # The gateway's own gRPC metrics count the new service.
         assert handled("ModelInfer", "OK") >= 1
