@@ -152,10 +152,13 @@ class Rollouts:
         return f"{reason}; {NO_QUALITY}" if reason else NO_QUALITY
 
     def policy(self, model: str) -> events_pb2.RoutingPolicy:
-        """The written policy."""
+        """The written policy (a rollout always has one)."""
         policy = self._book.get(model)
         if policy is None:
-            raise NotFound(no_policy(model))
+            raise NotFound(
+                f"model {model!r} has no routing policy written, so no rollout: start one "
+                f"with `driftloop routing rollout --model {model} --candidate N`"
+            )
         return policy
 
     async def served(self, model: str) -> events_pb2.RoutingPolicy:
