@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 
 class LogSink:
     def __init__(self, prediction_log: PredictionLog, detection: OnlineDetection | None) -> None:
-        self._log = prediction_log
+        self._prediction_log = prediction_log
         self._detection = detection
 
     async def probe(self) -> None:
         """Raise unless ClickHouse answers: the consumer's test of a failure that passes."""
-        await self._log.ping()
+        await self._prediction_log.ping()
 
     async def __call__(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
@@ -43,7 +43,7 @@ class LogSink:
         table, labels_table = await asyncio.to_thread(
             lambda: (prediction_table(predictions), label_table(labels))
         )
-        written = await self._log.write_tables(table, labels_table)
+        written = await self._prediction_log.write_tables(table, labels_table)
         metrics.SINK_RECORDS.labels("prediction").inc(written[0])
         metrics.SINK_RECORDS.labels("label").inc(written[1])
         if self._detection is not None:

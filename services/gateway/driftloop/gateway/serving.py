@@ -63,7 +63,7 @@ class PredictionService:
     ) -> None:
         self._policies = policies
         self._pool = pool
-        self._log = prediction_log
+        self._prediction_log = prediction_log
         self._mirror = shadow_mirror
         self._recorder = recorder
         self._timeout = timeout_s
@@ -138,7 +138,7 @@ class PredictionService:
                 latency_ms = _ms(started)
                 model = request.model.model
                 self._recorder.record(model, chosen.version, False, latency_ms, 0.0)
-                self._log.offer(
+                self._prediction_log.offer(
                     request.request_id,
                     self._event(request, chosen, entity_key, latency_ms, error.code.value),
                 )
@@ -164,7 +164,7 @@ class PredictionService:
     ) -> None:
         event = self._event(request, chosen, entity_key, latency_ms)
         event.output.CopyFrom(response.output)
-        self._log.offer(request.request_id, event)
+        self._prediction_log.offer(request.request_id, event)
         shadows = routing.shadow_versions(policy, request.request_id)
         if shadows:
             mirror = events_pb2.ShadowRequest(
