@@ -1,7 +1,8 @@
 """The gateway's Open Inference Protocol API in the standalone composition (real broker,
 real ClickHouse engine), called by tritonclient, unchanged, from a process of its own
 (tests/integration/oip_client.py). The model has a champion and no routing policy: the
-gateway's default policy serves it."""
+gateway's default policy serves it. Then the one-matrix layout, through the gateway's own
+generated stub (this process never imports tritonclient)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.settings import KafkaSettings
+from driftloop.models.convert import row_to_proto
 from driftloop.models.registration import version_record
 from driftloop.models.training import TrainingSpec, train_linear
+from driftloop.oip.v2 import grpc_predict_v2_pb2 as oip_pb2
+from driftloop.oip.v2 import grpc_predict_v2_pb2_grpc as oip_grpc
+from driftloop.v1 import gateway_pb2, registry_pb2
 from tests.conftest import REPO
-from tests.integration.stack import until
+from tests.datasets import churn, without
+from tests.integration.stack import ADMIN, Stack, until
 from tests.retrain_data import MODEL, population, rows_of
 from tests.standalone import standalone
 
@@ -170,3 +178,56 @@ async def test_an_unchanged_oip_client_gets_predicts_answer_logged_with_its_vari
         assert handled("ModelInfer", "OK") >= 1
         assert handled("ModelInfer", "InvalidArgument") >= 1
         assert handled("ModelMetadata", "OK") >= 1
+
+
+async def test_a_numeric_model_takes_one_matrix_and_mistakes_name_the_tensor(stack: Stack) -> None:
+    """The [batch, n_features] layout, through the gateway's own stub (in process)."""
+    trained = train_linear(
+        without(churn(), "segment", "spend", "plan", "region"),
+        TrainingSpec(target="churned", seed=1),
+    )
+    record = version_record(
+        trained, model="churn", artifact_sha256=stack.store.put(trained.artifact), source="t"
+    )
+    registered = await stack.registry.RegisterModelVersion(
+        registry_pb2.RegisterModelVersionRequest(version=record), timeout=10, metadata=ADMIN
+    )
+    await stack.champion(registered.version)
+    gateway = await stack.gateway()
+    channel = open_channel(f"127.0.0.1:{stack.gateways[-1].port}")
+    stack.channels.append(channel)
+    oip = oip_grpc.GRPCInferenceServiceStub(channel)
+    rows = [{f"x{i}": 0.25 * i - 0.5 * n for i in range(6)} for n in range(3)]
+    predicted = [
+        await gateway.Predict(
+            gateway_pb2.PredictRequest(model="churn", row=row_to_proto(row)), timeout=10
+        )
+        for row in rows
+    ]
+    matrix = np.array([[row[f"x{i}"] for i in range(6)] for row in rows], dtype="<f4")
+    request = oip_pb2.ModelInferRequest(
+        model_name="churn",
+        id="m-1",
+        inputs=[oip_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32")],
+        outputs=[oip_pb2.ModelInferRequest.InferRequestedOutputTensor(name="value")],
+        raw_input_contents=[matrix.tobytes()],
+    )
+    request.inputs[0].shape.extend([3, 6])
+    response = await oip.ModelInfer(request, timeout=10)
+    assert [o.name for o in response.outputs] == ["value"]
+    values = np.frombuffer(response.raw_output_contents[0], dtype="<f8").tolist()
+    # FP32 in, as sent: the same rows as Predict's once rounded to float32.
+    assert values == pytest.approx([p.output.value for p in predicted], abs=1e-6)
+
+    del request.inputs[0].shape[:]
+    request.inputs[0].shape.extend([3, 5])
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await oip.ModelInfer(request, timeout=10)
+    assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "inputs[input]" in str(wrong.value.details())
+    assert "[batch, 6]" in str(wrong.value.details())
+    request.model_version = registered.version
+    with pytest.raises(grpc.aio.AioRpcError) as pinned:
+        await oip.ModelInfer(request, timeout=10)
+    assert pinned.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "model_version" in str(pinned.value.details())
