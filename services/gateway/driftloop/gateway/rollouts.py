@@ -179,7 +179,8 @@ class Rollouts:
         if expected_revision != current_revision:
             raise FailedPrecondition(
                 f"the policy of {policy.model!r} is at revision {current_revision}, not "
-                f"{expected_revision}; read it again and retry"
+                f"{expected_revision}; read it again and retry (`driftloop routing show --model "
+                f"{policy.model}`)"
             )
         new = events_pb2.RoutingPolicy()
         new.CopyFrom(policy)
@@ -223,7 +224,8 @@ class Rollouts:
             raise InvalidArgument("candidate_version", f"version {candidate} is already stable")
         if _candidate(policy):
             raise FailedPrecondition(
-                f"{request.model} already has a rollout; promote or roll it back first"
+                f"{request.model} already has a rollout; promote or roll it back first "
+                f"(`driftloop routing promote|rollback --model {request.model}`)"
             )
         shadow_first = request.shadow_first.min_compared > 0
         if shadow_first and request.strategy != gateway_pb2.ROLLOUT_STRATEGY_CANARY:
@@ -281,11 +283,15 @@ class Rollouts:
         if policy.shadow_gate.candidate_version:
             raise FailedPrecondition(
                 f"{model} v{policy.shadow_gate.candidate_version} is still in its shadow phase: "
-                "wait for the canary, or roll it back"
+                f"wait for the canary, or roll it back (`driftloop routing rollback --model "
+                f"{model}`)"
             )
         candidate = policy.canary.candidate_version or policy.blue_green.active_version
         if not candidate:
-            raise FailedPrecondition(f"{model} has no rollout to promote")
+            raise FailedPrecondition(
+                f"{model} has no rollout to promote; start one with `driftloop routing rollout "
+                f"--model {model} --candidate N`"
+            )
         champion = await self._champions.current(model)
         await self._champions.move(model, candidate, champion, reason or "promoted by the gateway")
         previous = policy.stable_version
@@ -304,7 +310,9 @@ class Rollouts:
         policy = self._copy(model)
         candidate = _candidate(policy)
         if not candidate:
-            raise FailedPrecondition(f"{model} has no rollout to roll back")
+            raise FailedPrecondition(
+                f"{model} has no rollout to roll back (`driftloop routing show --model {model}`)"
+            )
         _close_gate(policy)
         policy.ClearField("canary")
         policy.ClearField("blue_green")
