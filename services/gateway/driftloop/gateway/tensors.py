@@ -85,9 +85,11 @@ def decode(request: oip.ModelInferRequest, schema: common_pb2.InputSchema) -> li
             "raw_input_contents", f"{len(raw)} entries for {len(inputs)} inputs: one per input"
         )
     names = [tensor.name for tensor in inputs]
+    given: set[str] = set()
     for name in names:
-        if names.count(name) > 1:
+        if name in given:
             raise InvalidArgument(f"inputs[{name}]", "given twice")
+        given.add(name)
     features = {spec.name: spec for spec in schema.features}
     if names == [MATRIX] and MATRIX not in features:
         return _matrix_rows(inputs[0], raw[0] if raw else None, schema)
@@ -190,7 +192,8 @@ def _elements(tensor: Tensor, raw: bytes | None, field: str, count: int) -> list
                 f"{len(raw)} raw bytes, expected {count} {datatype} elements "
                 f"({count * dtype.itemsize} bytes)",
             )
-        return [float(x) for x in np.frombuffer(raw, dtype=dtype)]
+        numbers: list[float | str] = np.frombuffer(raw, dtype=dtype).astype(np.float64).tolist()
+        return numbers
     if datatype == "FP16":
         raise InvalidArgument(field, "FP16 elements can only be sent in raw_input_contents")
     elements = list(getattr(tensor.contents, CONTENTS_FIELD[datatype]))
