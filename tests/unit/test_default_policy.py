@@ -105,6 +105,17 @@ async def test_models_without_a_champion_cannot_grow_memory(
     assert registry.asked == 25
 
 
+async def test_closing_cancels_the_registry_calls_in_flight() -> None:
+    registry = Registry("3")
+    registry.gate = asyncio.Event()  # never set: the registry does not answer
+    served = ServedPolicies(PolicyBook(), registry)
+    waiting = asyncio.create_task(served.policy("churn"))
+    await registry.called.wait()
+    await served.close()
+    results = await asyncio.gather(waiting, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+
+
 def test_the_error_names_the_commands_that_fix_it() -> None:
     message = no_policy("churn")
     assert "driftloop models alias --model churn --alias champion --version N" in message

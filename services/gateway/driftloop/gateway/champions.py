@@ -110,6 +110,13 @@ class ServedPolicies:
         # shield: one caller's cancelled deadline must not cancel the others' shared call
         return await asyncio.shield(asking)
 
+    async def close(self) -> None:
+        """Cancel the registry calls in flight (the server has stopped: nobody waits)."""
+        asking = list(self._asking.values())
+        for call in asking:
+            call.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+
     def _asked(self, model: str, done: asyncio.Future[str]) -> None:
         self._asking.pop(model, None)
         if not done.cancelled():

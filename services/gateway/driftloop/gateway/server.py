@@ -181,6 +181,7 @@ class GatewayService:
         await self._log_producer.stop()
         await self._producer.stop()
         await self.pool.close()
+        await self.served.close()
         await self._registry_channel.close()
         for channel in (self._drift_channel, self._shadow_channel):
             if channel is not None:
