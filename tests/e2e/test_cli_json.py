@@ -136,6 +136,8 @@ async def test_every_command_prints_json_and_nothing_else(tmp_path: Path) -> Non
 
         status = await cli("status")
         assert {s["health"] for s in status["services"].values()} == {"serving"}
+        one = await cli("status", "--service", "gateway")
+        assert one["services"]["gateway"]["health"] == "serving"
         assert isinstance(await cli("settings"), list)
         assert "created" in await cli("topics")
         assert (await cli("schema", "print"))["statements"]

@@ -177,4 +177,5 @@ async def test_policy_trigger_and_inspect_a_run_from_the_cli(served: Served) -> 
     # An expected failure: one line on stderr, exit status 2, nothing on stdout.
     assert missing.code == 2 and missing.out == "", missing
     assert missing.err.count("\n") == 1 and "Traceback" not in missing.err
-    assert missing.err.startswith("driftloop: NOT_FOUND: no retraining run")
+    assert missing.err.startswith("driftloop: retrainer at 127.0.0.1:")
+    assert ": NOT_FOUND: no retraining run" in missing.err

@@ -237,7 +237,11 @@ async def status(args: argparse.Namespace) -> int:
     if args.service:
         # A container's health check: this one service, nothing else asked.
         state = await health(targets[args.service])
-        print(f"{args.service} {targets[args.service]} {state}")
+        if args.json:
+            entry = {"target": targets[args.service], "health": state}
+            print(json.dumps({"services": {args.service: entry}}, indent=2))
+        else:
+            print(f"{args.service} {targets[args.service]} {state}")
         return 0 if state == SERVING else EXIT_FAILED
     states = await asyncio.gather(*(health(target) for target in targets.values()))
     kafka = load_settings(KafkaSettings)
