@@ -91,6 +91,11 @@ def test_a_malformed_tag_is_one_line() -> None:
     assert_one_line(result, "--tag", "'foo' is not key=value", "driftloop models register --help")
 
 
+def test_a_bad_time_is_one_line() -> None:
+    result = driftloop("models", "history", "--model", "churn", "--at", "yesterday")
+    assert_one_line(result, "--at", "'yesterday' is not an ISO time")
+
+
 def test_an_unknown_command_or_missing_option_is_one_line() -> None:
     assert_one_line(driftloop("nosuch"), "invalid choice")
     assert_one_line(driftloop("models", "list"), "--model")

@@ -75,7 +75,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     history = actions.add_parser("history", help="every alias move of a model")
     history.add_argument("--model", required=True)
     history.add_argument("--alias", default="")
-    history.add_argument("--at", help="ISO time: which version each alias pointed to then")
+    history.add_argument(
+        "--at", type=iso_time, help="ISO time: which version each alias pointed to then"
+    )
     history.set_defaults(run=run_history)
 
     predict = sub.add_parser(
@@ -128,6 +130,15 @@ def json_row(text: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise argparse.ArgumentTypeError(f"a JSON object is needed, not {type(row).__name__}")
     return row
+
+
+def iso_time(text: str) -> dt.datetime:
+    """An --at: an ISO 8601 time, UTC unless it says otherwise."""
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time") from None
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -290,8 +301,7 @@ async def run_history(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
         moves = await client.alias_history(args.model, args.alias)
         if args.at:
-            at = dt.datetime.fromisoformat(args.at)
-            at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+            at = args.at
             pointed = {
                 alias: (await client.resolve_alias(args.model, alias, at)).version
                 for alias in sorted({m.alias for m in moves})
