@@ -8,6 +8,7 @@ listens (a port bound and released: connections are refused at once).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -129,6 +130,15 @@ def test_an_unreachable_clickhouse_server_is_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = driftloop("schema", "apply", env={"DRIFTLOOP_CLICKHOUSE_URL": url})
     assert_one_line(result, "ClickHouse", url, "DRIFTLOOP_CLICKHOUSE_URL")
+
+
+def test_an_embedded_clickhouse_folder_in_use_is_one_line(tmp_path: Path) -> None:
+    tmp_path.joinpath("clickhouse").mkdir()
+    with tmp_path.joinpath("clickhouse", ".driftloop.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running service holds it
+        env = {"DRIFTLOOP_CLICKHOUSE_PATH": str(tmp_path / "clickhouse")}
+        result = driftloop("schema", "apply", env=env)
+    assert_one_line(result, "ClickHouse", "is open in another process", "DRIFTLOOP_CLICKHOUSE_URL")
 
 
 def test_a_bad_setting_is_one_line_naming_the_variable() -> None:

@@ -95,8 +95,11 @@ def _clickhouse(error: BaseException) -> str | None:
     if backend is None or not isinstance(error, backend.ClickHouseError):
         return None
     url = os.environ.get("DRIFTLOOP_CLICKHOUSE_URL")
-    where = f"the server at {url} (DRIFTLOOP_CLICKHOUSE_URL)" if url else "embedded ClickHouse"
-    return f"ClickHouse: {where}: {error}"
+    if url:
+        return f"ClickHouse: the server at {url} (DRIFTLOOP_CLICKHOUSE_URL): {error}"
+    if "DRIFTLOOP_CLICKHOUSE" in str(error):  # it says what to set already
+        return f"ClickHouse: {error}"
+    return f"ClickHouse: {error} (DRIFTLOOP_CLICKHOUSE_PATH sets the embedded engine's folder)"
 
 
 def _files(error: BaseException) -> str | None:
