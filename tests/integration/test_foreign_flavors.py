@@ -44,7 +44,7 @@ def rows_of(table: Table) -> list[Row]:
 def shifted(table: Table) -> Table:
     """The traffic: x0 moved by two standard deviations, everything else as trained."""
     columns = dict(table.columns)
-    columns["x0"] = columns["x0"] + 2.0
+    columns["x0"] = columns["x0"].astype(np.float64) + 2.0
     return Table(columns)
 
 

@@ -15,6 +15,7 @@ from driftloop.cli.calls import UsageError, as_dict, print_json, with_client
 
 if TYPE_CHECKING:  # the client, gRPC and the models are imported when a command runs
     from driftloop.client import DriftloopClient
+    from driftloop.models.schema import Schema
     from driftloop.v1 import registry_pb2
 
 
@@ -31,19 +32,55 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--data", type=Path, help="training data (.csv or .parquet): trains the linear flavor"
     )
     source.add_argument(
-        "--artifact", type=Path, help="a model file (river pickle, or a python-flavor file)"
+        "--artifact",
+        type=Path,
+        help="a model trained elsewhere: a scikit-learn file (skops; pickle/joblib only with "
+        "--trust-pickle), an ONNX file, an MLflow model directory of either, a river pickle "
+        "or a python-flavor file",
     )
-    register.add_argument("--target", help="the label column (with --data)")
+    register.add_argument(
+        "--target", help="the label column (of --data, or of --reference-data and --holdout)"
+    )
+    register.add_argument(
+        "--reference-data",
+        type=Path,
+        help="with --artifact: data like the model's training data (.csv or .parquet); the "
+        "drift baseline is computed from it (and the schema, unless --schema or an MLflow "
+        "signature gives it). Without it the version has no baseline",
+    )
+    register.add_argument(
+        "--holdout",
+        type=Path,
+        help="with --artifact: labelled data (.csv or .parquet, with --target) for the holdout "
+        "metrics concept drift is compared with",
+    )
+    register.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="accept a scikit-learn pickle or joblib file: loading one runs any code it names "
+        "(in this process and in the inference service), so only for files you trust",
+    )
     register.add_argument(
         "--task", default="auto", choices=["auto", "binary", "multiclass", "regression"]
     )
     register.add_argument("--seed", type=int, default=0)
     register.add_argument("--l2", type=float, default=1.0)
-    register.add_argument("--flavor", choices=["river", "python"], help="with --artifact")
     register.add_argument(
-        "--schema", type=Path, help='with --artifact: JSON {"age": "number", "plan": "category"}'
+        "--flavor",
+        choices=["sklearn", "onnx", "river", "python"],
+        help="with --artifact (an MLflow directory says its own)",
     )
-    register.add_argument("--output-kind", choices=["binary", "multiclass", "regression"])
+    register.add_argument(
+        "--schema",
+        type=Path,
+        help='with --artifact: JSON {"age": "number", "plan": "category"} (or '
+        '{"kind": "number", "allow_nan": true} for a feature that may be NaN)',
+    )
+    register.add_argument(
+        "--output-kind",
+        choices=["binary", "multiclass", "regression"],
+        help="with --artifact: default, what the model says (a classifier's classes)",
+    )
     register.add_argument("--entry-point", default="", help="python flavor: module:Class")
     register.add_argument("--parent", default="", help="the version this one was retrained from")
     register.add_argument(
@@ -166,11 +203,27 @@ def _moved(move: registry_pb2.AliasMove) -> str:
     return f"{move.model}: alias {move.alias} -> version {move.version} (was {was})"
 
 
-async def run_register(args: argparse.Namespace) -> int:
-    from driftloop.models.convert import OUTPUT_KINDS, schema_to_proto
+def _schema(spec: object) -> Schema:
+    """--schema's JSON: {"age": "number", "plan": "category", "x": {"kind": "number",
+    "allow_nan": true}}."""
     from driftloop.models.schema import Feature, Schema
-    from driftloop.v1 import registry_pb2
 
+    if not isinstance(spec, dict) or not spec:
+        raise UsageError('--schema: expected a JSON object such as {"age": "number"}')
+    features = []
+    for name, value in spec.items():
+        kind, allow_nan = (
+            (value.get("kind"), bool(value.get("allow_nan")))
+            if isinstance(value, dict)
+            else (value, False)
+        )
+        if kind not in ("number", "category"):
+            raise UsageError(f"--schema: {name}: the kind must be number or category")
+        features.append(Feature(name, kind, allow_nan=allow_nan and kind == "number"))
+    return Schema(tuple(features))
+
+
+async def run_register(args: argparse.Namespace) -> int:
     tags = dict(args.tag)
     # With --json, stdout is the JSON alone: progress goes to stderr.
     progress = sys.stderr if args.json else sys.stdout
@@ -198,23 +251,30 @@ async def run_register(args: argparse.Namespace) -> int:
                 tags=tags,
             )
         else:
-            if not (args.flavor and args.schema and args.output_kind):
-                raise UsageError("--artifact needs --flavor, --schema and --output-kind")
-            spec = json.loads(await asyncio.to_thread(args.schema.read_text))
-            schema = Schema(tuple(Feature(name, kind) for name, kind in spec.items()))
-            digest = await client.upload_artifact(await asyncio.to_thread(args.artifact.read_bytes))
-            record = await client.register(
-                registry_pb2.ModelVersion(
-                    model=args.model,
-                    flavor=args.flavor,
-                    artifact_sha256=digest,
-                    schema=schema_to_proto(schema),
-                    output_kind=OUTPUT_KINDS[args.output_kind],
-                    entry_point=args.entry_point,
-                    parent_version=args.parent,
-                    tags=tags,
-                )
+            schema = None
+            if args.schema is not None:
+                schema = _schema(json.loads(await asyncio.to_thread(args.schema.read_text)))
+            print(f"loading {args.artifact} ...", file=progress, flush=True)
+            record = await client.register_artifact(
+                args.model,
+                args.artifact,
+                flavor=args.flavor,
+                schema=schema,
+                output_kind=args.output_kind,
+                reference_data=args.reference_data,
+                holdout=args.holdout,
+                target=args.target,
+                trust_pickle=args.trust_pickle,
+                entry_point=args.entry_point,
+                parent_version=args.parent,
+                tags=tags,
             )
+            if not record.HasField("baseline"):
+                print(
+                    "no --reference-data: this version has no drift baseline, and its drift "
+                    "reports will say so",
+                    file=progress,
+                )
         metrics = ", ".join(f"{m.name}={m.value:.4f}" for m in record.metrics)
         print(
             f"registered {record.model} version {record.version} ({record.flavor}, artifact "
