@@ -5,6 +5,7 @@ environment, and which calls are retried when a service is unavailable."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import grpc
@@ -57,6 +58,16 @@ async def test_the_blocking_client_is_the_same_api(stack: Stack) -> None:
         raise AssertionError("no NotFound")
 
     assert await asyncio.to_thread(use) == (version, "notebook", "NOT_FOUND")
+
+
+def test_the_blocking_client_has_every_method() -> None:
+    asynchronous = {
+        name
+        for name, method in inspect.getmembers(DriftloopClient)
+        if not name.startswith("_") and inspect.iscoroutinefunction(method)
+    }
+    assert asynchronous - set(dir(Client)) == set()
+    assert Client.serve.__doc__ == DriftloopClient.serve.__doc__
 
 
 def test_from_env_reads_the_cli_variables(monkeypatch: pytest.MonkeyPatch) -> None:
