@@ -104,7 +104,7 @@ async def run_sink(
 
     detection = OnlineDetection(
         StaticBaselines(),
-        LabelJoin(86_400, 1_000_000),
+        LabelJoin(86_400, 100_000),
         Alerts(no_alerts, 300),
         10_000_000,
         no_record,

@@ -122,14 +122,19 @@ async def drift(
     registry_server = GrpcServer("registry", GrpcServerSettings(host="127.0.0.1", port=0))
     registry_server.add_service(registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"], registry)
     registry_port = await registry_server.start()
+    # The parameter: the sink engine's name, or settings of the test's own.
+    param = getattr(request, "param", "aiokafka")
+    own: dict[str, Any] = {"sink_engine": param} if isinstance(param, str) else param
     settings = DriftSettings(
-        host="127.0.0.1",
-        port=0,
-        registry_target=f"127.0.0.1:{registry_port}",
-        sink_batch=5000,
-        evaluate_every_s=3600,
-        window_last_n=2000,
-        sink_engine=getattr(request, "param", "aiokafka"),
+        **{
+            "host": "127.0.0.1",
+            "port": 0,
+            "registry_target": f"127.0.0.1:{registry_port}",
+            "sink_batch": 5000,
+            "evaluate_every_s": 3600,
+            "window_last_n": 2000,
+            **own,
+        }
     )
     service = DriftService(settings, kafka_settings, kafka_settings.bootstrap_servers, clickhouse)
     port = await service.start()
@@ -230,6 +235,40 @@ async def test_a_new_label_relation_is_concept_drift_once_labels_arrive(
     assert after.concept_drift and not after.data_drift and not after.prediction_drift
     kinds = {alert.kind for alert in await drift.alerts()}
     assert kinds == {events_pb2.DRIFT_KIND_CONCEPT}
+
+
+@pytest.mark.parametrize("drift", [{"label_pending_per_partition": 100}], indirect=True)
+async def test_pending_label_join_entries_stay_under_the_bound_with_labels_that_never_come(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    def evicted() -> float:
+        sample = REGISTRY.get_sample_value(
+            "driftloop_drift_label_join_evicted_total", {"reason": "capacity"}
+        )
+        return sample or 0.0
+
+    before = evicted()
+    drift.register(trained, "1")
+    stream = drift_streams.stream(
+        trained, drift_streams.table(6000, seed=48), model=MODEL, version="1"
+    )
+    await drift.send(stream, labels=False)
+
+    async def observed() -> bool:
+        return drift.service.detection.events.get((MODEL, "1")) == 6000
+
+    await until(observed, 90)
+    join = drift.service.join
+    held = [join.pending_predictions(p) for p in range(drift.kafka.partitions)]
+    assert held == [100] * drift.kafka.partitions  # ~2000 a partition came, 100 stay
+    assert join.pending == 100 * drift.kafka.partitions
+    assert join.evictions == 6000 - join.pending and evicted() - before == join.evictions
+    # ClickHouse stays the source of truth: labels of any age join there.
+    await drift.send_labels(stream.labels[-2000:])
+    await drift.logged(6000, 2000)
+    report = await drift.service.evaluator.evaluate(MODEL, "1")
+    assert report is not None and report.labelled == 2000
+    assert join.pending_labels(0) <= 100
 
 
 @pytest.mark.parametrize("drift", ["aiokafka", "faust"], indirect=True)

@@ -149,7 +149,7 @@ def test_errors_rising_after_labels_is_an_online_concept_alarm(trained: TrainedM
 
 def test_labels_join_in_either_order_within_the_horizon() -> None:
     now = [0.0]
-    join = LabelJoin(horizon_s=60, max_pending=10, clock=lambda: now[0])
+    join = LabelJoin(horizon_s=60, per_partition=10, clock=lambda: now[0])
     served = Served("m", "1", "binary", "1", 0.9)
     assert join.prediction("a", served) is None
     outcome = join.label("a", Truth("0", 0.0, True))
@@ -162,6 +162,40 @@ def test_labels_join_in_either_order_within_the_horizon() -> None:
     assert join.label("d", Truth("1", 0.0, True)) is None  # expires "c"
     assert join.label("c", Truth("1", 0.0, True)) is None
     assert join.expired == 1
+
+
+def test_the_label_join_holds_at_most_its_bound_per_partition_with_labels_that_never_come() -> None:
+    evicted: list[tuple[str, int]] = []
+    join = LabelJoin(
+        horizon_s=86_400,
+        per_partition=100,
+        clock=lambda: 0.0,
+        evicted=lambda reason, entries: evicted.append((reason, entries)),
+    )
+    served = Served("m", "1", "binary", "1", 0.9)
+    for i in range(10_000):
+        assert join.prediction(f"r{i}", served, partition=i % 3) is None
+        assert join.pending_predictions(i % 3) <= 100
+    assert [join.pending_predictions(p) for p in range(3)] == [100, 100, 100]
+    assert join.pending == 300 and join.evictions == 10_000 - 300
+    assert sum(n for reason, n in evicted if reason == "capacity") == 9_700
+    # The newest of each partition still join (r9999 is in partition 0), the oldest do not.
+    assert join.label("r9999", Truth("0", 0.0, True), partition=0) is not None
+    assert join.label("r0", Truth("0", 0.0, True), partition=0) is None
+    # Labels waiting for predictions that never come are bounded the same way.
+    for i in range(500):
+        join.label(f"orphan{i}", Truth("1", 0.0, True), partition=1)
+    assert join.pending_labels(1) == 100
+    # A label on another partition than its prediction (another partitioner) still joins.
+    assert join.label("r9998", Truth("1", 0.0, True), partition=0) is not None
+
+
+def test_the_label_join_expires_idle_partitions_on_request() -> None:
+    now = [0.0]
+    join = LabelJoin(horizon_s=60, per_partition=100, clock=lambda: now[0])
+    join.prediction("a", Served("m", "1", "binary", "1", 0.9), partition=4)
+    now[0] = 61.0
+    assert join.expire() == 1 and join.pending == 0 and join.expired == 1
 
 
 async def test_alerts_are_debounced_per_model_version_and_kind(trained: TrainedModel) -> None:

@@ -109,8 +109,11 @@ class DriftSettings(GrpcServerSettings):
         description="how long the online join holds a prediction for its label (or a label "
         "for its prediction); ClickHouse joins labels of any age, this bounds memory only",
     )
-    label_pending_max: Annotated[int, Field(ge=1_000)] = Field(
-        default=1_000_000, description="most predictions and labels held waiting in the online join"
+    label_pending_per_partition: Annotated[int, Field(ge=100)] = Field(
+        default=100_000,
+        description="most predictions held waiting for their label in the online join per "
+        "partition of the predictions topic (as many labels waiting for their prediction); "
+        "the oldest beyond are evicted and counted (driftloop_drift_label_join_evicted_total)",
     )
     evaluate_every_s: Annotated[float, Field(gt=0)] = Field(
         default=60.0,

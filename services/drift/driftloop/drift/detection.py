@@ -62,9 +62,15 @@ class OnlineDetection:
         self.events: dict[tuple[str, str], int] = {}
 
     async def observe(
-        self, predictions: pa.Table, labels: Sequence[events_pb2.LabelEvent]
+        self,
+        predictions: pa.Table,
+        labels: Sequence[events_pb2.LabelEvent],
+        prediction_partitions: Sequence[int],
+        label_partitions: Sequence[int],
     ) -> list[events_pb2.DriftAlert]:
-        """Feed a batch: `predictions` as prediction_log.prediction_table builds it."""
+        """Feed a batch: `predictions` as prediction_log.prediction_table builds it, and
+        the Kafka partition of each prediction row and of each label (the join's bound is
+        per partition)."""
         column = {
             name: predictions.column(name).to_numpy(zero_copy_only=False) for name in _COLUMNS
         }
@@ -81,13 +87,16 @@ class OnlineDetection:
                 column["output_label"][row],
                 column["output_value"][row],
             )
-            outcome = self._join.prediction(column["request_id"][row], served)
+            outcome = self._join.prediction(
+                column["request_id"][row], served, prediction_partitions[row]
+            )
             if outcome is not None:
                 outcomes.setdefault((outcome.model, outcome.version), []).append(outcome.error)
-        for label in labels:
-            outcome = self._join.label(label.request_id, _truth(label))
+        for label, partition in zip(labels, label_partitions, strict=True):
+            outcome = self._join.label(label.request_id, _truth(label), partition)
             if outcome is not None:
                 outcomes.setdefault((outcome.model, outcome.version), []).append(outcome.error)
+        self._join.expire()
         numbers = predictions.column("numbers").combine_chunks()
         raised = []
         for key in sorted(served_rows.keys() | outcomes.keys()):

@@ -1,9 +1,16 @@
 """The online label join: predictions wait for their labels, labels for their predictions,
 each for at most the horizon; a meeting yields the prediction's error for the detectors.
 
-This is the stream's view only (memory bounded by the horizon and a size cap; lost on a
-restart). ClickHouse holds every prediction and label for good and joins them in the
-predictions_labelled view, so windowed performance never depends on this.
+This is the stream's view only, and its memory is bounded: each Kafka partition holds at
+most `per_partition` waiting predictions (and as many waiting labels); past that the oldest
+is evicted and counted, as is what waited longer than the horizon. Labels that never come
+(partial coverage at thousands of predictions a second) therefore cost a fixed amount of
+memory, never a growing one. Predictions and labels are keyed by request id with the same
+partitioner, so a label normally meets its prediction in its own partition; the other
+partitions this replica holds are looked at too (a label producer with another partitioner
+still joins on one replica). Entries are lost on a restart. ClickHouse holds every prediction
+and label for good and joins them in the predictions_labelled view: windowed performance and
+reports never depend on this join.
 """
 
 from __future__ import annotations
@@ -12,10 +19,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from driftloop.drift.outcomes import errors
+
+# Why an entry left the join without meeting its other half.
+Eviction = Literal["capacity", "horizon"]
+Evicted = Callable[[Eviction, int], None]
+T = TypeVar("T")
+# One side of one partition: request id -> (arrival time, item), oldest first.
+Waiting = OrderedDict[str, tuple[float, T]]
+
+
+def _not_counted(reason: Eviction, entries: int) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,45 +64,93 @@ class LabelJoin:
     def __init__(
         self,
         horizon_s: float,
-        max_pending: int,
+        per_partition: int,
         clock: Callable[[], float] = time.monotonic,
+        evicted: Evicted = _not_counted,
     ) -> None:
         self._horizon = horizon_s
-        self._max = max_pending
+        self._max = per_partition
         self._clock = clock
-        self._served: OrderedDict[str, tuple[float, Served]] = OrderedDict()
-        self._truths: OrderedDict[str, tuple[float, Truth]] = OrderedDict()
+        self._evicted = evicted
+        self._served: dict[int, Waiting[Served]] = {}
+        self._truths: dict[int, Waiting[Truth]] = {}
         self.expired = 0
+        self.evictions = 0
 
     @property
     def pending(self) -> int:
-        return len(self._served) + len(self._truths)
+        """Predictions and labels waiting, all partitions together."""
+        return sum(map(len, self._served.values())) + sum(map(len, self._truths.values()))
 
-    def prediction(self, request_id: str, served: Served) -> Outcome | None:
-        waiting = self._truths.pop(request_id, None)
+    def pending_predictions(self, partition: int) -> int:
+        return len(self._served.get(partition, ()))
+
+    def pending_labels(self, partition: int) -> int:
+        return len(self._truths.get(partition, ()))
+
+    def prediction(self, request_id: str, served: Served, partition: int = 0) -> Outcome | None:
+        waiting = self._take(self._truths, partition, request_id)
         if waiting is not None:
-            return _outcome(served, waiting[1])
-        self._served[request_id] = (self._clock(), served)
-        self._trim()
+            return _outcome(served, waiting)
+        self._hold(self._served.setdefault(partition, OrderedDict()), request_id, served)
         return None
 
-    def label(self, request_id: str, truth: Truth) -> Outcome | None:
-        waiting = self._served.pop(request_id, None)
+    def label(self, request_id: str, truth: Truth, partition: int = 0) -> Outcome | None:
+        waiting = self._take(self._served, partition, request_id)
         if waiting is not None:
-            return _outcome(waiting[1], truth)
-        self._truths[request_id] = (self._clock(), truth)
-        self._trim()
+            return _outcome(waiting, truth)
+        self._hold(self._truths.setdefault(partition, OrderedDict()), request_id, truth)
         return None
 
-    def _trim(self) -> None:
-        """Drop what waited longer than the horizon, and the oldest beyond the size cap."""
+    def expire(self) -> int:
+        """Drop what waited longer than the horizon in every partition (a partition that
+        gets no more records is cleaned too); the number dropped."""
+        before = self.expired
+        for served in self._served.values():
+            self._expire(served)
+        for truths in self._truths.values():
+            self._expire(truths)
+        return self.expired - before
+
+    def _hold(self, waiting: Waiting[T], key: str, item: T) -> None:
+        waiting[key] = (self._clock(), item)
+        waiting.move_to_end(key)  # a replayed request id is as new as its last arrival
+        self._expire(waiting)
+        over = len(waiting) - self._max
+        if over > 0:
+            for _ in range(over):
+                waiting.popitem(last=False)
+            self.evictions += over
+            self._evicted("capacity", over)
+
+    def _take(self, sides: dict[int, Waiting[T]], partition: int, request_id: str) -> T | None:
+        """The item waiting under `request_id` (in `partition` first, then in any other),
+        unless it waited longer than the horizon: then it is dropped as expired."""
+        found = None
+        own = sides.get(partition)
+        if own is not None:
+            found = own.pop(request_id, None)
+        if found is None:
+            for number, waiting in sides.items():
+                if number != partition and (found := waiting.pop(request_id, None)):
+                    break
+        if found is None:
+            return None
+        if found[0] < self._clock() - self._horizon:
+            self.expired += 1
+            self._evicted("horizon", 1)
+            return None
+        return found[1]
+
+    def _expire(self, waiting: Waiting[T]) -> None:
         oldest = self._clock() - self._horizon
-        for pending in (self._served, self._truths):
-            while pending and (
-                next(iter(pending.values()))[0] < oldest or self.pending > self._max
-            ):
-                pending.popitem(last=False)
-                self.expired += 1
+        dropped = 0
+        while waiting and next(iter(waiting.values()))[0] < oldest:
+            waiting.popitem(last=False)
+            dropped += 1
+        if dropped:
+            self.expired += dropped
+            self._evicted("horizon", dropped)
 
 
 def _outcome(served: Served, truth: Truth) -> Outcome:

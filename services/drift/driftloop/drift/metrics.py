@@ -28,6 +28,13 @@ LABELS_PENDING = Gauge(
     "driftloop_drift_labels_pending",
     "Predictions and labels waiting for each other in the online join.",
 )
+LABEL_JOIN_EVICTED = Counter(
+    "driftloop_drift_label_join_evicted_total",
+    "Predictions and labels dropped from the online join without meeting their other half, "
+    "by reason: capacity (the partition's bound was reached: the oldest went) or horizon "
+    "(waited longer than the label horizon).",
+    ["reason"],
+)
 REPORT_SECONDS = Histogram(
     "driftloop_drift_report_seconds",
     "Time to read a window from ClickHouse and compute its drift report.",

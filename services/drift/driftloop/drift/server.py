@@ -85,7 +85,11 @@ class DriftService:
         self._registry_channel = open_channel(settings.registry_target)
         self.baselines = RegistryBaselines(self._registry_channel, settings.registry_timeout_s)
         self.alerts = Alerts(self._publish_alert, settings.alert_debounce_s)
-        self.join = LabelJoin(settings.label_horizon_s, settings.label_pending_max)
+        self.join = LabelJoin(
+            settings.label_horizon_s,
+            settings.label_pending_per_partition,
+            evicted=lambda reason, entries: metrics.LABEL_JOIN_EVICTED.labels(reason).inc(entries),
+        )
         self.detection = OnlineDetection(
             self.baselines,
             self.join,

@@ -22,6 +22,7 @@ from driftloop.clickhouse.prediction_log import (
 from driftloop.drift import metrics
 from driftloop.drift.detection import OnlineDetection
 from driftloop.kafka.consumer import Record
+from driftloop.v1.events_pb2 import LabelEvent, PredictionEvent
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,12 @@ class LogSink:
         metrics.SINK_RECORDS.labels("label").inc(written[1])
         if self._detection is not None:
             try:
-                await self._detection.observe(table, labels)
+                await self._detection.observe(
+                    table,
+                    labels,
+                    [r.partition for r in records if isinstance(r.value, PredictionEvent)],
+                    [r.partition for r in records if isinstance(r.value, LabelEvent)],
+                )
             except Exception:
                 log.exception("online detection failed on a batch; the batch is logged")
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
