@@ -141,6 +141,14 @@ def test_an_embedded_clickhouse_folder_in_use_is_one_line(tmp_path: Path) -> Non
     assert_one_line(result, "ClickHouse", "is open in another process", "DRIFTLOOP_CLICKHOUSE_URL")
 
 
+def test_a_local_broker_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "no-jars"
+    empty.mkdir()
+    env = {"DRIFTLOOP_KAFKA_LIBS": str(empty)}
+    result = driftloop("kafka", "--data-dir", str(tmp_path / "kafka"), env=env)
+    assert_one_line(result, f"DRIFTLOOP_KAFKA_LIBS={empty}: no kafka_*.jar")
+
+
 def test_a_bad_setting_is_one_line_naming_the_variable() -> None:
     result = driftloop("models", "list", "--model", "churn", env={"DRIFTLOOP_TIMEOUT_S": "-1"})
     assert_one_line(result, "DRIFTLOOP_TIMEOUT_S")

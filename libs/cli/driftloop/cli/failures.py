@@ -29,7 +29,7 @@ class UsageError(Exception):
 def explain(error: BaseException) -> str | None:
     """The one line an expected failure becomes (without the `driftloop: ` prefix), or
     None for an unexpected one (a bug: let its traceback show)."""
-    for describe in (_usage, _settings, _rpc, _domain, _kafka, _clickhouse, _files):
+    for describe in (_usage, _settings, _rpc, _domain, _kafka, _clickhouse, _startup, _files):
         line = describe(error)
         if line is not None:
             return " ".join(line.split())
@@ -100,6 +100,22 @@ def _clickhouse(error: BaseException) -> str | None:
     if "DRIFTLOOP_CLICKHOUSE" in str(error):  # it says what to set already
         return f"ClickHouse: {error}"
     return f"ClickHouse: {error} (DRIFTLOOP_CLICKHOUSE_PATH sets the embedded engine's folder)"
+
+
+# Errors that say in one line why something cannot start (the local broker, a service of
+# `up` or the demo) and what to do: (module, class).
+_CANNOT_START = (
+    ("driftloop.kafka.local_broker", "BrokerError"),
+    ("driftloop.kit.startup", "CannotStart"),
+)
+
+
+def _startup(error: BaseException) -> str | None:
+    for module, name in _CANNOT_START:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(error, cls):
+            return str(error)
+    return None
 
 
 def _files(error: BaseException) -> str | None:
