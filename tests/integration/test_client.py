@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -68,6 +69,13 @@ def test_the_blocking_client_has_every_method() -> None:
     }
     assert asynchronous - set(dir(Client)) == set()
     assert Client.serve.__doc__ == DriftloopClient.serve.__doc__
+
+
+def test_a_client_that_cannot_be_made_leaves_no_thread(tmp_path: Path) -> None:
+    missing = tmp_path / "ca.pem"
+    with pytest.raises(FileNotFoundError):
+        Client(ClientSettings(tls_ca_file=missing))
+    # the no_leaks fixture fails the test if the loop's thread is still there
 
 
 def test_from_env_reads_the_cli_variables(monkeypatch: pytest.MonkeyPatch) -> None:

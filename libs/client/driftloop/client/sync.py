@@ -58,7 +58,11 @@ class Client:
         async def make() -> DriftloopClient:
             return DriftloopClient(settings, kafka)
 
-        self._client = self._run(make())
+        try:
+            self._client = self._run(make())
+        except BaseException:  # a TLS file that cannot be read: no thread left behind
+            self._stop_loop()
+            raise
 
     @classmethod
     def from_env(cls) -> Client:
@@ -116,10 +120,13 @@ class Client:
         try:
             self._run(self._client.close())
         finally:
-            self._closed = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     def __enter__(self) -> Client:
         return self
