@@ -80,6 +80,13 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     assert_one_line(result, "--data", "no such file")
 
 
+def test_a_missing_file_a_setting_names_says_which(tmp_path: Path) -> None:
+    missing = tmp_path / "ca.pem"
+    env = {"DRIFTLOOP_TLS_CA_FILE": str(missing)}
+    result = driftloop("models", "list", "--model", "churn", env=env)
+    assert_one_line(result, str(missing), "(set by DRIFTLOOP_TLS_CA_FILE)")
+
+
 def test_a_bad_line_of_rows_names_the_line(tmp_path: Path) -> None:
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"age": 41}\n{"age": \n')

@@ -121,7 +121,14 @@ def _startup(error: BaseException) -> str | None:
 def _files(error: BaseException) -> str | None:
     if isinstance(error, OSError) and error.filename is not None:
         why = error.strerror or str(error)
-        return f"{error.filename}: {why}"
+        # A path from a setting (DRIFTLOOP_TLS_CA_FILE ...): say which one.
+        named = [
+            name
+            for name, value in os.environ.items()
+            if name.startswith("DRIFTLOOP_") and value == str(error.filename)
+        ]
+        hint = f" (set by {', '.join(sorted(named))})" if named else ""
+        return f"{error.filename}: {why}{hint}"
     if isinstance(error, ConnectionError):
         return f"connection failed: {error}"
     return None
