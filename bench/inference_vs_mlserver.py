@@ -1,11 +1,17 @@
 """Benchmark: driftloop's inference service against MLServer 1.7, same model, same load.
 
     make bench-inference          (sets up bench/.venv-peers and h2load first)
+    make bench-inference-sklearn  (--flavor sklearn)
 
-A seeded 20-feature binary dataset; scikit-learn's LogisticRegression fitted on it and
-served by MLServer (mlserver-sklearn, parallel_workers=0, predict_proba); the very same
-coefficients served by driftloop's inference service as a linear-flavor artifact
-registered in driftloop's registry. Each server runs in its own process; h2load sends a
+--flavor linear (default): a seeded 20-feature binary dataset; scikit-learn's
+LogisticRegression fitted on it and served by MLServer (mlserver-sklearn,
+parallel_workers=0, predict_proba); the very same coefficients served by driftloop's
+inference service as a linear-flavor artifact registered in driftloop's registry.
+--flavor sklearn: a scikit-learn pipeline (scaler on 8 numbers, one-hot encoder on 2
+categories, LogisticRegression) fitted once here; MLServer's scikit-learn runtime serves
+its joblib file (the request a one-row DataFrame, content type "pd"), driftloop's sklearn
+flavor its skops file (registered with reference data, as a user would). Both
+environments have the same scikit-learn. Each server runs in its own process; h2load sends a
 pre-encoded gRPC request (so the client's own cost is not counted): serially
 (-c 1 -m 1) and with 16 in flight (-c 1 -m 16), the two servers alternating, best of
 --repeat runs. Both answers are checked to agree before any load is sent. Prints the
@@ -22,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +37,7 @@ from driftloop.client import ClientSettings, DriftloopClient
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs, free_port
 from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
-from driftloop.models.schema import Feature, Schema
+from driftloop.models.schema import Feature, Row, Schema
 from driftloop.v1 import common_pb2, inference_pb2, registry_pb2
 from harness import framed, h2load, start, stop_all, wait_port
 
@@ -51,30 +58,26 @@ def write_dataset(work: Path, rows: int = 5000, seed: int = 11) -> None:
     )
 
 
-async def main(args: argparse.Namespace) -> int:
-    if not PEER_PYTHON.exists() or shutil.which("h2load") is None:
-        print("run `make bench-inference` (it installs MLServer in bench/.venv-peers and h2load)")
-        return 2
-    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
+Registration = Callable[[DriftloopClient], Awaitable[str]]
+
+
+def peer(command: str, work: Path, *ports: int) -> None:
+    """Run a command of bench/peers/mlserver_side.py in the peer environment."""
+    subprocess.run(
+        [str(PEER_PYTHON), str(REPO / "bench/peers/mlserver_side.py"), command, str(work)]
+        + [str(port) for port in ports],
+        check=True,
+    )
+
+
+async def linear_side(work: Path, ports: tuple[int, int, int]) -> tuple[Row, Registration]:
+    """LogisticRegression fitted by the peer; its coefficients as a linear-flavor artifact."""
     write_dataset(work)
-    ml_grpc, ml_http, ml_metrics = free_port(), free_port(), free_port()
     print(
         f"[1/5] fitting scikit-learn LogisticRegression (20 features) for MLServer, in {work}",
         flush=True,
     )
-    await asyncio.to_thread(
-        subprocess.run,
-        [
-            str(PEER_PYTHON),
-            str(REPO / "bench/peers/mlserver_side.py"),
-            "prepare",
-            str(work),
-            str(ml_grpc),
-            str(ml_http),
-            str(ml_metrics),
-        ],
-        check=True,
-    )
+    await asyncio.to_thread(peer, "prepare", work, *ports)
     fitted = json.loads((work / "sklearn_coef.json").read_text())
     names = [f"f{i}" for i in range(FEATURES)]
     schema = Schema(tuple(Feature(name, "number") for name in names))
@@ -86,7 +89,92 @@ async def main(args: argparse.Namespace) -> int:
         np.asarray([fitted["intercept"]]),
         ("0", "1"),
     )
-    row = dict(zip(names, fitted["row"], strict=True))
+
+    async def register(client: DriftloopClient) -> str:
+        digest = await client.upload_artifact(same_model.to_bytes())
+        record = await client.register(
+            registry_pb2.ModelVersion(
+                model="churn",
+                flavor="linear",
+                artifact_sha256=digest,
+                schema=schema_to_proto(schema),
+                output_kind=OUTPUT_KINDS["binary"],
+            )
+        )
+        return record.version
+
+    return dict(zip(names, fitted["row"], strict=True)), register
+
+
+def fit_pipeline(work: Path, rows: int = 5000, seed: int = 11) -> Row:
+    """Fit the pipeline; write its joblib (MLServer) and skops (driftloop) files, the
+    reference data and the benchmark's row."""
+    import joblib
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import skops.io
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(seed)
+    numbers = [f"x{i}" for i in range(8)]
+    frame = pd.DataFrame({name: rng.normal(size=rows) for name in numbers})
+    frame["plan"] = rng.choice(["basic", "family", "pro"], size=rows)
+    frame["region"] = rng.choice(["north", "south", "east", "west"], size=rows)
+    z = 1.5 * frame["x0"] - frame["x1"] + 0.8 * (frame["plan"] == "pro")
+    target = (rng.random(rows) < 1 / (1 + np.exp(-z))).astype(int)
+    model = Pipeline(
+        [
+            (
+                "encode",
+                ColumnTransformer(
+                    [
+                        ("numbers", StandardScaler(), numbers),
+                        ("categories", OneHotEncoder(handle_unknown="ignore"), ["plan", "region"]),
+                    ]
+                ),
+            ),
+            ("classify", LogisticRegression(max_iter=1000)),
+        ]
+    ).fit(frame, target)
+    joblib.dump(model, work / "pipeline.joblib")
+    skops.io.dump(model, work / "pipeline.skops")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), work / "reference.parquet")
+    row: dict[str, float | str] = {name: float(frame[name][0]) for name in numbers}
+    row["plan"], row["region"] = str(frame["plan"][0]), str(frame["region"][0])
+    (work / "row.json").write_text(json.dumps(row))
+    return row
+
+
+async def sklearn_side(work: Path, ports: tuple[int, int, int]) -> tuple[Row, Registration]:
+    """One fitted pipeline: its joblib file for MLServer, its skops file for driftloop."""
+    print(f"[1/5] fitting a scikit-learn pipeline (8 numbers, 2 categories), in {work}", flush=True)
+    row = await asyncio.to_thread(fit_pipeline, work)
+    await asyncio.to_thread(peer, "pipeline", work, *ports)
+
+    async def register(client: DriftloopClient) -> str:
+        record = await client.register_artifact(
+            "churn",
+            work / "pipeline.skops",
+            flavor="sklearn",
+            reference_data=work / "reference.parquet",
+        )
+        return record.version
+
+    return row, register
+
+
+async def main(args: argparse.Namespace) -> int:
+    if not PEER_PYTHON.exists() or shutil.which("h2load") is None:
+        print("run `make bench-inference` (it installs MLServer in bench/.venv-peers and h2load)")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
+    ml_grpc, ml_http, ml_metrics = free_port(), free_port(), free_port()
+    side = linear_side if args.flavor == "linear" else sklearn_side
+    row, register = await side(work, (ml_grpc, ml_http, ml_metrics))
 
     broker = LocalBroker(find_kafka_libs(REPO), work / "kafka")
     print(
@@ -126,17 +214,8 @@ async def main(args: argparse.Namespace) -> int:
                 admin_token=TOKEN,  # type: ignore[arg-type]  # pydantic converts to SecretStr
             )
         )
-        digest = await client.upload_artifact(same_model.to_bytes())
-        record = await client.register(
-            registry_pb2.ModelVersion(
-                model="churn",
-                flavor="linear",
-                artifact_sha256=digest,
-                schema=schema_to_proto(schema),
-                output_kind=OUTPUT_KINDS["binary"],
-            )
-        )
-        ours = (await client.predict("churn", record.version, row)).output.value
+        version = await register(client)
+        ours = (await client.predict("churn", version, row)).output.value
         await client.close()
         check = [
             str(PEER_PYTHON),
@@ -150,14 +229,13 @@ async def main(args: argparse.Namespace) -> int:
         )
         theirs = float(checked.stdout)
         print(
-            f"[3/5] same answer: driftloop P(1)={ours:.12f}, MLServer P(1)={theirs:.12f}, "
-            f"scikit-learn {fitted['p1']:.12f}",
+            f"[3/5] same answer: driftloop P(1)={ours:.12f}, MLServer P(1)={theirs:.12f}",
             flush=True,
         )
         if abs(ours - theirs) > 1e-9:
             raise RuntimeError("the two servers disagree: not the same model")
         request = inference_pb2.InferenceRequest(
-            model=common_pb2.ModelRef(model="churn", version=record.version), row=row_to_proto(row)
+            model=common_pb2.ModelRef(model="churn", version=version), row=row_to_proto(row)
         )
         (work / "driftloop_request.bin").write_bytes(framed(request.SerializeToString()))
         targets = {
@@ -214,4 +292,11 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=40_000, help="requests per loaded run")
     parser.add_argument("--serial", type=int, default=5_000, help="requests per serial run")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--flavor",
+        choices=["linear", "sklearn"],
+        default="linear",
+        help="linear: LogisticRegression's coefficients as driftloop's linear flavor; "
+        "sklearn: the same fitted pipeline in driftloop's sklearn flavor and MLServer's runtime",
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))

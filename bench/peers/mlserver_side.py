@@ -3,6 +3,10 @@
 
     prepare WORK GRPC_PORT HTTP_PORT METRICS_PORT  fit LogisticRegression on WORK/train.csv,
         write the MLServer model folder, the sklearn coefficients, the framed gRPC request
+    pipeline WORK GRPC_PORT HTTP_PORT METRICS_PORT serve WORK/pipeline.joblib (a fitted
+        scikit-learn pipeline, fitted by bench/sklearn_vs_mlserver.py) with mlserver-sklearn;
+        the request is WORK/row.json as a one-row DataFrame (content type "pd", a column per
+        feature, strings as BYTES)
     check WORK GRPC_PORT                           one ModelInfer call; print P(class 1)
 """
 
@@ -35,17 +39,7 @@ def prepare(work: Path, grpc_port: int, http_port: int, metrics_port: int) -> No
             }
         )
     )
-    (folder / "settings.json").write_text(
-        json.dumps(
-            {
-                "grpc_port": grpc_port,
-                "http_port": http_port,
-                "metrics_port": metrics_port,
-                "parallel_workers": 0,
-                "host": "127.0.0.1",
-            }
-        )
-    )
+    write_settings(folder, grpc_port, http_port, metrics_port)
     (work / "sklearn_coef.json").write_text(
         json.dumps(
             {
@@ -66,6 +60,68 @@ def prepare(work: Path, grpc_port: int, http_port: int, metrics_port: int) -> No
                 contents=pb.InferTensorContents(fp64_contents=x[0].tolist()),
             )
         ],
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="predict_proba")],
+    )
+    body = request.SerializeToString()
+    (work / "mlserver_request.bin").write_bytes(b"\0" + len(body).to_bytes(4, "big") + body)
+
+
+def write_settings(folder: Path, grpc_port: int, http_port: int, metrics_port: int) -> None:
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "grpc_port": grpc_port,
+                "http_port": http_port,
+                "metrics_port": metrics_port,
+                "parallel_workers": 0,
+                "host": "127.0.0.1",
+            }
+        )
+    )
+
+
+def pipeline(work: Path, grpc_port: int, http_port: int, metrics_port: int) -> None:
+    from mlserver.grpc import dataplane_pb2 as pb
+
+    folder = work / "mlserver"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.joblib").write_bytes((work / "pipeline.joblib").read_bytes())
+    (folder / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "churn",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib", "version": "v1"},
+            }
+        )
+    )
+    write_settings(folder, grpc_port, http_port, metrics_port)
+    row = json.loads((work / "row.json").read_text())
+    inputs = []
+    for name, value in row.items():
+        if isinstance(value, str):
+            inputs.append(
+                pb.ModelInferRequest.InferInputTensor(
+                    name=name,
+                    datatype="BYTES",
+                    shape=[1],
+                    parameters={"content_type": pb.InferParameter(string_param="str")},
+                    contents=pb.InferTensorContents(bytes_contents=[value.encode()]),
+                )
+            )
+        else:
+            inputs.append(
+                pb.ModelInferRequest.InferInputTensor(
+                    name=name,
+                    datatype="FP64",
+                    shape=[1],
+                    contents=pb.InferTensorContents(fp64_contents=[float(value)]),
+                )
+            )
+    request = pb.ModelInferRequest(
+        model_name="churn",
+        inputs=inputs,
+        parameters={"content_type": pb.InferParameter(string_param="pd")},
         outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="predict_proba")],
     )
     body = request.SerializeToString()
@@ -93,5 +149,7 @@ if __name__ == "__main__":
     command, folder = sys.argv[1], Path(sys.argv[2])
     if command == "prepare":
         prepare(folder, *(int(a) for a in sys.argv[3:6]))
+    elif command == "pipeline":
+        pipeline(folder, *(int(a) for a in sys.argv[3:6]))
     else:
         check(folder, int(sys.argv[3]))
