@@ -18,6 +18,7 @@ import yaml
 
 from driftloop.cli.__main__ import build_parser
 from driftloop.cli.configuration import known_variables
+from driftloop.kit.grpc_server import LIVENESS
 from driftloop.kit.settings import KafkaSettings
 from tests.unit.test_deploy import REPO
 
@@ -120,6 +121,10 @@ def test_ports_probes_and_metrics_meet_the_settings(rendered: list[dict[str, Any
         }
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"]["port"] == port, f"{name}: {probe}"
+        # Readiness asks the server; liveness asks "liveness", SERVING while the service
+        # waits for Kafka (NOT_SERVING then would have it restarted, not waited for).
+        assert "service" not in container["readinessProbe"]["grpc"], name
+        assert container["livenessProbe"]["grpc"]["service"] == LIVENESS, name
         pod = of_kind(rendered, "Deployment")[name]["spec"]["template"]
         assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
         service = of_kind(rendered, "Service")[name]["spec"]

@@ -346,6 +346,33 @@ def problems() -> list[str]:
     return list(found)
 
 
+# What each service reads besides its own settings, its server's and the logging ones.
+SERVICE_READS: dict[str, tuple[type[BaseSettings], ...]] = {
+    "gateway": (KafkaSettings,),
+    "inference": (KafkaSettings, ArtifactSettings),
+    "drift": (KafkaSettings, ClickHouseSettings),
+    "shadow": (KafkaSettings, ClickHouseSettings),
+    "retrainer": (KafkaSettings, ClickHouseSettings, ArtifactSettings, LineageSettings),
+}
+
+
+def service_help(service: str, environ: Mapping[str, str]) -> str:
+    """`python -m driftloop.<service> --help`: the variables that service reads, as
+    `driftloop settings` lists them (value here, default, meaning)."""
+    cls = SERVICES[service][1]
+    owners = {*SERVICE_READS[service], cls, GrpcServerSettings, LoggingSettings}
+    found = [
+        (title, [entry for entry in values if entry.setting.owner in owners])
+        for title, values in current(environ)
+    ]
+    return (
+        f"usage: python -m driftloop.{service}\n\n"
+        f"Runs the {_plain(SERVICES[service][0]).lower()} on its own, configured by these "
+        "environment variables (secrets are not shown):\n\n"
+        + listing([(title, values) for title, values in found if values])
+    )
+
+
 def rewrite(path: Path) -> str:
     """Put the table between the settings markers of the file at `path`; say what happened."""
     text = path.read_text()

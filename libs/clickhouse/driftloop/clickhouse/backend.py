@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.ipc
 from clickhouse_connect.driver.exceptions import ClickHouseError as ClickHouseConnectError
 
+from driftloop.kit.startup import CannotStart
+
 Params = Mapping[str, Any]
 # A columnar result (statistics over large windows): column name -> numpy array.
 Columns = dict[str, npt.NDArray[Any]]
@@ -33,6 +35,10 @@ Columns = dict[str, npt.NDArray[Any]]
 
 class ClickHouseError(RuntimeError):
     """A statement failed in ClickHouse; the message is ClickHouse's own."""
+
+
+class FolderInUse(ClickHouseError, CannotStart):
+    """The embedded engine's folder is held by another process: waiting would not help."""
 
 
 @dataclass(frozen=True)
@@ -244,10 +250,11 @@ def _lock_folder(path: Path) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ClickHouseError(
-            f"the embedded ClickHouse folder {path} is open in another process; "
-            "only one process may use it (set DRIFTLOOP_CLICKHOUSE_PATH to another folder, "
-            "or DRIFTLOOP_CLICKHOUSE_URL to share a ClickHouse server)"
+        raise FolderInUse(
+            f"the embedded ClickHouse folder {path} is open in another process, and only one "
+            "process may use it: run the services together in one process with `driftloop "
+            "up`, or point them all at a ClickHouse server with DRIFTLOOP_CLICKHOUSE_URL (or "
+            "give this one another DRIFTLOOP_CLICKHOUSE_PATH)"
         ) from None
     return handle
 

@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
 from driftloop.clickhouse.backend import (
     ClickHouseBackend,
+    ClickHouseError,
     Columns,
     EmbeddedBackend,
     Params,
@@ -19,6 +21,7 @@ from driftloop.clickhouse.backend import (
 )
 from driftloop.clickhouse.schema import schema_statements
 from driftloop.kit.settings import ClickHouseSettings
+from driftloop.kit.startup import Dependency, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -81,5 +84,30 @@ async def open_clickhouse(settings: ClickHouseSettings) -> ClickHouse:
     """Open ClickHouse and bring the schema up to date."""
     backend = await asyncio.to_thread(open_backend, settings)
     clickhouse = ClickHouse(backend, settings.database)
-    await clickhouse.apply_schema(settings.cluster)
+    try:
+        await clickhouse.apply_schema(settings.cluster)
+    except BaseException:
+        await clickhouse.close()
+        raise
     return clickhouse
+
+
+async def service_clickhouse(settings: ClickHouseSettings) -> ClickHouse:
+    """ClickHouse for a service on its own: a server that does not answer yet is waited
+    for; an embedded folder another process holds cannot get better by waiting
+    (`FolderInUse` says so in one line)."""
+    if settings.url is None:
+        return await open_clickhouse(settings)
+    where = server_address(settings.url.get_secret_value())
+    return await wait_for(
+        Dependency("ClickHouse", where, "DRIFTLOOP_CLICKHOUSE_URL"),
+        lambda: open_clickhouse(settings),
+        retry_on=(ClickHouseError,),
+    )
+
+
+def server_address(url: str) -> str:
+    """scheme://host:port of a ClickHouse URL: no user, no password."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"

@@ -11,10 +11,17 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 
 from driftloop.kafka.clients import make_admin, make_consumer
 from driftloop.kit.errors import FailedPrecondition
 from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
+from driftloop.kit.startup import Dependency, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +133,8 @@ async def ensure_topics(settings: KafkaSettings, bootstrap_servers: str) -> list
     """Create the missing topics; check co-partitioning. Return the names created."""
     specs = topic_specs(settings)
     admin = make_admin(settings, bootstrap_servers)
-    await admin.start()
     try:
+        await admin.start()
         response = await admin.create_topics(
             [
                 NewTopic(
@@ -160,16 +167,48 @@ async def ensure_topics(settings: KafkaSettings, bootstrap_servers: str) -> list
         await admin.close()
 
 
+# What an unreachable or still starting broker raises: wait and try again.
+BROKER_NOT_UP: tuple[type[BaseException], ...] = (
+    KafkaConnectionError,
+    NodeNotReadyError,
+    KafkaTimeoutError,
+    RequestTimedOutError,
+    OSError,
+    TimeoutError,
+)
+
+
+def broker(bootstrap_servers: str) -> Dependency:
+    return Dependency("the Kafka broker", bootstrap_servers, "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS")
+
+
 async def service_kafka() -> tuple[KafkaSettings, str]:
     """The Kafka settings of a service running on its own (`python -m driftloop.<service>`):
-    a bootstrap address is required, and the topics exist once this returns."""
+    a bootstrap address is required; the broker is waited for (start-up order does not
+    matter), and the topics exist once this returns."""
     kafka = load_settings(KafkaSettings)
-    if kafka.bootstrap_servers is None:
+    bootstrap = kafka.bootstrap_servers
+    if bootstrap is None:
         raise ConfigError(
             "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS: required when a service runs on its own"
         )
-    await ensure_topics(kafka, kafka.bootstrap_servers)
-    return kafka, kafka.bootstrap_servers
+    await wait_for(
+        broker(bootstrap), lambda: ensure_topics(kafka, bootstrap), retry_on=BROKER_NOT_UP
+    )
+    return kafka, bootstrap
+
+
+async def wait_for_broker(settings: KafkaSettings, bootstrap_servers: str) -> None:
+    """Wait until the broker answers (for a service that creates no topics)."""
+
+    async def answers() -> None:
+        admin = make_admin(settings, bootstrap_servers)
+        try:
+            await admin.start()
+        finally:
+            await admin.close()
+
+    await wait_for(broker(bootstrap_servers), answers, retry_on=BROKER_NOT_UP)
 
 
 async def group_lag(

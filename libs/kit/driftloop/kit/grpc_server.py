@@ -27,6 +27,9 @@ from driftloop.v1 import options_pb2
 
 log = logging.getLogger(__name__)
 
+# The health service name that answers SERVING as long as the process serves gRPC at all.
+LIVENESS = "liveness"
+
 
 def admin_methods(services: Iterable[ServiceDescriptor]) -> frozenset[str]:
     """The full method paths ("/pkg.Service/Method") marked as admin in the protos."""
@@ -95,6 +98,9 @@ class GrpcServer:
         if self.port == 0:
             raise RuntimeError(f"{self.name}: cannot bind gRPC on {address}")
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Alive, ready or not (a service waiting for Kafka must not be restarted for it):
+        # what a liveness probe asks, while readiness asks the server ("").
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         self._server = server
         if settings.metrics_port is not None:

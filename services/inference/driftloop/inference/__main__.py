@@ -7,8 +7,10 @@ import sys
 
 from driftloop.inference.config import InferenceSettings
 from driftloop.inference.server import InferenceService
+from driftloop.kafka.topics import wait_for_broker
 from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import ArtifactSettings, KafkaSettings, load_settings
+from driftloop.kit.startup import wait_for_service, waiting_health
 from driftloop.models.artifacts import LocalArtifactStore
 
 log = logging.getLogger("driftloop.inference")
@@ -17,13 +19,28 @@ log = logging.getLogger("driftloop.inference")
 async def run() -> None:
     settings = load_settings(InferenceSettings)
     kafka = load_settings(KafkaSettings)
-    if kafka.bootstrap_servers is None:
-        log.warning("no DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS: alias moves are seen only by TTL")
+    async with waiting_health("inference", settings):
+        if kafka.bootstrap_servers is None:
+            log.warning("no DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS: alias moves are seen only by TTL")
+        else:
+            await wait_for_broker(kafka, kafka.bootstrap_servers)
+        await wait_for_service(
+            "the model registry",
+            settings,
+            "registry_target",
+            tls_ca_file=settings.registry_tls_ca_file,
+        )
     artifacts = LocalArtifactStore(load_settings(ArtifactSettings).path)
     await serve_until_signal(
         InferenceService(settings, artifacts, kafka, kafka.bootstrap_servers), log
     )
 
 
+def usage() -> str:
+    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
+
+    return service_help("inference")
+
+
 if __name__ == "__main__":
-    sys.exit(run_main("driftloop.inference", run))
+    sys.exit(run_main("driftloop.inference", run, usage))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AsyncExitStack
 
-from driftloop.clickhouse.client import open_clickhouse
+from driftloop.clickhouse.client import service_clickhouse
 from driftloop.kafka.topics import service_kafka
 from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import (
@@ -13,6 +14,7 @@ from driftloop.kit.settings import (
     ClickHouseSettings,
     load_settings,
 )
+from driftloop.kit.startup import waiting_health
 from driftloop.models.artifacts import LocalArtifactStore
 from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.server import RetrainerService
@@ -22,15 +24,22 @@ log = logging.getLogger("driftloop.retrainer")
 
 async def run() -> None:
     settings = load_settings(RetrainerSettings)
-    kafka, bootstrap = await service_kafka()
-    clickhouse = await open_clickhouse(load_settings(ClickHouseSettings))
+    clickhouse_settings = load_settings(ClickHouseSettings)
     artifacts = LocalArtifactStore(load_settings(ArtifactSettings).path)
-    try:
+    async with AsyncExitStack() as stack:
+        async with waiting_health("retrainer", settings):
+            clickhouse = await service_clickhouse(clickhouse_settings)
+            stack.push_async_callback(clickhouse.close)
+            kafka, bootstrap = await service_kafka()
         service = RetrainerService(settings, kafka, bootstrap, clickhouse, artifacts)
         await serve_until_signal(service, log)
-    finally:
-        await clickhouse.close()
+
+
+def usage() -> str:
+    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
+
+    return service_help("retrainer")
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("driftloop.retrainer", run))
+    sys.exit(run_main("driftloop.retrainer", run, usage))

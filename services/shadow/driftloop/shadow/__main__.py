@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AsyncExitStack
 
-from driftloop.clickhouse.client import open_clickhouse
+from driftloop.clickhouse.client import service_clickhouse
 from driftloop.kafka.topics import service_kafka
 from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import ClickHouseSettings, load_settings
+from driftloop.kit.startup import waiting_health
 from driftloop.shadow.config import ShadowSettings
 from driftloop.shadow.server import ShadowService
 
@@ -17,13 +19,20 @@ log = logging.getLogger("driftloop.shadow")
 
 async def run() -> None:
     settings = load_settings(ShadowSettings)
-    kafka, bootstrap = await service_kafka()
-    clickhouse = await open_clickhouse(load_settings(ClickHouseSettings))
-    try:
+    clickhouse_settings = load_settings(ClickHouseSettings)
+    async with AsyncExitStack() as stack:
+        async with waiting_health("shadow", settings):
+            clickhouse = await service_clickhouse(clickhouse_settings)
+            stack.push_async_callback(clickhouse.close)
+            kafka, bootstrap = await service_kafka()
         await serve_until_signal(ShadowService(settings, kafka, bootstrap, clickhouse), log)
-    finally:
-        await clickhouse.close()
+
+
+def usage() -> str:
+    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
+
+    return service_help("shadow")
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("driftloop.shadow", run))
+    sys.exit(run_main("driftloop.shadow", run, usage))
