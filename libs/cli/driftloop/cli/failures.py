@@ -97,7 +97,7 @@ def _clickhouse(error: BaseException) -> str | None:
     url = os.environ.get("DRIFTLOOP_CLICKHOUSE_URL")
     if url:
         return f"ClickHouse: the server at {url} (DRIFTLOOP_CLICKHOUSE_URL): {error}"
-    if "DRIFTLOOP_CLICKHOUSE" in str(error):  # it says what to set already
+    if "DRIFTLOOP_CLICKHOUSE_PATH" in str(error):  # it says what to set already
         return f"ClickHouse: {error}"
     return f"ClickHouse: {error} (DRIFTLOOP_CLICKHOUSE_PATH sets the embedded engine's folder)"
 
