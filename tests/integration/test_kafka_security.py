@@ -1,7 +1,8 @@
 """Kafka the way companies run it: the prediction log's round trip (producer -> predictions
 topic -> the drift sink's consumer -> ClickHouse) through a SASL_SSL listener, with PLAIN
 and SCRAM, and with both sink engines (aiokafka's BatchConsumer and the faust app). The
-broker's certificate is signed by a CA this test makes; clients trust only that CA."""
+broker's certificate is signed by a CA this test makes; clients trust only that CA. A
+listener that also requires client certificates (mutual TLS) takes the configured one."""
 
 from __future__ import annotations
 
@@ -41,36 +42,38 @@ USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 
 @dataclass(frozen=True)
 class Certificates:
-    ca: Path  # the CA certificate clients trust (PEM)
+    ca: Path  # the CA certificate (PEM): clients trust it, and it signs client certificates
     keystore: Path  # the broker's key and certificate chain (PKCS12)
-    password: str
+    password: str  # of the keystore and of the client's key
+    client_cert: Path  # a client certificate the CA signed (PEM)
+    client_key: Path  # its key (PEM, encrypted with the password)
 
 
 def make_certificates(folder: Path) -> Certificates:
-    """A CA, and a broker certificate it signs for 127.0.0.1 and localhost."""
+    """A CA; a broker certificate it signs for 127.0.0.1 and localhost; a client one."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "driftloop test CA")])
+
+    def signed(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+
     ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        signed(ca_name, ca_key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     broker = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key)
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -79,20 +82,24 @@ def make_certificates(folder: Path) -> Certificates:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = signed(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "driftloop")]), client_key
+    ).sign(ca_key, hashes.SHA256())
     password = "keystore-secret"
-    keystore = folder / "broker.p12"
-    keystore.write_bytes(
-        pkcs12.serialize_key_and_certificates(
-            b"broker",
-            key,
-            broker,
-            [ca],
-            serialization.BestAvailableEncryption(password.encode()),
+    encryption = serialization.BestAvailableEncryption(password.encode())
+    paths = [folder / name for name in ("ca.pem", "broker.p12", "client.pem", "client.key")]
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(
+        pkcs12.serialize_key_and_certificates(b"broker", key, broker, [ca], encryption)
+    )
+    paths[2].write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    paths[3].write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
     )
-    ca_file = folder / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return Certificates(ca_file, keystore, password)
+    return Certificates(paths[0], paths[1], password, paths[2], paths[3])
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +212,39 @@ async def test_a_wrong_password_is_refused(secured_broker: tuple[LocalBroker, Pa
     settings = secured_settings(broker, ca, "SCRAM-SHA-256", password="not-her-password")
     with pytest.raises(KafkaError):
         await ensure_topics(settings, broker.sasl_ssl_bootstrap_servers)
+
+
+async def test_a_broker_that_requires_client_certificates_accepts_the_configured_one(
+    tmp_path: Path,
+) -> None:
+    """Mutual TLS: the listener wants a certificate its CA signed; the client presents
+    DRIFTLOOP_KAFKA_SSL_CERT_FILE with its encrypted key (SSL_KEY_PASSWORD), and without
+    one the broker refuses the connection."""
+    certificates = make_certificates(tmp_path)
+    listener = SaslSslListener(
+        certificates.keystore, certificates.password, USERS, client_ca=certificates.ca
+    )
+    broker = LocalBroker(find_kafka_libs(REPO), tmp_path / "broker", sasl_ssl=listener)
+    await asyncio.to_thread(broker.start)
+    try:
+        bootstrap = broker.sasl_ssl_bootstrap_servers
+        without = secured_settings(broker, certificates.ca, "SCRAM-SHA-256")
+        with pytest.raises(KafkaError):
+            await ensure_topics(without, bootstrap)
+        settings = without.model_copy(
+            update={
+                "ssl_cert_file": certificates.client_cert,
+                "ssl_key_file": certificates.client_key,
+                "ssl_key_password": SecretStr(certificates.password),
+            }
+        )
+        assert await ensure_topics(settings, bootstrap)
+        producer = EventProducer(settings, bootstrap)
+        await producer.start()
+        try:
+            event = prediction(1)
+            await producer.publish(TopicNames(settings.topic_prefix).predictions, "req-1", event)
+        finally:
+            await producer.stop()
+    finally:
+        await asyncio.to_thread(broker.stop)

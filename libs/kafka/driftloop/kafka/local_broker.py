@@ -96,20 +96,31 @@ def find_kafka_libs(root: Path | None = None) -> Path:
 class SaslSslListener:
     """A second listener that speaks SASL over TLS, as managed Kafka services do: the
     broker's key and certificate chain in a PKCS12 keystore, and users (name: password)
-    who may log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. The PLAINTEXT listener
-    stays (the broker talks to itself over it)."""
+    who may log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. With `client_ca` (PEM) the
+    listener also requires a client certificate that CA signed (mutual TLS). The PLAINTEXT
+    listener stays (the broker talks to itself over it)."""
 
     keystore: Path
     keystore_password: str
     users: Mapping[str, str]
     port: int = 0
+    client_ca: Path | None = None
 
     def properties(self) -> dict[str, str]:
         """The server.properties lines of the listener (after the PLAINTEXT ones)."""
         prefix = "listener.name.sasl_ssl."
         plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        return {
+        mutual = (
+            {
+                f"{prefix}ssl.client.auth": "required",
+                f"{prefix}ssl.truststore.type": "PEM",
+                f"{prefix}ssl.truststore.location": str(self.client_ca),
+            }
+            if self.client_ca is not None
+            else {}
+        )
+        return mutual | {
             "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
             f"{prefix}ssl.keystore.type": "PKCS12",
             f"{prefix}ssl.keystore.location": str(self.keystore),
