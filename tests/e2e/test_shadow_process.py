@@ -168,6 +168,16 @@ class Counter:
             assert time.monotonic() < deadline, f"{self.total} answers, {len(self.ids)} ids"
             await asyncio.sleep(0.05)
 
+    async def caught_up(self, seconds: float) -> None:
+        """Wait until every record the topic holds now is counted."""
+        partitions = list(self._consumer.assignment())
+        assert partitions, "the counter follows no partition"
+        ends = await self._consumer.end_offsets(partitions)
+        deadline = time.monotonic() + seconds
+        while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
+            assert time.monotonic() < deadline, f"{self.total} answers counted; ends {ends}"
+            await asyncio.sleep(0.05)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -216,7 +226,7 @@ async def test_a_shadow_service_killed_mid_stream_answers_everything_once(
         await counter.until(lambda: counter.total >= 1000, 60)
         process.send_signal(signal.SIGKILL)
         await process.wait()
-        await asyncio.sleep(1.0)  # what the broker had acknowledged is in the counter
+        await counter.caught_up(30)  # what the broker had acknowledged is in the counter
         assert counter.total < REQUESTS, "killed mid-stream"
         process = await start()
         await counter.until(lambda: len(counter.ids) >= REQUESTS, 180)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,8 +16,12 @@ from driftloop.v1 import registry_pb2, registry_pb2_grpc
 
 class KitTestRegistry(registry_pb2_grpc.ModelRegistryServicer):
     """GetModelVersion: echo, NotFound for model 'missing', InvalidArgument for a bad name.
-    ListModelVersions: an unexpected bug. GetLineage: slow (for the drain test).
+    ListModelVersions: an unexpected bug. GetLineage: slow (for the drain test), and it
+    writes `started_file` first, when given, so a test knows the call is in flight.
     RegisterModelVersion: admin."""
+
+    def __init__(self, started_file: Path | None = None) -> None:
+        self._started_file = started_file
 
     async def GetModelVersion(
         self, request: registry_pb2.GetModelVersionRequest, context: Any
@@ -37,7 +42,9 @@ class KitTestRegistry(registry_pb2_grpc.ModelRegistryServicer):
     async def GetLineage(
         self, request: registry_pb2.GetModelVersionRequest, context: Any
     ) -> registry_pb2.ListModelVersionsResponse:
-        await asyncio.sleep(float(request.model.version or "1"))
+        if self._started_file is not None:
+            await asyncio.to_thread(self._started_file.write_text, "started")
+        await asyncio.sleep(float(request.model.version or "1"))  # the slow call itself
         return registry_pb2.ListModelVersionsResponse(
             versions=[registry_pb2.ModelVersion(model=request.model.model)]
         )
@@ -66,20 +73,19 @@ class KitTestRegistry(registry_pb2_grpc.ModelRegistryServicer):
         raise NotFound("no aliases here")
 
 
-def build_server(settings: GrpcServerSettings) -> GrpcServer:
+def build_server(settings: GrpcServerSettings, started_file: Path | None = None) -> GrpcServer:
     server = GrpcServer("kit-test", settings)
-    servicer = KitTestRegistry()
+    servicer = KitTestRegistry(started_file)
     server.add_service(registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"], servicer)
     return server
 
 
 async def main(port_file: str) -> None:
-    """Serve until SIGTERM (used by the graceful-shutdown test in a child process)."""
-    from pathlib import Path
-
+    """Serve until SIGTERM (used by the graceful-shutdown test in a child process); a
+    GetLineage call writes `<port_file>.call` when it starts."""
     from driftloop.kit.grpc_server import wait_for_signal
 
-    server = build_server(GrpcServerSettings(grace_period_s=10))
+    server = build_server(GrpcServerSettings(grace_period_s=10), Path(f"{port_file}.call"))
     port = await server.start()
     await server.set_ready()
     await asyncio.to_thread(Path(port_file).write_text, str(port))

@@ -261,8 +261,12 @@ async def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
         async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = registry_pb2_grpc.ModelRegistryStub(channel)
             slow = asyncio.ensure_future(stub.GetLineage(get("churn", "1.5"), timeout=10))
-            await asyncio.sleep(0.5)  # the call is in flight on the server
-            process.terminate()
+            started = Path(f"{port_file}.call")
+            while not await asyncio.to_thread(started.exists):
+                assert not slow.done(), "the slow call ended before it was seen to start"
+                assert time.monotonic() < deadline + 10, "the slow call never reached the server"
+                await asyncio.sleep(0.01)
+            process.terminate()  # the call is in flight on the server
             reply = await slow
             assert reply.versions[0].model == "churn"
             # New calls are refused once shutdown began.

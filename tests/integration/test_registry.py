@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
@@ -203,9 +202,9 @@ async def test_alias_moves_are_compare_and_set_and_history_answers_for_any_insta
     for version, expected in (("1", ""), ("2", "1"), ("3", "2")):
         moved = await move(version, expected)
         assert (moved.previous_version, moved.actor) == (expected, "alice")
-        await asyncio.sleep(0.05)
-        instants.append(dt.datetime.now(dt.UTC))
-        await asyncio.sleep(0.05)
+        # The instant of the move itself: the alias points there from then on.
+        instants.append(moved.time.ToDatetime(tzinfo=dt.UTC))
+    assert instants == sorted(set(instants))
     with pytest.raises(grpc.aio.AioRpcError) as stale:
         await move("1", "2")
     assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -215,6 +214,9 @@ async def test_alias_moves_are_compare_and_set_and_history_answers_for_any_insta
         request = registry_pb2.ResolveAliasRequest(model="churn", alias="champion")
         request.at.FromDatetime(instant)
         assert (await registry.ResolveAlias(request, timeout=10)).version == expected_version
+    just_before = registry_pb2.ResolveAliasRequest(model="churn", alias="champion")
+    just_before.at.FromDatetime(instants[2] - dt.timedelta(microseconds=1))
+    assert (await registry.ResolveAlias(just_before, timeout=10)).version == "2"
     before = registry_pb2.ResolveAliasRequest(model="churn", alias="champion")
     before.at.FromDatetime(instants[0] - dt.timedelta(hours=1))
     with pytest.raises(grpc.aio.AioRpcError) as none_yet:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -157,6 +158,14 @@ def test_js_distance_is_zero_for_equal_and_one_for_disjoint_samples() -> None:
     assert output_distance(values, tuple(v + 1000 for v in values)) > 0.85  # all in the top bin
 
 
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Yield to the loop until `condition` holds (the buffer's task runs meanwhile)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0)
+
+
 class FlakySender:
     def __init__(self) -> None:
         self.up = True
@@ -186,14 +195,14 @@ async def test_the_buffer_never_blocks_and_its_counts_add_up() -> None:
     buffer.start()
     for _ in range(50):
         assert buffer.offer("r", event)
-    await asyncio.sleep(0.05)
+    await until(lambda: buffer.counts.delivered == 50)
     sender.up = False
     for _ in range(30):
         buffer.offer("r", event)
-    await asyncio.sleep(0.05)
+    await until(lambda: buffer.counts.dropped_failed == 30)
     assert buffer._task is not None
     buffer._task.cancel()  # stall the drain, as a hung broker connection does: the queue fills
-    await asyncio.sleep(0)
+    await asyncio.gather(buffer._task, return_exceptions=True)
     accepted = [buffer.offer("r", event) for _ in range(150)]
     assert accepted.count(False) == 50
     sender.up = True
