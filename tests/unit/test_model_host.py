@@ -132,11 +132,14 @@ async def test_an_alias_move_updates_the_cache_and_warms_the_new_version() -> No
     await models.model("m", "champion")
     models.alias_moved("m", "champion", "2")
     models.alias_moved("m", "challenger", "3")  # never asked for: ignored
-    for _ in range(100):
-        if "2" in loader.loads:
-            break
+    # Warmed before anyone asks for it: v2 becomes ready with no request made.
+    deadline = asyncio.get_running_loop().time() + 5
+    while [h.state for h in models.statuses("m") if h.version == "2"] != ["ready"]:
+        assert asyncio.get_running_loop().time() < deadline, "the new version was not warmed"
         await asyncio.sleep(0.01)
+    assert loader.loads == ["1", "2"]
     hosted, _ = await models.model("m", "champion")
     assert hosted.version == "2"
-    assert "3" not in loader.loads
+    assert loader.loads == ["1", "2"]  # the request found it loaded: no second load, no 3
+    assert registry.asked.count("champion") == 1  # the move updated the cached alias
     await models.close()
