@@ -3,19 +3,22 @@ health NOT_SERVING on the service's port meanwhile; what waiting cannot fix is r
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
 from driftloop.cli.configuration import service_help
-from driftloop.clickhouse.client import server_address
+from driftloop.clickhouse.client import server_address, service_clickhouse
 from driftloop.kafka.local_broker import free_port
 from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import LIVENESS
-from driftloop.kit.settings import GrpcServerSettings
+from driftloop.kit.settings import ClickHouseSettings, GrpcServerSettings
 from driftloop.kit.startup import Backoff, Dependency, wait_for, waiting_health
 
 BROKER = Dependency("the Kafka broker", "kafka:9092", "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS")
@@ -98,3 +101,25 @@ def test_a_service_help_lists_the_variables_that_service_reads() -> None:
         assert foreign not in text
     assert "hunter2" not in text
     assert "DRIFTLOOP_CLICKHOUSE_URL" not in service_help("gateway", {})
+
+
+async def test_a_clickhouse_server_that_is_not_up_is_waited_for_without_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()  # nothing listens there
+    settings = ClickHouseSettings(url=SecretStr(f"http://admin:s3cret@127.0.0.1:{port}"))
+    with caplog.at_level(logging.WARNING, logger="driftloop.kit.startup"):
+        waiting = asyncio.create_task(service_clickhouse(settings))
+        deadline = time.monotonic() + 30
+        while not (ours := [r for r in caplog.records if r.name == "driftloop.kit.startup"]):
+            assert not waiting.done(), waiting
+            assert time.monotonic() < deadline, "no log line while waiting for ClickHouse"
+            await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    line = ours[0].getMessage()
+    assert line.startswith(
+        f"waiting for ClickHouse at http://127.0.0.1:{port} (DRIFTLOOP_CLICKHOUSE_URL): "
+    )
+    assert "s3cret" not in caplog.text
