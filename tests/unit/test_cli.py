@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from driftloop.cli.__main__ import COMMANDS, FOREGROUND, HelpFormatter, build_parser
+from driftloop.cli.failures import UsageError, explain
 from driftloop.kafka.local_broker import free_port
 
 # What `--help` must not import (each costs from 0.1 to 0.5 s, and `--help` needs none).
@@ -167,6 +168,14 @@ def test_debug_shows_the_traceback_of_an_expected_failure() -> None:
     result = driftloop("--debug", "models", "list", "--model", "churn", env=env)
     assert result.returncode == 1 and "Traceback" in result.stderr, result
     assert "Unavailable" in result.stderr
+
+
+def test_a_bug_is_not_an_expected_failure() -> None:
+    # main re-raises what explain does not know: its traceback shows.
+    assert explain(KeyError("model")) is None
+    assert explain(RuntimeError("unexpected")) is None
+    assert explain(UsageError("give both --start and --end")) == "give both --start and --end"
+    assert explain(FileNotFoundError(2, "No such file", "x.csv")) == "x.csv: No such file"
 
 
 def test_version() -> None:
