@@ -44,10 +44,10 @@ def h2load(port: int, path: str, body: Path, requests: int, in_flight: int) -> t
         raise RuntimeError(f"h2load did not complete every request:\n{out}")
     rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     latency = re.search(
-        r"time for request:\s+([\d.]+)(us|ms)\s+([\d.]+)(us|ms)\s+([\d.]+)(us|ms)", out
+        r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out
     )
     assert rate is not None and latency is not None, out
-    mean = float(latency[5]) / (1000.0 if latency[6] == "us" else 1.0)
+    mean = float(latency[5]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[latency[6]]
     return float(rate[1]), mean
 
 

@@ -27,19 +27,8 @@ def prepare(work: Path, grpc_port: int, http_port: int, metrics_port: int) -> No
     data = np.loadtxt(work / "train.csv", delimiter=",", skiprows=1)
     x, y = data[:, :-1], data[:, -1].astype(int)
     model = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
-    folder = work / "mlserver"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = model_folder(work, grpc_port, http_port, metrics_port)
     joblib.dump(model, folder / "model.joblib")
-    (folder / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": "churn",
-                "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": "./model.joblib", "version": "v1"},
-            }
-        )
-    )
-    write_settings(folder, grpc_port, http_port, metrics_port)
     (work / "sklearn_coef.json").write_text(
         json.dumps(
             {
@@ -66,7 +55,19 @@ def prepare(work: Path, grpc_port: int, http_port: int, metrics_port: int) -> No
     (work / "mlserver_request.bin").write_bytes(b"\0" + len(body).to_bytes(4, "big") + body)
 
 
-def write_settings(folder: Path, grpc_port: int, http_port: int, metrics_port: int) -> None:
+def model_folder(work: Path, grpc_port: int, http_port: int, metrics_port: int) -> Path:
+    """MLServer's folder: its settings and the model's (mlserver-sklearn on model.joblib)."""
+    folder = work / "mlserver"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "churn",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib", "version": "v1"},
+            }
+        )
+    )
     (folder / "settings.json").write_text(
         json.dumps(
             {
@@ -78,24 +79,14 @@ def write_settings(folder: Path, grpc_port: int, http_port: int, metrics_port: i
             }
         )
     )
+    return folder
 
 
 def pipeline(work: Path, grpc_port: int, http_port: int, metrics_port: int) -> None:
     from mlserver.grpc import dataplane_pb2 as pb
 
-    folder = work / "mlserver"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = model_folder(work, grpc_port, http_port, metrics_port)
     (folder / "model.joblib").write_bytes((work / "pipeline.joblib").read_bytes())
-    (folder / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": "churn",
-                "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": "./model.joblib", "version": "v1"},
-            }
-        )
-    )
-    write_settings(folder, grpc_port, http_port, metrics_port)
     row = json.loads((work / "row.json").read_text())
     inputs = []
     for name, value in row.items():

@@ -275,7 +275,7 @@ async def test_bad_registrations_get_precise_statuses(
     assert (await status_of(unknown))[0] == grpc.StatusCode.NOT_FOUND
     flavor = registry_pb2.ModelVersion()
     flavor.CopyFrom(good)
-    flavor.flavor = "sklearn"
+    flavor.flavor = "tensorflow"
     code, details = await status_of(flavor)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("version.flavor:")
     assert (await status_of(good, metadata=()))[0] == grpc.StatusCode.UNAUTHENTICATED

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from driftloop.inference.coalescing import Coalescer
 from driftloop.kit.errors import DriftloopError, FailedPrecondition, NotFound, Unavailable
 from driftloop.kit.names import check_name, check_version_ref, is_version_number
 from driftloop.models.artifacts import ArtifactStore
@@ -42,6 +43,8 @@ class Hosted:
     version: str
     state: State = "loading"
     model: Model | None = None
+    # Shares calls among single-row requests to a model that predicts in a worker thread.
+    coalescer: Coalescer | None = None
     spec: VersionSpec | None = None
     error: DriftloopError | None = None
     failed_at: float = 0.0
@@ -128,6 +131,9 @@ class ModelHost:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for hosted in self._hosted.values():
+            if hosted.coalescer is not None:
+                await hosted.coalescer.close()
 
     def _ensure(self, name: str, version: str) -> Hosted:
         hosted = self._hosted.get((name, version))
@@ -167,6 +173,7 @@ class ModelHost:
             log.exception("loading %s v%s failed", hosted.model_name, hosted.version)
         else:
             hosted.spec, hosted.model, hosted.state = spec, model, "ready"
+            hosted.coalescer = None if model.inline else Coalescer(model)
             log.info(
                 "loaded %s v%s",
                 hosted.model_name,
