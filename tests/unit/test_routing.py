@@ -17,11 +17,11 @@ from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import QualityOpinion, Verdict, VersionStats, analyse
 from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.policies import PolicyBook, validate
-from driftloop.gateway.rollouts import EARLY, NO_QUALITY, Rollouts, default_plan
+from driftloop.gateway.rollouts import EARLY, NO_QUALITY, Rollouts, RolloutStart, default_plan
 from driftloop.gateway.routing import route, shadow_versions
 from driftloop.kit.errors import InvalidArgument
 from driftloop.stats import output_distance
-from driftloop.v1 import events_pb2, gateway_pb2
+from driftloop.v1 import events_pb2
 
 
 def ab(weights: tuple[int, int]) -> events_pb2.RoutingPolicy:
@@ -273,12 +273,7 @@ async def controller(
     rollouts = Rollouts(
         book, fakes, fakes, fakes, fakes, fakes, defaults=plan, quality=fakes if quality else None
     )
-    await rollouts.start(
-        gateway_pb2.StartRolloutRequest(
-            model="churn", candidate_version="2", strategy=gateway_pb2.ROLLOUT_STRATEGY_CANARY
-        ),
-        "test",
-    )
+    await rollouts.start(RolloutStart("churn", "2", "canary"), "test")
     return rollouts
 
 

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from driftloop.gateway import metrics
 from driftloop.gateway.canary import (
@@ -57,7 +57,7 @@ from driftloop.kit.errors import (
 )
 from driftloop.kit.names import check_version
 from driftloop.kit.times import stamp
-from driftloop.v1 import events_pb2, gateway_pb2
+from driftloop.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,24 @@ class ShadowCheck(Protocol):
     async def evidence(self, model: str, version: str, since: dt.datetime) -> ShadowEvidence | None:
         """The comparison since `since`; None when it cannot be had now."""
         ...
+
+
+@dataclass(frozen=True)
+class RolloutStart:
+    """A rollout asked for: `candidate_version` of `model` by `strategy`. Canary: `steps`
+    (empty: the default plan), and shadow first when `shadow_min_compared` > 0 (mirrored
+    until the shadow service compared that many requests, `shadow_min_labelled` of them
+    labelled). Blue-green: `hold_s`, how long the previous version stays loaded (0: the
+    configured default)."""
+
+    model: str
+    candidate_version: str
+    strategy: Literal["canary", "blue_green"]
+    steps: tuple[events_pb2.CanaryStep, ...] = ()
+    hold_s: int = 0
+    reason: str = ""
+    shadow_min_compared: int = 0
+    shadow_min_labelled: int = 0
 
 
 class Rollouts:
@@ -214,9 +232,7 @@ class Rollouts:
                 ) from None
             checked.add(version)
 
-    async def start(
-        self, request: gateway_pb2.StartRolloutRequest, actor: str
-    ) -> events_pb2.RoutingPolicy:
+    async def start(self, request: RolloutStart, actor: str) -> events_pb2.RoutingPolicy:
         policy = events_pb2.RoutingPolicy()
         policy.CopyFrom(await self.served(request.model))  # a rollout may start from the default
         candidate = check_version("candidate_version", request.candidate_version)
@@ -227,8 +243,8 @@ class Rollouts:
                 f"{request.model} already has a rollout; promote or roll it back first "
                 f"(`driftloop routing promote|rollback --model {request.model}`)"
             )
-        shadow_first = request.shadow_first.min_compared > 0
-        if shadow_first and request.strategy != gateway_pb2.ROLLOUT_STRATEGY_CANARY:
+        shadow_first = request.shadow_min_compared > 0
+        if shadow_first and request.strategy != "canary":
             raise InvalidArgument("shadow_first", "only a canary can start shadow first")
         if shadow_first and self._shadow is None:
             raise FailedPrecondition(
@@ -237,7 +253,7 @@ class Rollouts:
         await self._loader.load(request.model, candidate)  # loaded and healthy, or it raises
         now = dt.datetime.now(dt.UTC)
         reason = request.reason
-        if request.strategy == gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN:
+        if request.strategy == "blue_green":
             hold = request.hold_s or self._hold_default_s  # 0: the configured default
             policy.blue_green.CopyFrom(
                 events_pb2.BlueGreen(
@@ -246,7 +262,7 @@ class Rollouts:
                     hold_until=stamp(now + dt.timedelta(seconds=hold)),
                 )
             )
-        elif request.strategy == gateway_pb2.ROLLOUT_STRATEGY_CANARY:
+        else:
             plan = events_pb2.CanaryPlan()
             plan.CopyFrom(self._defaults)
             plan.candidate_version = candidate
@@ -257,11 +273,13 @@ class Rollouts:
             plan.step_started.CopyFrom(stamp(now))
             plan.started.CopyFrom(stamp(now))
             if shadow_first:
-                _open_gate(policy, plan, request.shadow_first, now)
+                _open_gate(
+                    policy, plan, request.shadow_min_compared, request.shadow_min_labelled, now
+                )
                 reason = (
                     f"{reason}; shadow first: v{candidate} is mirrored until "
-                    f"{request.shadow_first.min_compared} requests are compared "
-                    f"({request.shadow_first.min_labelled} labelled)"
+                    f"{request.shadow_min_compared} requests are compared "
+                    f"({request.shadow_min_labelled} labelled)"
                 ).lstrip("; ")
             else:
                 policy.canary.CopyFrom(plan)
@@ -270,8 +288,6 @@ class Rollouts:
             if self._quality is None:
                 log.warning("canary of %s v%s: %s", request.model, candidate, NO_QUALITY)
                 reason = self._noted(reason)
-        else:
-            raise InvalidArgument("strategy", "BLUE_GREEN or CANARY")
         committed = await self._commit(policy, policy.revision, actor)
         await self._announce(
             events_pb2.MODEL_EVENT_KIND_ROLLOUT_STARTED, committed, candidate, reason, actor
@@ -531,15 +547,16 @@ def _candidate(policy: events_pb2.RoutingPolicy) -> str:
 def _open_gate(
     policy: events_pb2.RoutingPolicy,
     plan: events_pb2.CanaryPlan,
-    shadow_first: gateway_pb2.ShadowFirst,
+    min_compared: int,
+    min_labelled: int,
     now: dt.datetime,
 ) -> None:
     """Mirror the candidate (every request) until the shadow evidence is in."""
     policy.shadow_gate.CopyFrom(
         events_pb2.ShadowGate(
             candidate_version=plan.candidate_version,
-            min_compared=shadow_first.min_compared,
-            min_labelled=shadow_first.min_labelled,
+            min_compared=min_compared,
+            min_labelled=min_labelled,
             started=stamp(now),
             canary=plan,
             previous_sample_bp=policy.shadow.sample_bp,

@@ -25,7 +25,7 @@ from driftloop.gateway.lease import ControllerLease
 from driftloop.gateway.oip import InferenceServicer
 from driftloop.gateway.policies import PolicyBook
 from driftloop.gateway.policy_topic import PolicyTopic
-from driftloop.gateway.rollouts import NO_QUALITY, Rollouts, default_plan
+from driftloop.gateway.rollouts import NO_QUALITY, Rollouts, RolloutStart, default_plan
 from driftloop.gateway.servicer import GatewayServicer
 from driftloop.gateway.serving import PredictionService
 from driftloop.kafka.codecs import decode_model_event
@@ -206,12 +206,10 @@ class GatewayService:
             return
         if self.book.get(event.model) is None:
             return
-        request = gateway_pb2.StartRolloutRequest(
+        request = RolloutStart(
             model=event.model,
             candidate_version=event.version,
-            strategy=gateway_pb2.ROLLOUT_STRATEGY_CANARY
-            if mode == "canary"
-            else gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN,
+            strategy="canary" if mode == "canary" else "blue_green",
             hold_s=self._settings.blue_green_hold_s,
             reason=f"version {event.version} registered ({event.reason})",
         )

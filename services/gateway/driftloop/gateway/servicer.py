@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
-from driftloop.gateway.rollouts import Rollouts
+from driftloop.gateway.rollouts import Rollouts, RolloutStart
 from driftloop.gateway.serving import PredictionService, Served
 from driftloop.kit.errors import InvalidArgument
 from driftloop.kit.handlers import actor_of
@@ -23,6 +23,25 @@ def _response(model: str, served: Served) -> gateway_pb2.PredictResponse:
         version=served.version,
         variant=served.variant,
         output=served.output,
+    )
+
+
+def _rollout_start(request: gateway_pb2.StartRolloutRequest) -> RolloutStart:
+    if request.strategy == gateway_pb2.ROLLOUT_STRATEGY_CANARY:
+        strategy: Literal["canary", "blue_green"] = "canary"
+    elif request.strategy == gateway_pb2.ROLLOUT_STRATEGY_BLUE_GREEN:
+        strategy = "blue_green"
+    else:
+        raise InvalidArgument("strategy", "BLUE_GREEN or CANARY")
+    return RolloutStart(
+        model=request.model,
+        candidate_version=request.candidate_version,
+        strategy=strategy,
+        steps=tuple(request.steps),
+        hold_s=request.hold_s,
+        reason=request.reason,
+        shadow_min_compared=request.shadow_first.min_compared,
+        shadow_min_labelled=request.shadow_first.min_labelled,
     )
 
 
@@ -85,7 +104,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def StartRollout(
         self, request: gateway_pb2.StartRolloutRequest, context: Any
     ) -> events_pb2.RoutingPolicy:
-        return await self._rollouts.start(request, actor_of(context))
+        return await self._rollouts.start(_rollout_start(request), actor_of(context))
 
     async def Promote(
         self, request: gateway_pb2.PromoteRequest, context: Any
