@@ -12,6 +12,7 @@ from typing import Any
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.client.registry import RegistryClient, ServiceCall
 from driftloop.drift import metrics
 from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES, Alerts
 from driftloop.drift.baselines import RegistryBaselines
@@ -83,7 +84,9 @@ class DriftService:
         self._producer = EventProducer(kafka, bootstrap_servers)
         self.store = DriftStore(clickhouse)
         self._registry_channel = open_channel(settings.registry_target)
-        self.baselines = RegistryBaselines(self._registry_channel, settings.registry_timeout_s)
+        self.baselines = RegistryBaselines(
+            RegistryClient(self._registry_channel, ServiceCall(settings.registry_timeout_s))
+        )
         self.alerts = Alerts(self._publish_alert, settings.alert_debounce_s)
         self.join = LabelJoin(
             settings.label_horizon_s,
