@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,6 +41,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop.client.errors import typed
+from driftloop.client.registry import RegistryClient
 from driftloop.kit.grpc_client import ACTOR_HEADER, admin_metadata, open_channel
 from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
 from driftloop.models.convert import row_to_proto
@@ -58,7 +59,6 @@ from driftloop.v1 import (
     inference_pb2,
     inference_pb2_grpc,
     registry_pb2,
-    registry_pb2_grpc,
     retrainer_pb2,
     retrainer_pb2_grpc,
     shadow_pb2,
@@ -68,7 +68,6 @@ from driftloop.v1 import (
 if TYPE_CHECKING:
     from driftloop.kafka.producer import EventProducer
 
-CHUNK = 1024 * 1024
 # A retraining run in one of these states has not ended yet.
 RUN_IN_PROGRESS = (retrainer_pb2.RUN_STATE_PENDING, retrainer_pb2.RUN_STATE_RUNNING)
 
@@ -138,7 +137,8 @@ class DriftloopClient:
         self._gateway_channel = open_channel(
             settings.gateway_target, tls_ca_file=settings.tls_ca_file
         )
-        self.registry = registry_pb2_grpc.ModelRegistryStub(self._registry_channel)
+        self._registry = RegistryClient(self._registry_channel, self._registry_call)
+        self.registry = self._registry.stub
         # The retrainer serves continuous training on the registry's port.
         self.retrainer = retrainer_pb2_grpc.RetrainerStub(self._registry_channel)
         self.inference = inference_pb2_grpc.InferenceServiceStub(self._inference_channel)
@@ -213,6 +213,12 @@ class DriftloopClient:
             wait *= 2
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    async def _registry_call(
+        self, method: Any, request: Any, *, retry: bool, admin: bool, what: str
+    ) -> Any:
+        """The registry client's calls, made as every call of this client is."""
+        return await self._call("registry", method, request, retry=retry, admin=admin)
+
     async def publish_label(
         self,
         request_id: str,
@@ -252,24 +258,10 @@ class DriftloopClient:
         await self._producer.publish(TopicNames(self._kafka.topic_prefix).labels, request_id, event)
 
     async def upload_artifact(self, data: bytes) -> str:
-        async def chunks() -> AsyncIterator[registry_pb2.ArtifactChunk]:
-            for start in range(0, len(data), CHUNK):
-                yield registry_pb2.ArtifactChunk(data=data[start : start + CHUNK])
-
-        reference: registry_pb2.ArtifactRef = await self._call(
-            "registry", self.registry.UploadArtifact, chunks(), retry=False, admin=True
-        )
-        return reference.sha256
+        return await self._registry.upload_artifact(data)
 
     async def register(self, record: registry_pb2.ModelVersion) -> registry_pb2.ModelVersion:
-        registered: registry_pb2.ModelVersion = await self._call(
-            "registry",
-            self.registry.RegisterModelVersion,
-            registry_pb2.RegisterModelVersionRequest(version=record),
-            retry=False,
-            admin=True,
-        )
-        return registered
+        return await self._registry.register(record)
 
     async def register_trained(
         self,
@@ -358,35 +350,13 @@ class DriftloopClient:
         return await self.register(record)
 
     async def get_version(self, model: str, version: str) -> registry_pb2.ModelVersion:
-        record: registry_pb2.ModelVersion = await self._call(
-            "registry",
-            self.registry.GetModelVersion,
-            registry_pb2.GetModelVersionRequest(
-                model=common_pb2.ModelRef(model=model, version=version)
-            ),
-            retry=True,
-        )
-        return record
+        return await self._registry.get(model, version)
 
     async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]:
-        listed = await self._call(
-            "registry",
-            self.registry.ListModelVersions,
-            registry_pb2.ListModelVersionsRequest(model=model),
-            retry=True,
-        )
-        return list(listed.versions)
+        return await self._registry.versions(model)
 
     async def lineage(self, model: str, version: str) -> list[registry_pb2.ModelVersion]:
-        chain = await self._call(
-            "registry",
-            self.registry.GetLineage,
-            registry_pb2.GetModelVersionRequest(
-                model=common_pb2.ModelRef(model=model, version=version)
-            ),
-            retry=True,
-        )
-        return list(chain.versions)
+        return await self._registry.lineage(model, version)
 
     async def set_alias(
         self,
@@ -402,40 +372,15 @@ class DriftloopClient:
         if expected_version is None:
             history = await self.alias_history(model, alias)
             expected_version = history[-1].version if history else ""
-        move: registry_pb2.AliasMove = await self._call(
-            "registry",
-            self.registry.SetAlias,
-            registry_pb2.SetAliasRequest(
-                model=model,
-                alias=alias,
-                version=version,
-                expected_version=expected_version,
-                reason=reason,
-            ),
-            retry=False,
-            admin=True,
-        )
-        return move
+        return await self._registry.set_alias(model, alias, version, expected_version, reason)
 
     async def alias_history(self, model: str, alias: str = "") -> list[registry_pb2.AliasMove]:
-        history = await self._call(
-            "registry",
-            self.registry.GetAliasHistory,
-            registry_pb2.GetAliasHistoryRequest(model=model, alias=alias),
-            retry=True,
-        )
-        return list(history.moves)
+        return await self._registry.alias_history(model, alias)
 
     async def resolve_alias(
         self, model: str, alias: str, at: dt.datetime | None = None
     ) -> registry_pb2.ModelVersion:
-        request = registry_pb2.ResolveAliasRequest(model=model, alias=alias)
-        if at is not None:
-            request.at.FromDatetime(at)
-        record: registry_pb2.ModelVersion = await self._call(
-            "registry", self.registry.ResolveAlias, request, retry=True
-        )
-        return record
+        return await self._registry.resolve_alias(model, alias, at)
 
     async def predict(
         self, model: str, version: str, row: Row, request_id: str = ""

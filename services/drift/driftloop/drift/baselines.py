@@ -6,12 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import grpc
-
-from driftloop.kit.grpc_client import upstream_error
+from driftloop.client.registry import RegistryClient
 from driftloop.models.baseline import Baseline
 from driftloop.models.convert import OUTPUT_KIND_NAMES, baseline_from_proto
-from driftloop.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -27,9 +24,8 @@ class BaselineSource(Protocol):
 
 
 class RegistryBaselines:
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
-        self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
-        self._timeout = timeout_s
+    def __init__(self, registry: RegistryClient) -> None:
+        self._registry = registry
         self._cache: dict[tuple[str, str], VersionInfo] = {}
 
     async def get(self, model: str, version: str) -> VersionInfo:
@@ -37,15 +33,7 @@ class RegistryBaselines:
         cached = self._cache.get((model, version))
         if cached is not None:
             return cached
-        try:
-            record: registry_pb2.ModelVersion = await self._stub.GetModelVersion(
-                registry_pb2.GetModelVersionRequest(
-                    model=common_pb2.ModelRef(model=model, version=version)
-                ),
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise upstream_error(error, f"the registry on {model}:{version}") from None
+        record = await self._registry.get(model, version)
         info = VersionInfo(
             model=record.model,
             version=record.version,

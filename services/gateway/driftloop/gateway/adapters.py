@@ -9,11 +9,12 @@ import logging
 import grpc
 
 from driftloop.client.inference_pool import Endpoint, InferencePool
+from driftloop.client.registry import RegistryClient
 from driftloop.gateway.canary import QualityOpinion
 from driftloop.gateway.champions import CHAMPION
 from driftloop.gateway.rollouts import ShadowEvidence
 from driftloop.kafka.producer import EventProducer
-from driftloop.kit.errors import FailedPrecondition, Unavailable
+from driftloop.kit.errors import ErrorCode, FailedPrecondition, Unavailable, Upstream
 from driftloop.kit.grpc_client import admin_metadata, upstream_error
 from driftloop.v1 import (
     common_pb2,
@@ -22,7 +23,6 @@ from driftloop.v1 import (
     events_pb2,
     inference_pb2,
     registry_pb2,
-    registry_pb2_grpc,
     shadow_pb2,
     shadow_pb2_grpc,
 )
@@ -121,38 +121,17 @@ class ShadowComparisons:
 
 
 class RegistryChampions:
-    def __init__(
-        self, channel: grpc.aio.Channel, admin_token: str, timeout_s: float = 10.0
-    ) -> None:
-        self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
-        self._metadata = admin_metadata(admin_token, actor="gateway")
-        self._timeout = timeout_s
+    """The champion alias in the registry: read from its history, moved compare-and-set."""
+
+    def __init__(self, registry: RegistryClient) -> None:
+        self._registry = registry
 
     async def current(self, model: str) -> str:
-        try:
-            history = await self._stub.GetAliasHistory(
-                registry_pb2.GetAliasHistoryRequest(model=model, alias=CHAMPION),
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise upstream_error(error, "reading the champion from the registry") from None
-        return history.moves[-1].version if history.moves else ""
+        moves = await self._registry.alias_history(model, CHAMPION)
+        return moves[-1].version if moves else ""
 
     async def move(self, model: str, version: str, expected: str, reason: str) -> None:
-        try:
-            await self._stub.SetAlias(
-                registry_pb2.SetAliasRequest(
-                    model=model,
-                    alias=CHAMPION,
-                    version=version,
-                    expected_version=expected,
-                    reason=reason,
-                ),
-                timeout=self._timeout,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise upstream_error(error, "moving the champion alias") from None
+        await self._registry.set_alias(model, CHAMPION, version, expected, reason)
 
 
 class RegistryVersions:
@@ -160,9 +139,8 @@ class RegistryVersions:
     (the OIP's schema). Versions never disappear or change, so a version once found is
     not asked about again."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 5.0) -> None:
-        self._stub = registry_pb2_grpc.ModelRegistryStub(channel)
-        self._timeout = timeout_s
+    def __init__(self, registry: RegistryClient) -> None:
+        self._registry = registry
         self._known: set[tuple[str, str]] = set()
         self._records: dict[tuple[str, str], registry_pb2.ModelVersion] = {}
 
@@ -171,15 +149,7 @@ class RegistryVersions:
         record = self._records.get((model, version))
         if record is not None:
             return record
-        try:
-            record = await self._stub.GetModelVersion(
-                registry_pb2.GetModelVersionRequest(
-                    model=common_pb2.ModelRef(model=model, version=version)
-                ),
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise upstream_error(error, f"reading {model} v{version} from the registry") from None
+        record = await self._registry.get(model, version)
         labels = registry_pb2.Baseline(output_labels=record.baseline.output_labels)
         record.baseline.CopyFrom(labels)  # the samples and bins are large, and unused here
         self._records[(model, version)] = record
@@ -190,20 +160,15 @@ class RegistryVersions:
         if (model, version) in self._known:
             return True
         try:
-            await self._stub.GetModelVersion(
-                registry_pb2.GetModelVersionRequest(
-                    model=common_pb2.ModelRef(model=model, version=version)
-                ),
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
+            await self._registry.get(model, version)
+        except Upstream as error:
+            if error.code == ErrorCode.NOT_FOUND:
                 return False
             log.warning(
                 "cannot ask the registry whether %s v%s exists",
                 model,
                 version,
-                extra={"code": error.code().name},
+                extra={"code": error.code.value},
             )
             return None
         self._known.add((model, version))

@@ -8,6 +8,7 @@ import logging
 from google.protobuf.message import Message
 
 from driftloop.client.inference_pool import InferencePool
+from driftloop.client.registry import RegistryClient, ServiceCall
 from driftloop.gateway import metrics
 from driftloop.gateway.adapters import (
     DriftQuality,
@@ -39,6 +40,8 @@ from driftloop.oip.v2 import grpc_predict_v2_pb2 as oip_pb2
 from driftloop.v1 import events_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
+
+REGISTRY_TIMEOUT_S = 10.0
 
 
 class GatewayService:
@@ -74,9 +77,12 @@ class GatewayService:
         )
         self.recorder = TrafficRecorder()
         self._registry_channel = open_channel(settings.registry_target)
-        champions = RegistryChampions(self._registry_channel, token)
+        registry = RegistryClient(
+            self._registry_channel, ServiceCall(REGISTRY_TIMEOUT_S, token, actor="gateway")
+        )
+        champions = RegistryChampions(registry)
         self.served = ServedPolicies(self.book, champions)
-        versions = RegistryVersions(self._registry_channel)
+        versions = RegistryVersions(registry)
         loader = InferenceLoader(self.pool, token)
         self.serving = PredictionService(
             self.pool,

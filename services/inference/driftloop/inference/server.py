@@ -7,10 +7,11 @@ import logging
 
 from google.protobuf.message import Message
 
+from driftloop.client.registry import RegistryClient, ServiceCall
 from driftloop.inference import metrics
 from driftloop.inference.config import InferenceSettings
 from driftloop.inference.host import ModelHost
-from driftloop.inference.registry_client import RegistryClient, RegistryVersions
+from driftloop.inference.registry_client import RegistryVersions
 from driftloop.inference.servicer import InferenceServicer
 from driftloop.kafka.codecs import decode_model_event
 from driftloop.kafka.tail import TopicTail
@@ -37,7 +38,9 @@ class InferenceService:
             settings.registry_target, tls_ca_file=settings.registry_tls_ca_file
         )
         self.host = ModelHost(
-            RegistryVersions(RegistryClient(self._channel, settings.registry_timeout_s)),
+            RegistryVersions(
+                RegistryClient(self._channel, ServiceCall(settings.registry_timeout_s))
+            ),
             artifacts,
             max_loaded=settings.max_loaded,
             load_wait_s=settings.load_wait_s,
