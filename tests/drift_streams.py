@@ -47,6 +47,18 @@ def table(
     return Table(columns)
 
 
+def staggered(rows: int, seed: int, shifts: dict[str, tuple[int, int, float]]) -> Table:
+    """Rows of the stable process where each named feature is shifted by its offset (in
+    standard deviations) from its own first row to its own last (exclusive): features that
+    drift one after another, and come back."""
+    columns = dict(table(rows, seed).columns)
+    for name, (first, last, offset) in shifts.items():
+        column = np.array(columns[name], dtype=np.float64)
+        column[first:last] += offset
+        columns[name] = column
+    return Table(columns)
+
+
 def train(seed: int = 7) -> TrainedModel:
     return train_linear(table(5000, seed), TrainingSpec(target="churned", features=NAMES))
 

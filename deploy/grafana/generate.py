@@ -455,19 +455,23 @@ DRIFT = Dashboard(
                 ),
                 Panel(
                     "Drift alerts",
-                    "Every alert raised (debounced; an alert that grows is updated, not "
-                    "repeated), with its top features.",
+                    "Every event of every alert: its open, each update (a stream joined, or "
+                    "the severity rose: the same alert id, a higher revision) and its close "
+                    "(back in control), with its streams.",
                     (
                         table(
                             f"SELECT time, {BY_VERSION} AS version, toString(kind) AS kind, "
+                            "toString(state) AS state, revision, "
                             "toString(severity) AS severity, "
-                            "arrayStringConcat(arraySlice(features, 1, 5), ', ') AS features, "
-                            "summary FROM driftloop.drift_alerts FINAL "
+                            "arrayStringConcat(arraySlice(features, 1, 8), ', ') AS features, "
+                            "summary, alert_id FROM driftloop.drift_alerts FINAL "
                             f"WHERE $__timeFilter(time) AND {MODEL} AND {versions()} "
                             "ORDER BY time DESC LIMIT 200",
                             {
                                 "time": TIME,
-                                **texts("version", "kind", "severity", "features", "summary"),
+                                **texts("version", "kind", "state"),
+                                "revision": NUMBER,
+                                **texts("severity", "features", "summary", "alert_id"),
                             },
                         ),
                     ),
@@ -798,7 +802,8 @@ ROLLOUTS = Dashboard(
             "Drift alerts",
             "orange",
             table(
-                "SELECT time, concat(toString(kind), ' drift alert on v', version) AS title, "
+                "SELECT time, concat(toString(kind), ' drift alert ', toString(state), ' on v', "
+                "version) AS title, "
                 "summary AS text, concat(toString(kind), ',', toString(severity)) AS tags "
                 "FROM driftloop.drift_alerts FINAL "
                 f"WHERE $__timeFilter(time) AND {MODEL} ORDER BY time",

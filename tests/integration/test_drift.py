@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.drift.alerts import STATE_NAMES
 from driftloop.drift.config import DriftSettings
 from driftloop.drift.server import DriftService
 from driftloop.kafka.producer import EventProducer
@@ -235,6 +236,87 @@ async def test_a_new_label_relation_is_concept_drift_once_labels_arrive(
     assert after.concept_drift and not after.data_drift and not after.prediction_drift
     kinds = {alert.kind for alert in await drift.alerts()}
     assert kinds == {events_pb2.DRIFT_KIND_CONCEPT}
+
+
+@pytest.mark.parametrize(
+    "drift",
+    [{"alert_debounce_s": 0, "alert_quiet_events": 2000, "sink_batch": 1000}],
+    indirect=True,
+)
+async def test_four_features_drifting_at_different_times_give_one_alert_naming_all_four(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(trained, "1")
+    # x1, x3, x5, x7 drift by 0.8 sigma from rows 1000, 2500, 4000, 5500; all back at 9000.
+    shifts = {
+        name: (first, 9000, 0.8)
+        for name, first in zip(("x1", "x3", "x5", "x7"), (1000, 2500, 4000, 5500), strict=True)
+    }
+    data = drift_streams.staggered(16_000, 51, shifts)
+    stream = drift_streams.stream(trained, data, model=MODEL, version="1")
+    # One key, one partition: the detectors see the stream in its order, so the exact
+    # detection points of this seeded stream (as the unit test finds them) are expected.
+    for event in stream.predictions:
+        await drift.producer.enqueue(drift.names.predictions, "one-partition", event)
+    await drift.producer.flush()
+
+    async def closed() -> bool:
+        alerts = await drift.alerts()
+        return any(
+            a.kind == events_pb2.DRIFT_KIND_DATA and a.state == events_pb2.ALERT_STATE_CLOSED
+            for a in alerts
+        )
+
+    await until(closed, 120)
+    # ListAlerts: each alert once, as its latest event.
+    (data_alert,) = [a for a in await drift.alerts() if a.kind == events_pb2.DRIFT_KIND_DATA]
+    assert data_alert.state == events_pb2.ALERT_STATE_CLOSED
+    assert data_alert.severity == events_pb2.SEVERITY_WARNING
+    first = {f.feature: f.first_alarm.ToDatetime(dt.UTC) for f in data_alert.features}
+    t0 = drift_streams.T0
+    assert first == {
+        "x1": t0 + dt.timedelta(seconds=1077),
+        "x3": t0 + dt.timedelta(seconds=2566),
+        "x5": t0 + dt.timedelta(seconds=4056),
+        "x7": t0 + dt.timedelta(seconds=5529),
+    }
+    assert not any(f.drifted for f in data_alert.features)
+    # The drift-alerts topic has every event of it: the open (x1 alone), an update as each
+    # other stream joined (the first alarms are over 1,000 events apart, a sink batch at
+    # most 1,000), the close. The output moved with x1: a prediction alert, open and close.
+    published = [
+        events_pb2.DriftAlert.FromString(value)
+        for value in await read_topic(
+            drift.kafka, drift.names.drift_alerts, data_alert.revision + 1 + 2
+        )
+    ]
+    events = [a for a in published if a.alert_id == data_alert.alert_id]
+    assert [(a.state, a.revision, [f.feature for f in a.features]) for a in events] == [
+        (events_pb2.ALERT_STATE_OPEN, 0, ["x1"]),
+        (events_pb2.ALERT_STATE_UPDATED, 1, ["x1", "x3"]),
+        (events_pb2.ALERT_STATE_UPDATED, 2, ["x1", "x3", "x5"]),
+        (events_pb2.ALERT_STATE_UPDATED, 3, ["x1", "x3", "x5", "x7"]),
+        (events_pb2.ALERT_STATE_CLOSED, 4, ["x1", "x3", "x5", "x7"]),
+    ]
+    assert all(f.drifted for f in events[-2].features)
+    assert events[-1] == data_alert
+    other = [a for a in published if a.alert_id != data_alert.alert_id]
+    assert [(a.kind, a.state) for a in other] == [
+        (events_pb2.DRIFT_KIND_PREDICTION, events_pb2.ALERT_STATE_OPEN),
+        (events_pb2.DRIFT_KIND_PREDICTION, events_pb2.ALERT_STATE_CLOSED),
+    ]
+    # And ClickHouse has a row per event, the streams with their first alarms.
+    rows = await drift.clickhouse.query(
+        "SELECT toString(state), revision, features, "
+        "arrayMap(t -> toUnixTimestamp64Micro(t), first_alarms), opened = "
+        f"{{opened:DateTime64(6, 'UTC')}} FROM {drift.clickhouse.table('drift_alerts')} FINAL "
+        "WHERE alert_id = {id:String} ORDER BY revision",
+        {"id": data_alert.alert_id, "opened": data_alert.opened.ToDatetime(dt.UTC)},
+    )
+    assert [row[:2] for row in rows.rows] == [(STATE_NAMES[a.state], a.revision) for a in events]
+    assert list(rows.rows[-1][2]) == ["x1", "x3", "x5", "x7"]
+    assert list(rows.rows[-1][3]) == [int(t.timestamp() * 1e6) for t in first.values()]
+    assert all(row[4] for row in rows.rows)
 
 
 @pytest.mark.parametrize("drift", [{"label_pending_per_partition": 100}], indirect=True)

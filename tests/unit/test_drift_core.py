@@ -3,6 +3,7 @@ and the canary verdict, on seeded streams with known drift."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -198,7 +199,7 @@ def test_the_label_join_expires_idle_partitions_on_request() -> None:
     assert join.expire() == 1 and join.pending == 0 and join.expired == 1
 
 
-async def test_alerts_are_debounced_per_model_version_and_kind(trained: TrainedModel) -> None:
+async def test_one_alert_is_open_per_model_version_and_kind(trained: TrainedModel) -> None:
     published: list[events_pb2.DriftAlert] = []
 
     async def publish(alert: events_pb2.DriftAlert) -> None:
@@ -210,9 +211,15 @@ async def test_alerts_are_debounced_per_model_version_and_kind(trained: TrainedM
     first = await alerts.from_report(shifted)
     assert [a.kind for a in first] == [events_pb2.DRIFT_KIND_DATA]
     assert first[0].features[0].feature == "x3" and first[0].window_rows == 5000
-    assert await alerts.from_report(shifted) == [] and alerts.suppressed == 1
+    assert first[0].state == events_pb2.ALERT_STATE_OPEN
+    # The same evidence again is no news: the open alert takes it in, nothing is published,
+    # however long after (the window still shows the drift: it stays open).
+    assert await alerts.from_report(shifted) == [] and alerts.absorbed == 1
     now[0] = 301.0
-    assert len(await alerts.from_report(shifted)) == 1
+    assert await alerts.from_report(shifted) == []
+    # Another version has alerts of its own.
+    other = dataclasses.replace(shifted, version="2")
+    assert [a.version for a in await alerts.from_report(other)] == ["2"]
     assert len(published) == 2
 
 

@@ -41,6 +41,7 @@ from driftloop.retrainer.triggers import (
     Performance,
     Trigger,
     admit,
+    asks_for_decision,
     drift_cause,
     new_data_cause,
     performance_breach,
@@ -336,6 +337,25 @@ def test_drift_alerts_below_the_minimum_severity_do_not_trigger() -> None:
     strict = policy(drift__min_severity=events_pb2.SEVERITY_CRITICAL)
     warning = alert(events_pb2.DRIFT_KIND_DATA, events_pb2.SEVERITY_WARNING)
     assert drift_cause(strict, warning, "3") == ""
+
+
+def test_an_alerts_open_and_its_severity_raises_ask_for_a_decision_its_other_events_not() -> None:
+    opened = alert(events_pb2.DRIFT_KIND_DATA, events_pb2.SEVERITY_WARNING)
+    opened.state = events_pb2.ALERT_STATE_OPEN
+    assert asks_for_decision(opened)
+    assert asks_for_decision(alert(events_pb2.DRIFT_KIND_DATA, events_pb2.SEVERITY_WARNING))
+    wider = alert(events_pb2.DRIFT_KIND_DATA, events_pb2.SEVERITY_WARNING)
+    wider.state, wider.revision = events_pb2.ALERT_STATE_UPDATED, 1
+    wider.previous_severity = events_pb2.SEVERITY_WARNING
+    assert not asks_for_decision(wider)  # one more stream: the policy's answer is the same
+    raised = alert(events_pb2.DRIFT_KIND_DATA, events_pb2.SEVERITY_CRITICAL)
+    raised.state, raised.revision = events_pb2.ALERT_STATE_UPDATED, 2
+    raised.previous_severity = events_pb2.SEVERITY_WARNING
+    assert asks_for_decision(raised)
+    closed = alert(events_pb2.DRIFT_KIND_DATA, events_pb2.SEVERITY_CRITICAL)
+    closed.state, closed.revision = events_pb2.ALERT_STATE_CLOSED, 3
+    closed.previous_severity = events_pb2.SEVERITY_CRITICAL
+    assert not asks_for_decision(closed)
 
 
 def test_a_disabled_drift_rule_never_triggers() -> None:

@@ -107,9 +107,87 @@ def test_a_drift_alert_becomes_a_notice_with_its_id_and_json_safe_scores() -> No
         "score": 0.41,
         "p_value": 1e-9,
         "drifted": True,
+        "first_alarm": None,
+        "last_alarm": None,
     }
     assert features[1]["score"] is None and features[1]["p_value"] is None
     assert notice.details["window"]["rows"] == 10_000
+    # An alert from before the lifecycle (no state, revision 0) reads as an open.
+    assert (notice.details["state"], notice.details["revision"]) == ("open", 0)
+
+
+def alert_event(state: int, revision: int, severity: int) -> Any:
+    """Event `revision` of alert a1: opened 10 minutes ago, this event a minute ago."""
+    alert = drift_alert()
+    alert.state = state
+    alert.revision = revision
+    alert.opened.CopyFrom(stamp(NOW - dt.timedelta(minutes=10)))
+    alert.previous_severity = events_pb2.SEVERITY_WARNING if revision else 0
+    alert.severity = severity
+    alert.features[0].first_alarm.CopyFrom(stamp(NOW - dt.timedelta(minutes=10)))
+    alert.features[1].first_alarm.CopyFrom(stamp(NOW - dt.timedelta(minutes=3)))
+    return alert
+
+
+def test_each_event_of_an_alert_is_its_own_notice_of_the_same_alert() -> None:
+    opened = from_alert(
+        alert_event(events_pb2.ALERT_STATE_OPEN, 0, events_pb2.SEVERITY_WARNING), NOW
+    )
+    updated = from_alert(
+        alert_event(events_pb2.ALERT_STATE_UPDATED, 1, events_pb2.SEVERITY_CRITICAL), NOW
+    )
+    closed = from_alert(
+        alert_event(events_pb2.ALERT_STATE_CLOSED, 2, events_pb2.SEVERITY_CRITICAL), NOW
+    )
+    # One delivery per event (the ledger's key), one alert id for all three.
+    assert [n.event_id for n in (opened, updated, closed)] == ["a1", "a1-1", "a1-2"]
+    assert {n.details["alert_id"] for n in (opened, updated, closed)} == {"a1"}
+    assert [n.title for n in (opened, updated, closed)] == [
+        "Data drift: churn v2",
+        "Data drift (updated): churn v2",
+        "Data drift (resolved): churn v2",
+    ]
+    assert (
+        updated.details["state"] == "updated" and updated.details["previous_severity"] == "warning"
+    )
+    assert updated.details["opened"] == "2026-03-02T11:50:00.000000Z"
+    first = [f["first_alarm"] for f in updated.details["features"]]
+    assert first == ["2026-03-02T11:50:00.000000Z", "2026-03-02T11:57:00.000000Z"]
+    context = body(updated, "slack")["blocks"][3]["elements"][0]["text"]
+    assert "alert a1 updated (revision 1)" in context
+    fields = body(updated, "slack")["blocks"][2]["fields"]
+    assert any("since 2026-03-02T11:57:00.000000Z" in f["text"] for f in fields)
+
+
+def test_alertmanager_sees_one_alert_firing_then_resolved_whatever_its_severity() -> None:
+    firing = body(
+        from_alert(alert_event(events_pb2.ALERT_STATE_OPEN, 0, events_pb2.SEVERITY_WARNING), NOW),
+        "alertmanager",
+    )
+    raised = body(
+        from_alert(
+            alert_event(events_pb2.ALERT_STATE_UPDATED, 1, events_pb2.SEVERITY_CRITICAL), NOW
+        ),
+        "alertmanager",
+    )
+    resolved = body(
+        from_alert(
+            alert_event(events_pb2.ALERT_STATE_CLOSED, 2, events_pb2.SEVERITY_CRITICAL), NOW
+        ),
+        "alertmanager",
+    )
+    alerts = [sent["alerts"][0] for sent in (firing, raised, resolved)]
+    assert len({a["fingerprint"] for a in alerts}) == 1
+    assert [a["labels"]["severity"] for a in alerts] == ["warning", "critical", "critical"]
+    assert {a["labels"]["alert_id"] for a in alerts} == {"a1"}
+    assert [a["status"] for a in alerts] == ["firing", "firing", "resolved"]
+    assert resolved["status"] == "resolved"
+    assert {a["startsAt"] for a in alerts} == {"2026-03-02T11:50:00.000000Z"}
+    assert [a["endsAt"] for a in alerts] == [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "2026-03-02T11:59:00.000000Z",
+    ]
 
 
 def test_model_events_become_notices_and_only_the_three_kinds_people_are_told_about() -> None:
@@ -294,7 +372,8 @@ def test_the_alertmanager_body_is_a_version_4_webhook_with_one_firing_alert() ->
     assert alert["annotations"]["summary"] == notice.summary
     assert alert["annotations"]["event_id"] == notice.event_id
     assert "Run: churn-1" in alert["annotations"]["description"]
-    assert alert["fingerprint"] == fingerprint(labels) and len(alert["fingerprint"]) == 16
+    identity = {k: v for k, v in labels.items() if k != "severity"}
+    assert alert["fingerprint"] == fingerprint(identity) and len(alert["fingerprint"]) == 16
     assert all(isinstance(value, str) for value in alert["labels"].values())
 
 
@@ -432,6 +511,23 @@ async def test_each_event_goes_once_to_each_webhook_that_wants_it() -> None:
     assert {key[0] for key in ledger.rows} == {"ops", "chat"} and len(ledger.rows) == 3
     assert all(d.outcome == "delivered" and d.attempts == 1 for d in ledger.rows.values())
     assert not letters.letters
+
+
+async def test_each_event_of_an_alert_is_one_delivery_and_a_replay_none() -> None:
+    receiver, ledger, letters = Receiver(), MemoryLedger(), Letters()
+    send = sender(receiver, ledger, letters)
+    opened = alert_event(events_pb2.ALERT_STATE_OPEN, 0, events_pb2.SEVERITY_WARNING)
+    updated = alert_event(events_pb2.ALERT_STATE_UPDATED, 1, events_pb2.SEVERITY_CRITICAL)
+    closed = alert_event(events_pb2.ALERT_STATE_CLOSED, 2, events_pb2.SEVERITY_CRITICAL)
+    await send.handle([record(opened, 0), record(updated, 1)])
+    await send.handle([record(updated, 1), record(closed, 2)])  # a replay, then the close
+    ids = [h["X-Driftloop-Event-Id"] for _, _, h in receiver.requests]
+    assert ids == ["a1", "a1-1", "a1-2"]
+    assert [b["details"]["state"] for _, b, _ in receiver.requests] == [
+        "open",
+        "updated",
+        "closed",
+    ]
 
 
 async def test_a_failing_receiver_gets_the_event_after_retries_with_one_delivery_id() -> None:

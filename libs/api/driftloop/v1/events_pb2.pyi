@@ -92,6 +92,34 @@ SEVERITY_WARNING: Severity.ValueType  # 2
 SEVERITY_CRITICAL: Severity.ValueType  # 3
 Global___Severity: _TypeAlias = Severity  # noqa: Y015
 
+class _AlertState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlertStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALERT_STATE_UNSPECIFIED: _AlertState.ValueType  # 0
+    """From producers before the lifecycle existed: read as OPEN."""
+    ALERT_STATE_OPEN: _AlertState.ValueType  # 1
+    """The first event of an alert (revision 0)."""
+    ALERT_STATE_UPDATED: _AlertState.ValueType  # 2
+    """The alert took in a new stream, or its severity rose."""
+    ALERT_STATE_CLOSED: _AlertState.ValueType  # 3
+    """Every stream of the alert is back in control (its last event)."""
+
+class AlertState(_AlertState, metaclass=_AlertStateEnumTypeWrapper):
+    """Where an alert is in its life. One alert per (model, version, kind) is open at a time."""
+
+ALERT_STATE_UNSPECIFIED: AlertState.ValueType  # 0
+"""From producers before the lifecycle existed: read as OPEN."""
+ALERT_STATE_OPEN: AlertState.ValueType  # 1
+"""The first event of an alert (revision 0)."""
+ALERT_STATE_UPDATED: AlertState.ValueType  # 2
+"""The alert took in a new stream, or its severity rose."""
+ALERT_STATE_CLOSED: AlertState.ValueType  # 3
+"""Every stream of the alert is back in control (its last event)."""
+Global___AlertState: _TypeAlias = AlertState  # noqa: Y015
+
 @_typing.final
 class PredictionEvent(_message.Message):
     """Topic `predictions`, key = request_id. One served (or shadow) prediction."""
@@ -622,12 +650,26 @@ class FeatureScore(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     P_VALUE_FIELD_NUMBER: _builtins.int
     DRIFTED_FIELD_NUMBER: _builtins.int
+    FIRST_ALARM_FIELD_NUMBER: _builtins.int
+    LAST_ALARM_FIELD_NUMBER: _builtins.int
     feature: _builtins.str
     test: _builtins.str
-    """The test that produced the score: "psi", "ks", "js", "kl", "chi2", "adwin", ..."""
+    """The test that produced the score: "psi", "ks", "js", "kl", "chi2", "cusum", ..."""
     score: _builtins.float
     p_value: _builtins.float
     drifted: _builtins.bool
+    """In a report: the stream drifted. In an alert: the stream is still out of control
+    (false once it is back in control; every stream of a CLOSED alert is).
+    """
+    @_builtins.property
+    def first_alarm(self) -> _timestamp_pb2.Timestamp:
+        """In an alert only: when the stream first alarmed within the alert, and last did. The
+        time of the evidence: the prediction time of the event at which an online detector
+        fired, or the end of the window a report flagged it in.
+        """
+
+    @_builtins.property
+    def last_alarm(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -636,10 +678,12 @@ class FeatureScore(_message.Message):
         score: _builtins.float = ...,
         p_value: _builtins.float = ...,
         drifted: _builtins.bool = ...,
+        first_alarm: _timestamp_pb2.Timestamp | None = ...,
+        last_alarm: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_alarm", b"first_alarm", "last_alarm", b"last_alarm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drifted", b"drifted", "feature", b"feature", "p_value", b"p_value", "score", b"score", "test", b"test"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drifted", b"drifted", "feature", b"feature", "first_alarm", b"first_alarm", "last_alarm", b"last_alarm", "p_value", b"p_value", "score", b"score", "test", b"test"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -647,7 +691,9 @@ Global___FeatureScore: _TypeAlias = FeatureScore  # noqa: Y015
 
 @_typing.final
 class DriftAlert(_message.Message):
-    """Topic `drift-alerts`, key = model."""
+    """Topic `drift-alerts`, key = model. One record per event of an alert's life: its open,
+    each update and its close share the alert_id and count up `revision`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -661,6 +707,10 @@ class DriftAlert(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    OPENED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SEVERITY_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     kind: Global___DriftKind.ValueType
     model: _builtins.str
@@ -668,14 +718,29 @@ class DriftAlert(_message.Message):
     window_rows: _builtins.int
     severity: Global___Severity.ValueType
     summary: _builtins.str
+    state: Global___AlertState.ValueType
+    revision: _builtins.int
+    """0 for the open, one more for each later event of the alert."""
+    previous_severity: Global___Severity.ValueType
+    """The severity before this event (UNSPECIFIED for the open): an update that raised the
+    severity has previous_severity < severity.
+    """
     @_builtins.property
     def window(self) -> _common_pb2.TimeWindow: ...
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureScore]:
-        """The top contributing features, highest score first."""
+        """Every stream that alarmed while the alert was open, in the order of their first
+        alarm (those of one batch or window strongest first), each with its times.
+        """
 
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When this event (open, update or close) happened."""
+
+    @_builtins.property
+    def opened(self) -> _timestamp_pb2.Timestamp:
+        """When the alert opened (the time of its revision 0)."""
+
     def __init__(
         self,
         *,
@@ -689,10 +754,14 @@ class DriftAlert(_message.Message):
         features: _abc.Iterable[Global___FeatureScore] | None = ...,
         summary: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___AlertState.ValueType = ...,
+        revision: _builtins.int = ...,
+        opened: _timestamp_pb2.Timestamp | None = ...,
+        previous_severity: Global___Severity.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opened", b"opened", "time", b"time", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "features", b"features", "kind", b"kind", "model", b"model", "severity", b"severity", "summary", b"summary", "time", b"time", "version", b"version", "window", b"window", "window_rows", b"window_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "features", b"features", "kind", b"kind", "model", b"model", "opened", b"opened", "previous_severity", b"previous_severity", "revision", b"revision", "severity", b"severity", "state", b"state", "summary", b"summary", "time", b"time", "version", b"version", "window", b"window", "window_rows", b"window_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -114,8 +114,14 @@ async def run_alerts(args: argparse.Namespace) -> int:
         for alert in alerts:
             kind = events_pb2.DriftKind.Name(alert.kind).removeprefix("DRIFT_KIND_").lower()
             severity = events_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_").lower()
+            # Each alert as it stands: open, updated (revision n) or closed.
+            state = events_pb2.AlertState.Name(alert.state).removeprefix("ALERT_STATE_").lower()
+            state = "open" if state == "unspecified" else state
             at = alert.time.ToDatetime(dt.UTC)
-            print(f"{at:%Y-%m-%d %H:%M:%S} v{alert.version} {kind} {severity}: {alert.summary}")
+            print(
+                f"{at:%Y-%m-%d %H:%M:%S} v{alert.version} {kind} {severity} {state} "
+                f"(alert {alert.alert_id}, revision {alert.revision}): {alert.summary}"
+            )
 
     return await with_client(work)
 

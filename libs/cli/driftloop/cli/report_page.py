@@ -273,8 +273,13 @@ def drift_section(page: Page) -> str:
         Rule(PSI_MODERATE, f"{PSI_MODERATE} moderate", "#e8a100"),
         Rule(PSI_MAJOR, f"{PSI_MAJOR} major", "#c0392b"),
     ]
+    # Each alert at its open (the list holds each alert as its latest event).
     alert_markers = [
-        Marker(seconds(a.time), f"{_kind(a)} drift alert on v{a.version}: {a.summary}", "#c0392b")
+        Marker(
+            seconds(a.opened if a.HasField("opened") else a.time),
+            f"{_kind(a)} drift alert on v{a.version}: {a.summary}",
+            "#c0392b",
+        )
         for a in page.data.alerts
     ]
     for stream in ordered:
@@ -310,18 +315,20 @@ def drift_section(page: Page) -> str:
         rows, classes = [], []
         for alert in sorted(page.data.alerts, key=lambda a: seconds(a.time)):
             severity = _name(events_pb2.Severity.Name(alert.severity), "SEVERITY_")
+            state = _name(events_pb2.AlertState.Name(alert.state), "ALERT_STATE_")
             rows.append(
                 [
                     _stamp_text(alert.time),
                     f"v{alert.version}",
                     _kind(alert),
                     severity,
+                    "open" if state == "unspecified" else state,
                     alert.summary,
                 ]
             )
             classes.append(severity)
         parts.append(
-            _table(["time (UTC)", "version", "kind", "severity", "summary"], rows, classes)
+            _table(["time (UTC)", "version", "kind", "severity", "state", "summary"], rows, classes)
         )
     else:
         parts.append(_empty())

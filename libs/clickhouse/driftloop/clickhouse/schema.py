@@ -9,9 +9,11 @@ from driftloop.kit.settings import IDENTIFIER
 
 _ENGINE = re.compile(r"ENGINE = (Replacing)?MergeTree(\((?P<args>[^)]*)\))?")
 # Tables are created if missing (they hold data); views are replaced (they hold none, so
-# a changed view reaches existing databases too).
+# a changed view reaches existing databases too); a column added later comes with an
+# ALTER TABLE ... ADD COLUMN IF NOT EXISTS (so a table made before it gets it).
 _CREATE = re.compile(
-    r"^(CREATE (?:(?:DATABASE|TABLE) IF NOT EXISTS|OR REPLACE VIEW) [A-Za-z0-9_.]+)",
+    r"^(CREATE (?:(?:DATABASE|TABLE) IF NOT EXISTS|OR REPLACE VIEW) [A-Za-z0-9_.]+"
+    r"|ALTER TABLE [A-Za-z0-9_.]+)",
     re.MULTILINE,
 )
 _END = re.compile(r";[ \t]*(?:\n|$)")

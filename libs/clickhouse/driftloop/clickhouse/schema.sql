@@ -171,8 +171,10 @@ ENGINE = ReplacingMergeTree(computed)
 PARTITION BY toYYYYMM(window_end)
 ORDER BY (model, version, window_kind, window_end, stream, test);
 
--- Every drift alert raised (also published to the drift-alerts topic); `record` is the
--- DriftAlert protobuf (base64) that ListAlerts serves.
+-- Every event of every drift alert (also published to the drift-alerts topic): its open
+-- (revision 0), each update (a stream joined, or the severity rose) and its close share
+-- the alert_id; `time` is the event's. `record` is the DriftAlert protobuf (base64);
+-- ListAlerts serves each alert's latest revision. `first_alarms` pairs with `features`.
 CREATE TABLE IF NOT EXISTS driftloop.drift_alerts
 (
     alert_id String,
@@ -187,10 +189,22 @@ CREATE TABLE IF NOT EXISTS driftloop.drift_alerts
     features Array(String),
     scores Array(Float64),
     summary String,
-    record String
+    record String,
+    state Enum8('open' = 1, 'updated' = 2, 'closed' = 3) DEFAULT 'open',
+    revision UInt32 DEFAULT 0,
+    opened DateTime64(6, 'UTC') DEFAULT time,
+    first_alarms Array(DateTime64(6, 'UTC')) DEFAULT []
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (model, time, alert_id);
+
+-- A drift_alerts table made before alerts had a life gets the new columns (its rows read
+-- as opened alerts, revision 0).
+ALTER TABLE driftloop.drift_alerts
+    ADD COLUMN IF NOT EXISTS state Enum8('open' = 1, 'updated' = 2, 'closed' = 3) DEFAULT 'open',
+    ADD COLUMN IF NOT EXISTS revision UInt32 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS opened DateTime64(6, 'UTC') DEFAULT time,
+    ADD COLUMN IF NOT EXISTS first_alarms Array(DateTime64(6, 'UTC')) DEFAULT [];
 
 -- The delivery ledger of alerts to webhooks: one row per event and webhook once it has
 -- its outcome, delivered (the receiver answered 2xx) or dead_lettered (it never did, and

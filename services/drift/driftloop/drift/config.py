@@ -162,7 +162,16 @@ class DriftSettings(GrpcServerSettings):
         "probability about 1%)",
     )
     alert_debounce_s: Annotated[float, Field(ge=0)] = Field(
-        default=300.0, description="at most one alert per model, version and kind in this period"
+        default=300.0,
+        description="an open alert closes only once its last alarm is this old (and its "
+        "streams are back in control): a stream wavering at its threshold updates one alert "
+        "instead of opening one after another",
+    )
+    alert_quiet_events: Annotated[int, Field(ge=100)] = Field(
+        default=10_000,
+        description="a stream an online detector alarmed on is back in control after this "
+        "many events of its stream (predictions; labelled outcomes for the error stream) "
+        "without another alarm",
     )
     canary_alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(
         default=0.01,

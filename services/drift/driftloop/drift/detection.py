@@ -4,6 +4,7 @@ debounced alerts and points of the drift_metrics series."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,7 +16,7 @@ import pyarrow.compute as pc
 
 from driftloop.drift.alerts import Alerts
 from driftloop.drift.baselines import BaselineSource
-from driftloop.drift.labels import LabelJoin, Served, Truth
+from driftloop.drift.labels import LabelJoin, Outcome, Served, Truth
 from driftloop.drift.online import OnlineAlarm, VersionMonitor
 from driftloop.kit.errors import DriftloopError
 from driftloop.v1 import events_pb2
@@ -26,6 +27,7 @@ FloatArray = npt.NDArray[np.float64]
 RETRY_UNKNOWN_S = 30.0
 _COLUMNS = (
     "request_id",
+    "time",
     "model",
     "version",
     "role",
@@ -59,7 +61,9 @@ class OnlineDetection:
         self._clock = clock
         self._monitors: dict[tuple[str, str], VersionMonitor] = {}
         self._unknown: dict[tuple[str, str], float] = {}
+        # Per version: predictions its input detectors saw, labelled outcomes its error one.
         self.events: dict[tuple[str, str], int] = {}
+        self.outcomes: dict[tuple[str, str], int] = {}
 
     async def observe(
         self,
@@ -75,8 +79,9 @@ class OnlineDetection:
             name: predictions.column(name).to_numpy(zero_copy_only=False) for name in _COLUMNS
         }
         live = np.flatnonzero((column["role"] == "live") & (column["error"] == ""))
+        micros = np.asarray(column["time"]).astype("datetime64[us]").astype(np.int64)
         served_rows: dict[tuple[str, str], list[int]] = {}
-        outcomes: dict[tuple[str, str], list[float]] = {}
+        outcomes: dict[tuple[str, str], list[Outcome]] = {}
         for row in live.tolist():
             key = (column["model"][row], column["version"][row])
             served_rows.setdefault(key, []).append(row)
@@ -86,16 +91,17 @@ class OnlineDetection:
                 column["output_kind"][row],
                 column["output_label"][row],
                 column["output_value"][row],
+                int(micros[row]),
             )
             outcome = self._join.prediction(
                 column["request_id"][row], served, prediction_partitions[row]
             )
             if outcome is not None:
-                outcomes.setdefault((outcome.model, outcome.version), []).append(outcome.error)
+                outcomes.setdefault((outcome.model, outcome.version), []).append(outcome)
         for label, partition in zip(labels, label_partitions, strict=True):
             outcome = self._join.label(label.request_id, _truth(label), partition)
             if outcome is not None:
-                outcomes.setdefault((outcome.model, outcome.version), []).append(outcome.error)
+                outcomes.setdefault((outcome.model, outcome.version), []).append(outcome)
         self._join.expire()
         numbers = predictions.column("numbers").combine_chunks()
         raised = []
@@ -103,15 +109,25 @@ class OnlineDetection:
             monitor = await self._monitor(*key)
             if monitor is None:
                 continue
-            alarms = []
+            # Each alarm with the prediction time of the event that fired it.
+            timed: list[tuple[OnlineAlarm, int]] = []
             if key in served_rows:
                 rows = np.asarray(served_rows[key])
                 matrix = feature_matrix(numbers.take(rows), monitor.features)
-                alarms += monitor.observe(matrix, column["output_value"][rows].astype(np.float64))
-                self.events[key] = self.events.get(key, 0) + rows.size
-            alarms += monitor.observe_errors(np.asarray(outcomes.get(key, []), dtype=np.float64))
-            # A lasting shift re-alarms after every h of evidence: keep each stream's first.
-            alarms = list({alarm.stream: alarm for alarm in reversed(alarms)}.values())[::-1]
+                before = self.events.get(key, 0)
+                for alarm in monitor.observe(
+                    matrix, column["output_value"][rows].astype(np.float64)
+                ):
+                    timed.append((alarm, int(micros[rows[alarm.index - before]])))
+                self.events[key] = before + rows.size
+            met = outcomes.get(key, [])
+            before = self.outcomes.get(key, 0)
+            errors = np.asarray([outcome.error for outcome in met], dtype=np.float64)
+            for alarm in monitor.observe_errors(errors):
+                timed.append((alarm, met[alarm.index - before].time_us))
+            self.outcomes[key] = before + len(met)
+            # A lasting shift re-alarms after every h of evidence: record each stream's first.
+            alarms = list({a.stream: a for a, _ in reversed(timed)}.values())[::-1]
             for alarm in alarms:
                 log.info(
                     "online drift alarm",
@@ -124,8 +140,13 @@ class OnlineDetection:
                     },
                 )
                 await self._record_alarm(key[0], key[1], alarm)
-            if alarms:
-                raised += await self._alerts.from_online(*key, alarms, self.events.get(key, 0))
+            # Every batch: the alerts take in the alarms, and close what has been quiet.
+            raised += await self._alerts.from_online(
+                *key,
+                [(alarm, _utc(at)) for alarm, at in timed],
+                self.events.get(key, 0),
+                self.outcomes.get(key, 0),
+            )
         return raised
 
     async def _monitor(self, model: str, version: str) -> VersionMonitor | None:
@@ -147,6 +168,10 @@ class OnlineDetection:
         monitor = VersionMonitor(info.baseline, info.output_kind, self._false_alarm_events)
         self._monitors[(model, version)] = monitor
         return monitor
+
+
+def _utc(micros: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
 
 
 def _truth(event: events_pb2.LabelEvent) -> Truth:

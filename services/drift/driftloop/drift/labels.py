@@ -44,6 +44,8 @@ class Served:
     kind: str
     label: str
     value: float
+    # The prediction's time (microseconds since the epoch): an outcome's time.
+    time_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Outcome:
     model: str
     version: str
     error: float
+    time_us: int = 0
 
 
 class LabelJoin:
@@ -162,4 +165,4 @@ def _outcome(served: Served, truth: Truth) -> Outcome:
         np.asarray([truth.value]),
         np.asarray([truth.is_label]),
     )
-    return Outcome(served.model, served.version, float(error[0]))
+    return Outcome(served.model, served.version, float(error[0]), served.time_us)

@@ -21,8 +21,9 @@ ONLINE_ALARMS = Counter(
 )
 ALERTS = Counter(
     "driftloop_drift_alerts_total",
-    "Drift alerts raised, by model, kind and severity.",
-    ["model", "kind", "severity"],
+    "Drift alert events, by model, kind, severity and state (open, updated, closed: an "
+    "alert opens once, is updated when a stream joins it or its severity rises, closes once).",
+    ["model", "kind", "severity", "state"],
 )
 LABELS_PENDING = Gauge(
     "driftloop_drift_labels_pending",

@@ -1,11 +1,13 @@
 """Events people are told about, as one domain type, converted from the Kafka events.
 
-A `Notice` is what a webhook receives, whatever the source: a drift alert (topic
-drift-alerts) or a promotion, a rollback or a retraining run that ended without a new
-version (topic model-events). Its `event_id` is the natural key of the delivery ledger:
-the alert id for an alert; for a model event (which has no id) the SHA-256 of its
-deterministic encoding, so a re-delivered record, or the same event published twice,
-has the same id.
+A `Notice` is what a webhook receives, whatever the source: an event of a drift alert
+(topic drift-alerts: its open, an update, its close) or a promotion, a rollback or a
+retraining run that ended without a new version (topic model-events). Its `event_id` is
+the natural key of the delivery ledger: for an alert's open the alert id, for its later
+events the alert id and the revision (`<alert id>-<revision>`), so an update is a new
+delivery of the same alert (its `alert_id` in the details); for a model event (which has
+no id) the SHA-256 of its deterministic encoding, so a re-delivered record, or the same
+event published twice, has the same id.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import datetime as dt
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from driftloop.drift.alerts import KIND_NAMES
+from driftloop.drift.alerts import KIND_NAMES, STATE_NAMES
 from driftloop.drift.config import EventKind, SeverityName
 from driftloop.kit.times import timestamp_problem
 from driftloop.v1 import events_pb2
@@ -56,9 +58,13 @@ class Notice:
 
     @property
     def title(self) -> str:
-        """A short heading: what happened to which model."""
+        """A short heading: what happened to which model (and, for an alert's later events,
+        that it is an update or a resolution)."""
+        phase = {"updated": " (updated)", "closed": " (resolved)"}.get(
+            str(self.details.get("state", "")), ""
+        )
         heads: dict[EventKind, str] = {
-            "drift_alert": f"{self.details.get('drift_kind', '').capitalize()} drift",
+            "drift_alert": f"{self.details.get('drift_kind', '').capitalize()} drift{phase}",
             "promoted": "Promoted",
             "rolled_back": "Rolled back",
             "retrain_halted": "Retraining halted",
@@ -73,7 +79,7 @@ def from_alert(alert: events_pb2.DriftAlert, published: dt.datetime) -> Notice:
     """`published`: when the record was written, the time of an alert that has none."""
     kind = KIND_NAMES.get(alert.kind, "unspecified")
     return Notice(
-        event_id=alert.alert_id,
+        event_id=alert_event_id(alert),
         kind="drift_alert",
         model=alert.model,
         version=alert.version,
@@ -82,6 +88,10 @@ def from_alert(alert: events_pb2.DriftAlert, published: dt.datetime) -> Notice:
         time=event_time(alert, published),
         details={
             "alert_id": alert.alert_id,
+            "state": STATE_NAMES.get(alert.state, "open"),
+            "revision": alert.revision,
+            "opened": iso(alert.opened.ToDatetime(dt.UTC)) if alert.HasField("opened") else None,
+            "previous_severity": _ALERT_SEVERITY.get(alert.previous_severity),
             "drift_kind": kind,
             "window": {
                 "start": iso(alert.window.start.ToDatetime(dt.UTC)),
@@ -95,11 +105,25 @@ def from_alert(alert: events_pb2.DriftAlert, published: dt.datetime) -> Notice:
                     "score": finite(score.score),
                     "p_value": finite(score.p_value),
                     "drifted": score.drifted,
+                    "first_alarm": _time_of(score, "first_alarm"),
+                    "last_alarm": _time_of(score, "last_alarm"),
                 }
                 for score in alert.features
             ],
         },
     )
+
+
+def alert_event_id(alert: events_pb2.DriftAlert) -> str:
+    """The id of one event of an alert: the alert id for its open (as before alerts had a
+    life), `<alert id>-<revision>` for a later one."""
+    return alert.alert_id if alert.revision == 0 else f"{alert.alert_id}-{alert.revision}"
+
+
+def _time_of(
+    score: events_pb2.FeatureScore, name: Literal["first_alarm", "last_alarm"]
+) -> str | None:
+    return iso(getattr(score, name).ToDatetime(dt.UTC)) if score.HasField(name) else None
 
 
 def from_model_event(event: events_pb2.ModelEvent, published: dt.datetime) -> Notice | None:

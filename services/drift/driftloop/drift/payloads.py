@@ -9,10 +9,17 @@ Pure functions of the notice, so every shape is unit-tested as it goes on the wi
   most 150 characters), the summary (mrkdwn, at most 3,000), up to 10 fields (at most
   2,000 each) and a context line with the event id. Text from events is escaped (`&`,
   `<`, `>`), so a feature named `<!channel>` pings nobody.
-- alertmanager: one firing alert per notice, labels `alertname` (DriftloopDriftAlert,
+- alertmanager: one alert per notice, labels `alertname` (DriftloopDriftAlert,
   DriftloopPromoted, DriftloopRolledBack, DriftloopRetrainHalted), model, version,
-  severity, source=driftloop (and drift_kind or run_state); `endsAt` is the zero time, as
-  Alertmanager sends for an alert with no known end; the fingerprint is a hash of the labels.
+  severity, source=driftloop (and drift_kind and alert_id, or run_state); `endsAt` is the
+  zero time, as Alertmanager sends for an alert with no known end. The fingerprint is a
+  hash of the labels that name the alert: all but severity, so every event of one drift
+  alert (whose severity may rise) has the same fingerprint, `startsAt` its open; its close
+  is `"status": "resolved"` with `endsAt` the close time, as Alertmanager resolves alerts.
+
+A drift alert's update is a new message for Slack (an incoming webhook cannot edit an
+earlier one): its title says "(updated)" or "(resolved)", and the context line names the
+alert id and revision, so the messages of one alert are found by its id.
 """
 
 from __future__ import annotations
@@ -103,7 +110,7 @@ def slack(notice: Notice) -> dict[str, Any]:
                         "type": "mrkdwn",
                         "text": _escaped(
                             f"driftloop {notice.kind} · {iso(notice.time)} · event "
-                            f"{notice.event_id}",
+                            f"{notice.event_id}" + _alert_line(notice),
                             SLACK_SECTION_CHARS,
                         ),
                     }
@@ -121,8 +128,13 @@ def alertmanager(notice: Notice, receiver: str) -> dict[str, Any]:
         "severity": notice.severity,
         "source": "driftloop",
     }
+    starts, ends, status = iso(notice.time), ZERO_TIME, "firing"
     if notice.kind == "drift_alert":
         labels["drift_kind"] = str(notice.details.get("drift_kind", ""))
+        labels["alert_id"] = str(notice.details.get("alert_id", ""))
+        starts = str(notice.details.get("opened") or starts)
+        if notice.details.get("state") == "closed":
+            ends, status = iso(notice.time), "resolved"
     if notice.kind == "retrain_halted":
         labels["run_state"] = str(notice.details.get("run_state", ""))
     annotations = {
@@ -136,7 +148,7 @@ def alertmanager(notice: Notice, receiver: str) -> dict[str, Any]:
         "version": "4",
         "groupKey": "{}:{" + ", ".join(f'{k}="{v}"' for k, v in group.items()) + "}",
         "truncatedAlerts": 0,
-        "status": "firing",
+        "status": status,
         "receiver": receiver,
         "groupLabels": group,
         "commonLabels": labels,
@@ -144,13 +156,13 @@ def alertmanager(notice: Notice, receiver: str) -> dict[str, Any]:
         "externalURL": "",
         "alerts": [
             {
-                "status": "firing",
+                "status": status,
                 "labels": labels,
                 "annotations": annotations,
-                "startsAt": iso(notice.time),
-                "endsAt": ZERO_TIME,
+                "startsAt": starts,
+                "endsAt": ends,
                 "generatorURL": "",
-                "fingerprint": fingerprint(labels),
+                "fingerprint": fingerprint({k: v for k, v in labels.items() if k != "severity"}),
             }
         ],
     }
@@ -161,15 +173,18 @@ def facts(notice: Notice) -> list[tuple[str, str]]:
     details = notice.details
     if notice.kind == "drift_alert":
         window = details.get("window", {})
+        features = details.get("features", [])
         scores = [
             f"{f['feature']} {f['test']}={_number(f['score'])}"
             + (f" (p={_number(f['p_value'])})" if f.get("p_value") else "")
-            for f in details.get("features", [])[:TOP_FEATURES]
+            + (f" since {f['first_alarm']}" if f.get("first_alarm") else "")
+            for f in features[:TOP_FEATURES]
         ]
+        more = f" and {len(features) - TOP_FEATURES} more" if len(features) > TOP_FEATURES else ""
         return [
             ("Drift kind", str(details.get("drift_kind", ""))),
             ("Window", f"{window.get('start')} to {window.get('end')}, {window.get('rows')} rows"),
-            ("Top features", ", ".join(scores) or "-"),
+            ("Features", ", ".join(scores) + more or "-"),
         ]
     pairs = []
     if notice.kind == "promoted" and details.get("previous_version"):
@@ -183,6 +198,17 @@ def facts(notice: Notice) -> list[tuple[str, str]]:
     if details.get("actor"):
         pairs.append(("By", str(details["actor"])))
     return pairs
+
+
+def _alert_line(notice: Notice) -> str:
+    """For a drift alert's event: which alert, which revision."""
+    if notice.kind != "drift_alert":
+        return ""
+    details = notice.details
+    return (
+        f" · alert {details.get('alert_id', '')} {details.get('state', 'open')}"
+        f" (revision {details.get('revision', 0)})"
+    )
 
 
 def fingerprint(labels: dict[str, str]) -> str:

@@ -14,7 +14,7 @@ from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.client.registry import RegistryClient, ServiceCall
 from driftloop.drift import metrics
-from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES, Alerts
+from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES, STATE_NAMES, Alerts
 from driftloop.drift.baselines import RegistryBaselines
 from driftloop.drift.canary import CanaryAnalysis, CanaryLimits
 from driftloop.drift.config import DriftSettings
@@ -87,7 +87,9 @@ class DriftService:
         self.baselines = RegistryBaselines(
             RegistryClient(self._registry_channel, ServiceCall(settings.registry_timeout_s))
         )
-        self.alerts = Alerts(self._publish_alert, settings.alert_debounce_s)
+        self.alerts = Alerts(
+            self._publish_alert, settings.alert_debounce_s, settings.alert_quiet_events
+        )
         self.join = LabelJoin(
             settings.label_horizon_s,
             settings.label_pending_per_partition,
@@ -301,6 +303,7 @@ class DriftService:
             alert.model,
             KIND_NAMES.get(alert.kind, "unspecified"),
             SEVERITY_NAMES.get(alert.severity, "unspecified"),
+            STATE_NAMES.get(alert.state, "open"),
         ).inc()
         await self.store.write_alert(alert)
         await self._producer.publish(self._names.drift_alerts, alert.model, alert)

@@ -1,4 +1,5 @@
-"""The drift service's ClickHouse tables: the drift_metrics time series and drift_alerts."""
+"""The drift service's ClickHouse tables: the drift_metrics time series and drift_alerts
+(one row per event of an alert)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 from typing import Any
 
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES
+from driftloop.drift.alerts import KIND_NAMES, SEVERITY_NAMES, STATE_NAMES
 from driftloop.drift.report import Report
 from driftloop.v1 import events_pb2
 
@@ -40,6 +41,10 @@ ALERT_COLUMNS = (
     "scores",
     "summary",
     "record",
+    "state",
+    "revision",
+    "opened",
+    "first_alarms",
 )
 
 
@@ -125,6 +130,10 @@ class DriftStore:
             [f.score for f in alert.features],
             alert.summary,
             base64.b64encode(alert.SerializeToString()).decode("ascii"),
+            STATE_NAMES.get(alert.state, "open"),
+            alert.revision,
+            (alert.opened if alert.HasField("opened") else alert.time).ToDatetime(dt.UTC),
+            [f.first_alarm.ToDatetime(dt.UTC) for f in alert.features],
         )
         return await self._ch.insert("drift_alerts", ALERT_COLUMNS, [row])
 
@@ -135,7 +144,8 @@ class DriftStore:
         end: dt.datetime | None,
         limit: int,
     ) -> list[events_pb2.DriftAlert]:
-        """The alerts of a model, newest first."""
+        """The alerts of a model with an event in the period, each as its latest event there
+        (an open, updated or closed alert), the most recently changed first."""
         where = "model = {model:String}"
         params: dict[str, Any] = {"model": model, "limit": limit}
         if start is not None:
@@ -145,8 +155,9 @@ class DriftStore:
             where += " AND time < {end:DateTime64(6, 'UTC')}"
             params["end"] = end
         result = await self._ch.query(
-            f"SELECT record FROM {self._ch.table('drift_alerts')} FINAL WHERE {where} "
-            "ORDER BY time DESC, alert_id LIMIT {limit:UInt32}",
+            "SELECT argMax(record, (revision, time)) FROM "
+            f"{self._ch.table('drift_alerts')} FINAL WHERE {where} "
+            "GROUP BY alert_id ORDER BY max(time) DESC, alert_id LIMIT {limit:UInt32}",
             params,
         )
         return [

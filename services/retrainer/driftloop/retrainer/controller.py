@@ -44,6 +44,7 @@ from driftloop.retrainer.triggers import (
     Performance,
     Trigger,
     admit,
+    asks_for_decision,
     drift_cause,
     new_data_cause,
     performance_breach,
@@ -150,8 +151,13 @@ class Controller:
         for record in records:
             alert = record.value
             assert isinstance(alert, events_pb2.DriftAlert)
+            if not asks_for_decision(alert):
+                continue
             policy = await self.policy(alert.model)
-            decision_id = f"drift:{alert.alert_id}"
+            # An alert is decided on its open, and again on each update raising its severity.
+            decision_id = f"drift:{alert.alert_id}" + (
+                f":{alert.revision}" if alert.revision else ""
+            )
             if await self._runs.decision_exists(alert.model, decision_id):
                 continue  # a re-delivered alert: already decided
             try:

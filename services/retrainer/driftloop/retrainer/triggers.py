@@ -158,6 +158,16 @@ def performance_breach(
     return ""
 
 
+def asks_for_decision(alert: events_pb2.DriftAlert) -> bool:
+    """Whether an event of a drift alert's life calls for a decision: its open, and an
+    update that raised its severity (a policy's minimum severity may now be met). An update
+    that only named another stream says nothing new to the policy (same model, version,
+    kind and severity), and a close asks for nothing."""
+    if alert.state == events_pb2.ALERT_STATE_CLOSED:
+        return False
+    return alert.revision == 0 or alert.severity > alert.previous_severity
+
+
 def drift_cause(
     policy: retrainer_pb2.TrainingPolicy, alert: events_pb2.DriftAlert, champion: str
 ) -> str:
