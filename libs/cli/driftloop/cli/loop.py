@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.cli.stack import Services
+from driftloop.clickhouse import prediction_log
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.client import DriftloopClient
 from driftloop.kafka.producer import EventProducer
@@ -315,12 +316,16 @@ class Watcher:
 async def accuracy_after_change(
     clickhouse: ClickHouse, since: dt.datetime
 ) -> dict[str, tuple[int, float]]:
+    window, params = prediction_log.labelled_window_query(
+        clickhouse,
+        prediction_log.Traffic(MODEL, start=since),
+        ["version", "output_label"],
+        labelled_only=True,
+    )
     result = await clickhouse.query(
         "SELECT version, count(), avg(output_label = truth_label) "
-        f"FROM {clickhouse.table('predictions_labelled')} "
-        "WHERE model = {model:String} AND role = 'live' AND time >= {since:DateTime64(6, 'UTC')} "
-        "GROUP BY version ORDER BY version",
-        {"model": MODEL, "since": since},
+        f"FROM ({window}) GROUP BY version ORDER BY version",
+        params,
     )
     return {str(v): (int(n), float(a)) for v, n, a in result.rows}
 
