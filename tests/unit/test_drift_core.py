@@ -18,6 +18,7 @@ from driftloop.drift.labels import LabelJoin, Served, Truth
 from driftloop.drift.online import ERROR, OnlineAlarm, VersionMonitor
 from driftloop.drift.report import Report, Thresholds, build_report
 from driftloop.drift.windows import WindowData
+from driftloop.models.baseline import Baseline
 from driftloop.models.table import Table
 from driftloop.models.training import TrainedModel
 from driftloop.v1 import events_pb2
@@ -68,6 +69,17 @@ def test_a_stable_window_has_no_drift(trained: TrainedModel) -> None:
     assert result.performance["accuracy"] == pytest.approx(
         result.performance["holdout_accuracy"], abs=0.03
     )
+
+
+def test_a_version_without_a_baseline_says_so_and_scores_nothing(trained: TrainedModel) -> None:
+    """Registered without reference data: the window is counted, nothing is compared."""
+    data = drift_streams.table(2_000, seed=12)
+    result = build_report(
+        "m", "1", "last_n", "binary", Baseline(), window(trained, data), Thresholds()
+    )
+    assert result.baseline_missing and result.rows == 2_000
+    assert not result.features and result.prediction is None and not result.data_drift
+    assert not report(trained, data).baseline_missing
 
 
 def test_a_half_sigma_shift_drifts_that_feature_only(trained: TrainedModel) -> None:
