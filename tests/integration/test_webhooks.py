@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.drift.config import DriftSettings, Webhook
+from driftloop.drift.online import OnlineAlarm
 from driftloop.drift.server import DriftService
 from driftloop.drift.webhooks import delivery_id
 from driftloop.kafka.producer import EventProducer
@@ -83,7 +84,7 @@ class Webhooks:
     names: TopicNames
     services: list[DriftService] = field(default_factory=list)
 
-    async def start(self, *webhooks: Webhook) -> DriftService:
+    async def start(self, *webhooks: Webhook, **options: Any) -> DriftService:
         assert self.kafka.bootstrap_servers is not None
         settings = DriftSettings(
             host="127.0.0.1",
@@ -95,6 +96,7 @@ class Webhooks:
             webhook_max_attempts=3,
             webhook_backoff_s=0.05,
             webhook_backoff_max_s=0.2,
+            **options,
         )
         service = DriftService(settings, self.kafka, self.kafka.bootstrap_servers, self.clickhouse)
         await service.start()
@@ -247,6 +249,46 @@ async def test_each_event_reaches_each_webhook_once_in_its_shape(hooks: Webhooks
     ledger = await hooks.ledger()
     assert {outcome for _, _, outcome, _ in ledger} == {"delivered"}
     assert counted(ops, "delivered") == 6
+
+
+async def test_an_alerts_open_update_and_close_are_one_delivery_each_of_one_alert(
+    hooks: Webhooks,
+) -> None:
+    receiver = hooks.receiver
+    ops, pager = unique_name("ops"), unique_name("pager")
+    service = await hooks.start(
+        Webhook(name=ops, url=receiver.url("ops")),
+        Webhook(name=pager, url=receiver.url("pager"), format="alertmanager"),
+        alert_debounce_s=0,
+        alert_quiet_events=100,
+    )
+    now = dt.datetime.now(dt.UTC)
+
+    def alarm(stream: str, index: int) -> tuple[OnlineAlarm, dt.datetime]:
+        return OnlineAlarm("data", stream, index, index - 10, 1, 25.0), now
+
+    # The service's own alerts: published to drift-alerts (and drift_alerts) as it runs.
+    await service.alerts.from_online("churn", "1", [alarm("tenure", 10)], 20)
+    await service.alerts.from_online("churn", "1", [alarm("charges", 30)], 40)
+    await service.alerts.from_online("churn", "1", [], 140)  # 100 quiet events: closed
+
+    async def all_recorded() -> bool:
+        return len(await hooks.ledger()) == 6
+
+    await until(all_recorded)
+    bodies = [r.body for r in receiver.requests["ops"]]
+    alert_id = bodies[0]["details"]["alert_id"]
+    assert receiver.event_ids("ops") == [alert_id, f"{alert_id}-1", f"{alert_id}-2"]
+    assert [(b["details"]["state"], b["title"]) for b in bodies] == [
+        ("open", "Data drift: churn v1"),
+        ("updated", "Data drift (updated): churn v1"),
+        ("closed", "Data drift (resolved): churn v1"),
+    ]
+    assert [f["feature"] for f in bodies[1]["details"]["features"]] == ["tenure", "charges"]
+    paged = [r.body["alerts"][0] for r in receiver.requests["pager"]]
+    assert len({a["fingerprint"] for a in paged}) == 1
+    assert [a["status"] for a in paged] == ["firing", "firing", "resolved"]
+    assert {a["labels"]["alert_id"] for a in paged} == {alert_id}
 
 
 async def test_a_receiver_failing_the_first_attempts_gets_the_event_after_retries(
