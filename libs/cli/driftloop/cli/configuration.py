@@ -356,7 +356,7 @@ SERVICE_READS: dict[str, tuple[type[BaseSettings], ...]] = {
 }
 
 
-def service_help(service: str, environ: Mapping[str, str]) -> str:
+def service_help(service: str, environ: Mapping[str, str] = os.environ) -> str:
     """`python -m driftloop.<service> --help`: the variables that service reads, as
     `driftloop settings` lists them (value here, default, meaning)."""
     cls = SERVICES[service][1]
@@ -365,10 +365,12 @@ def service_help(service: str, environ: Mapping[str, str]) -> str:
         (title, [entry for entry in values if entry.setting.owner in owners])
         for title, values in current(environ)
     ]
-    return (
-        f"usage: python -m driftloop.{service}\n\n"
+    intro = (
         f"Runs the {_plain(SERVICES[service][0]).lower()} on its own, configured by these "
-        "environment variables (secrets are not shown):\n\n"
+        "environment variables (secret values are not shown)."
+    )
+    return (
+        f"usage: python -m driftloop.{service}\n\n{textwrap.fill(intro, 96)}\n\n"
         + listing([(title, values) for title, values in found if values])
     )
 
