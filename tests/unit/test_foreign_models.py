@@ -247,3 +247,51 @@ def test_schema_mismatch_is_refused_before_registration(
     declared = Schema((Feature("x0", "category"),))
     with pytest.raises(InvalidArgument, match="declared a category"):
         resolve_schema(declared, tables[0], fm.TARGET)
+
+
+def _torch_like(path: Path, weights: Any, head: str) -> Path:
+    """What torch.onnx.export writes for a small network: one float [n, k] input named
+    "input", one output "output" ([n, 1] after a sigmoid, or [n, C] after a softmax)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.asarray(weights, dtype=np.float32)
+    nodes = [helper.make_node("MatMul", ["input", "w"], ["z"])]
+    nodes.append(
+        helper.make_node("Sigmoid", ["z"], ["output"])
+        if head == "sigmoid"
+        else helper.make_node("Softmax", ["z"], ["output"], axis=1)
+    )
+    graph = helper.make_graph(
+        nodes,
+        "torch_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", w.shape[0]])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", w.shape[1]])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_onnx_network_exports_with_a_sigmoid_or_a_softmax(folder: Path) -> None:
+    """A PyTorch-style binary classifier (a sigmoid column, declared binary: it looks like a
+    regression otherwise) and a softmax multiclass one, with classes "0".."C-1"."""
+    schema = Schema(tuple(Feature(n, "number") for n in ("a", "b")))
+    row = {"a": 1.0, "b": -2.0}
+    binary_file = _torch_like(folder / "sigmoid.onnx", [[0.5], [0.25]], "sigmoid")
+    assert load_local("onnx", LocalArtifact(binary_file), schema, None).output_kind == (
+        "regression"
+    )
+    binary = load_local("onnx", LocalArtifact(binary_file), schema, "binary")
+    (p,) = binary.predict([row])
+    assert p.value == pytest.approx(0.5) and p.label == "1"  # sigmoid(0.5 - 0.5) = 0.5
+    assert p.probabilities == pytest.approx({"0": 0.5, "1": 0.5})
+    softmax_file = _torch_like(folder / "softmax.onnx", [[1, 0, 0], [0, 0, 1]], "softmax")
+    multiclass = load_local("onnx", LocalArtifact(softmax_file), schema, "multiclass")
+    (p,) = multiclass.predict([row])
+    e = np.exp([1.0, 0.0, -2.0])
+    assert p.label == "0" and p.value == pytest.approx(float(e[0] / e.sum()), rel=1e-6)
+    assert set(p.probabilities or {}) == {"0", "1", "2"}
