@@ -129,16 +129,14 @@ class LabelJoin:
     def _take(self, sides: dict[int, Waiting[T]], partition: int, request_id: str) -> T | None:
         """The item waiting under `request_id` (in `partition` first, then in any other),
         unless it waited longer than the horizon: then it is dropped as expired."""
-        found = None
         own = sides.get(partition)
-        if own is not None:
-            found = own.pop(request_id, None)
+        found = own.pop(request_id, None) if own else None
         if found is None:
-            for number, waiting in sides.items():
-                if number != partition and (found := waiting.pop(request_id, None)):
+            for waiting in sides.values():
+                if waiting and (found := waiting.pop(request_id, None)) is not None:
                     break
-        if found is None:
-            return None
+            else:
+                return None
         if found[0] < self._clock() - self._horizon:
             self.expired += 1
             self._evicted("horizon", 1)
