@@ -78,7 +78,10 @@ class DriftServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAlerts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A model's alerts with an event in the window, each as its latest event there (open,
+        updated or closed), the most recently changed first; the drift-alerts topic and the
+        drift_alerts table hold every event.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

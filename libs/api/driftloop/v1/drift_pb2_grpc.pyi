@@ -18,6 +18,10 @@ class DriftServiceStub:
     GetDriftReport: _aio.UnaryUnaryMultiCallable[_drift_pb2.DriftReportRequest, _drift_pb2.DriftReport]
     GetBaseline: _aio.UnaryUnaryMultiCallable[_drift_pb2.GetBaselineRequest, _registry_pb2.Baseline]
     ListAlerts: _aio.UnaryUnaryMultiCallable[_drift_pb2.ListAlertsRequest, _drift_pb2.ListAlertsResponse]
+    """A model's alerts with an event in the window, each as its latest event there (open,
+    updated or closed), the most recently changed first; the drift-alerts topic and the
+    drift_alerts table hold every event.
+    """
     AnalyzeCanary: _aio.UnaryUnaryMultiCallable[_drift_pb2.CanaryAnalysisRequest, _drift_pb2.CanaryAnalysis]
     """Compares a candidate's and the stable version's traffic over the same window."""
     GetModelHistory: _aio.UnaryUnaryMultiCallable[_drift_pb2.ModelHistoryRequest, _drift_pb2.ModelHistory]
@@ -47,7 +51,11 @@ class DriftServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _drift_pb2.ListAlertsRequest,
         context: _aio.ServicerContext[_drift_pb2.ListAlertsRequest, _abc.Awaitable[_drift_pb2.ListAlertsResponse]],
-    ) -> _abc.Awaitable[_drift_pb2.ListAlertsResponse]: ...
+    ) -> _abc.Awaitable[_drift_pb2.ListAlertsResponse]:
+        """A model's alerts with an event in the window, each as its latest event there (open,
+        updated or closed), the most recently changed first; the drift-alerts topic and the
+        drift_alerts table hold every event.
+        """
 
     @_abc_1.abstractmethod
     def AnalyzeCanary(

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from driftloop.drift import metrics
-from driftloop.drift.alerts import Alerts
+from driftloop.drift.alerts import STATE_NAMES, Alerts
 from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.report import Report, Thresholds, build_report
 from driftloop.drift.store import DriftStore
@@ -87,7 +87,13 @@ class Evaluator:
         for alert in await self._alerts.from_report(report):
             log.warning(
                 "drift alert",
-                extra={"model": model, "version": version, "summary": alert.summary},
+                extra={
+                    "model": model,
+                    "version": version,
+                    "alert_id": alert.alert_id,
+                    "state": STATE_NAMES.get(alert.state, "open"),
+                    "summary": alert.summary,
+                },
             )
         return report
 
