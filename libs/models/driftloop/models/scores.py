@@ -3,9 +3,9 @@ scores (probabilities per class, or values) as predictions.
 
 A foreign model scores columns, not rows: one call per request batch and one call over a
 whole reference table at registration go through the same code. Class labels are the
-model's own classes as text (a number as `f"{v:g}"`, so 1 and 1.0 are both "1", as the
-linear flavor and the label events write them); for a binary model the second class is
-the positive one (scikit-learn's `classes_` order, an ONNX export's probability columns).
+model's own classes as text (a whole number without its .0, so 1 and 1.0 are both "1", as
+the label events write them); for a binary model the second class is the positive one
+(scikit-learn's `classes_` order, an ONNX export's probability columns).
 """
 
 from __future__ import annotations
@@ -36,11 +36,15 @@ class Scores:
 
 
 def label_of(value: object) -> str:
-    """A class as text: numbers without a trailing .0, everything else as str()."""
+    """A class as text: whole numbers without a trailing .0 (1 and 1.0 are both "1"), other
+    numbers as Python writes them, everything else as str()."""
     if isinstance(value, bool | np.bool_):
         return "1" if value else "0"
-    if isinstance(value, int | float | np.integer | np.floating):
-        return f"{float(value):g}"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return str(int(number)) if number.is_integer() else repr(number)
     return str(value)
 
 

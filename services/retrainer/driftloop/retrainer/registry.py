@@ -96,7 +96,8 @@ class Registry:
         """Validate and store a new version; it gets the model's next version number."""
         record = registry_pb2.ModelVersion()
         record.CopyFrom(request)
-        self._validate(record)
+        # Off the loop: it reads and hashes the artifact (and a sklearn one's contents).
+        await asyncio.to_thread(self._validate, record)
         async with self._locks[record.model]:
             if record.parent_version:
                 await self.get(record.model, record.parent_version)
