@@ -2,17 +2,22 @@
 
 Twenty standard-normal features; the label is drawn from a logistic model of x0, x1 and
 x2. A version is trained on 5,000 stable rows, so its baseline (frozen bins, reference
-sample, output distribution, holdout accuracy) describes the stable stream.
+sample, output distribution, holdout accuracy) describes the stable stream. `with_plan`
+adds a categorical feature the model does not use (`plan`, four categories) to the
+baseline, frozen from 5,000 rows like the rest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from driftloop.drift.windows import WindowData
+from driftloop.models.baseline import categorical_baseline
 from driftloop.models.convert import baseline_to_proto
 from driftloop.models.table import Column, Table
 from driftloop.models.training import TrainedModel, TrainingSpec, train_linear
@@ -21,6 +26,8 @@ from driftloop.v1 import common_pb2, events_pb2, registry_pb2
 FEATURES = 20
 NAMES = tuple(f"x{i}" for i in range(FEATURES))
 T0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+PLANS = ("basic", "standard", "premium", "trial")
+PLAN_SHARES = (0.4, 0.3, 0.2, 0.1)
 
 
 def table(
@@ -57,6 +64,60 @@ def staggered(rows: int, seed: int, shifts: dict[str, tuple[int, int, float]]) -
         column[first:last] += offset
         columns[name] = column
     return Table(columns)
+
+
+def ramp(
+    rows: int, seed: int, features: tuple[str, ...], reach: float, first: int, last: int
+) -> Table:
+    """Rows of the stable process where the named features drift slowly: their offset (in
+    standard deviations) rises linearly from 0 at row `first` to `reach` at row `last`,
+    and stays there."""
+    columns = dict(table(rows, seed).columns)
+    offset = reach * np.clip((np.arange(rows) - first) / (last - first), 0.0, 1.0)
+    for name in features:
+        columns[name] = np.asarray(columns[name], dtype=np.float64) + offset
+    return Table(columns)
+
+
+def plans(rows: int, seed: int, moved: float = 0.0) -> npt.NDArray[np.object_]:
+    """The `plan` category of each row; `moved` is the share of rows taken from 'basic'
+    to 'trial' (the total variation distance from the stable shares)."""
+    shares = np.asarray(PLAN_SHARES) + np.asarray([-moved, 0.0, 0.0, moved])
+    rng = np.random.default_rng(seed)
+    return np.asarray(PLANS, dtype=object)[rng.choice(len(PLANS), size=rows, p=shares)]
+
+
+def with_plan(trained: TrainedModel, seed: int = 7) -> TrainedModel:
+    """The version with a `plan` feature in its baseline, frozen from 5,000 stable rows."""
+    plan = categorical_baseline("plan", plans(5000, seed).astype(np.str_))
+    baseline = dataclasses.replace(trained.baseline, categorical=[plan])
+    return dataclasses.replace(trained, baseline=baseline)
+
+
+def window_data(
+    trained: TrainedModel,
+    data: Table,
+    *,
+    labelled: bool = True,
+    categories: dict[str, npt.NDArray[np.object_]] | None = None,
+    start: dt.datetime = T0,
+) -> WindowData:
+    """The rows as a one-hour window of the version's traffic, as the drift service reads
+    it (scores from the model, labels from the churn column when `labelled`)."""
+    scores = trained.model.predict_table(data)
+    rows = data.rows
+    return WindowData(
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        numbers={name: np.asarray(data.columns[name], dtype=np.float64) for name in NAMES},
+        categories=categories or {},
+        output_value=scores,
+        output_label=np.where(scores >= 0.5, "1", "0").astype(object),
+        labelled=np.full(rows, labelled),
+        truth_label=np.where(data.columns["churned"] == 1.0, "1", "0").astype(object),
+        truth_value=np.zeros(rows),
+        truth_is_label=np.ones(rows, dtype=bool),
+    )
 
 
 def train(seed: int = 7) -> TrainedModel:

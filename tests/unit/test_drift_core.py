@@ -36,20 +36,7 @@ def trained() -> TrainedModel:
 
 
 def window(trained: TrainedModel, data: Table, labelled: bool = True) -> WindowData:
-    scores = trained.model.predict_table(data)
-    rows = data.rows
-    return WindowData(
-        start=START,
-        end=START + dt.timedelta(hours=1),
-        numbers={name: numbers(data, name) for name in drift_streams.NAMES},
-        categories={},
-        output_value=scores,
-        output_label=np.where(scores >= 0.5, "1", "0").astype(object),
-        labelled=np.full(rows, labelled),
-        truth_label=np.where(data.columns["churned"] == 1.0, "1", "0").astype(object),
-        truth_value=np.zeros(rows),
-        truth_is_label=np.ones(rows, dtype=bool),
-    )
+    return drift_streams.window_data(trained, data, labelled=labelled, start=START)
 
 
 def report(trained: TrainedModel, data: Table, labelled: bool = True) -> Report:

@@ -9,6 +9,9 @@ Modules:
 - `ks`: exact two-sample Kolmogorov-Smirnov D against a sorted reference, from the samples or
   from per-reference-point counts, and its asymptotic p-value.
 - `chi2`: chi-square goodness-of-fit of category counts against reference shares.
+- `effect`: effect sizes (KS D of a normal mean shift, total variation distance) and
+  minimum-effect tests (H0: the distance is at most a negligible margin), whose power
+  against a negligible difference does not grow with the window.
 - `multiple`: Benjamini-Hochberg correction across features.
 - `cusum`: online two-sided CUSUM over many standardised streams, batch-vectorised, with
   its threshold set from a false-alarm budget.
@@ -44,6 +47,12 @@ from driftloop.stats.divergence import (
     psi_rows,
     smooth,
     to_shares,
+)
+from driftloop.stats.effect import (
+    chi2_margin_test,
+    ks_margin_p_value,
+    normal_shift_ks,
+    total_variation,
 )
 from driftloop.stats.experiments import (
     GroupDifference,
@@ -100,6 +109,7 @@ __all__ = [
     "bin_index",
     "category_counts",
     "check_edges",
+    "chi2_margin_test",
     "chi2_sf",
     "chi2_test",
     "clustered_difference",
@@ -114,6 +124,7 @@ __all__ = [
     "kolmogorov_sf",
     "ks_counts",
     "ks_from_counts",
+    "ks_margin_p_value",
     "ks_p_value",
     "ks_statistic",
     "mcnemar",
@@ -122,6 +133,7 @@ __all__ = [
     "msprt_p_value",
     "normal_cdf",
     "normal_quantile",
+    "normal_shift_ks",
     "output_distance",
     "paired_bootstrap",
     "proportion_difference",
@@ -132,6 +144,7 @@ __all__ = [
     "t_quantile",
     "threshold_for",
     "to_shares",
+    "total_variation",
     "wilcoxon_signed_rank",
     "wilson_interval",
 ]

@@ -138,11 +138,24 @@ class DriftSettings(GrpcServerSettings):
     )
     psi_threshold: Annotated[float, Field(gt=0)] = Field(
         default=0.1,
-        description="PSI a significant feature (or output) needs to count as drifted (with "
-        "enough rows every tiny difference is significant; PSI says whether it matters)",
+        description="a significant feature (or output) drifts when its PSI reaches this, or "
+        "its effect size reaches effect_threshold (the material part of the rule)",
     )
     psi_major: Annotated[float, Field(gt=0)] = Field(
         default=0.2, description="PSI that makes the alert critical"
+    )
+    effect_threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.08,
+        description="effect size that makes a significant feature (or output) drifted even "
+        "under psi_threshold: the KS distance D for numbers, the total variation distance for "
+        "categories (the share of rows that moved). 0.08 is the D of a 0.2-sigma mean shift "
+        "of a normal feature, whose PSI is only ~0.04",
+    )
+    negligible: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.02,
+        description="a change this small (KS D; for categories Cohen's w / 2, at least the "
+        "total variation distance) is negligible: the tests ask whether the change is larger, "
+        "so a huge window does not make a negligible difference significant",
     )
     dataset_drift_share: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.5, description="share of drifted features that is dataset drift (critical)"

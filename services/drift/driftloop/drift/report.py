@@ -1,13 +1,20 @@
 """The drift report of one window against a version's frozen baseline (pure: no I/O).
 
-Per feature: PSI, Jensen-Shannon and KL on the frozen bins, and a significance test (KS
-against the reference sample for numbers, chi-squared for categories). The p-values of all
-features go through Benjamini-Hochberg; a feature drifts when its test is significant
-after that control AND its PSI reaches the threshold (with many rows every tiny
-difference is significant; PSI says whether it matters). The output gets the same
-treatment (prediction drift, no labels needed). Concept drift compares the labelled rows'
-performance with the holdout's. Root causes rank features by how much error their shift
-explains when labels exist, else by PSI.
+Per feature: PSI, Jensen-Shannon and KL on the frozen bins, an effect size (the KS
+distance D against the reference sample for numbers, the total variation distance for
+categories: both the share of the population that moved) and a test of whether the change
+is more than negligible (KS for numbers, chi-squared for categories, each against the
+hypothesis "distance <= `negligible`", driftloop.stats.effect), so that a huge window does
+not make a negligible difference significant.
+
+The rule: a feature drifts when its change is both significant (its test, after
+Benjamini-Hochberg across the features at `fdr_alpha`) and material (PSI >= `psi_threshold`,
+or effect size >= `effect_threshold`). PSI alone misses slow drift: a normal feature whose
+mean moved by 0.25 sigma has PSI ~0.06 on decile bins but D ~0.1, over the default 0.08
+(the D of a 0.2-sigma shift). The output gets the same treatment (prediction drift, no
+labels needed). Concept drift compares the labelled rows' performance with the holdout's.
+Root causes rank features by how much error their shift explains when labels exist, else
+by PSI.
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ from driftloop.stats import (
     bin_counts,
     bin_index,
     category_counts,
-    chi2_test,
+    chi2_margin_test,
     js_distance,
     kl,
-    ks_p_value,
+    ks_margin_p_value,
     ks_statistic,
     psi,
+    total_variation,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -47,6 +55,8 @@ class Thresholds:
     fdr_alpha: float = 0.01
     psi_threshold: float = 0.1
     psi_major: float = 0.2
+    effect_threshold: float = 0.08
+    negligible: float = 0.02
     dataset_drift_share: float = 0.5
     concept_tolerance: float = 0.05
     concept_min_labelled: int = 200
@@ -65,7 +75,8 @@ class Score:
 
 @dataclass(frozen=True)
 class StreamResult:
-    """All tests of one stream; `psi` decides with `p_value` (after BH for features)."""
+    """All tests of one stream; `psi` and `effect` decide with `p_value` (the test's p-value
+    of "the change is negligible", after BH for features)."""
 
     stream: str
     psi: float
@@ -75,6 +86,8 @@ class StreamResult:
     statistic: float
     p_value: float
     drifted: bool = False
+    # KS D (numbers; the same as `statistic`) or total variation distance (categories).
+    effect: float = 0.0
     # Window shares on the frozen bins and their baseline shares (for root causes).
     shares: FloatArray = field(default_factory=lambda: np.zeros(0))
     reference: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -85,6 +98,11 @@ class StreamResult:
             Score(self.stream, "js", self.js, self.p_value, self.drifted),
             Score(self.stream, "kl", self.kl, self.p_value, self.drifted),
             Score(self.stream, self.test, self.statistic, self.p_value, self.drifted),
+            *(
+                [Score(self.stream, "tvd", self.effect, self.p_value, self.drifted)]
+                if self.test == "chi2"
+                else []
+            ),
         ]
 
 
@@ -132,24 +150,23 @@ def build_report(
     data: WindowData,
     thresholds: Thresholds,
 ) -> Report:
+    negligible = thresholds.negligible
     numeric = [
-        _numeric(item, data.numbers[item.feature])
+        _numeric(item, data.numbers[item.feature], negligible)
         for item in baseline.numeric
         if item.feature in data.numbers and item.sample
     ]
     categorical = [
-        _categorical(item, data.categories[item.feature])
+        _categorical(item, data.categories[item.feature], negligible)
         for item in baseline.categorical
         if item.feature in data.categories
     ]
     features = _control_fdr([r for r in [*numeric, *categorical] if r is not None], thresholds)
     prediction = None
     if baseline.output is not None and baseline.output.sample:
-        result = _numeric(baseline.output, data.output_value, OUTPUT)
+        result = _numeric(baseline.output, data.output_value, negligible, OUTPUT)
         if result is not None:
-            drifted = result.p_value < thresholds.fdr_alpha and result.psi >= (
-                thresholds.psi_threshold
-            )
+            drifted = result.p_value < thresholds.fdr_alpha and material(result, thresholds)
             prediction = _with_decision(result, result.p_value, drifted)
     drifted_share = sum(f.drifted for f in features) / len(features) if features else 0.0
     errors_ = _labelled_errors(output_kind, data)
@@ -176,8 +193,15 @@ def build_report(
     )
 
 
+def material(result: StreamResult, thresholds: Thresholds) -> bool:
+    """Whether a change matters, whatever its significance: its PSI or its effect size
+    reaches the threshold. Either suffices: PSI weighs the tails and a shape change, the
+    effect size (a share of the population) sees a small shift of the bulk."""
+    return result.psi >= thresholds.psi_threshold or result.effect >= thresholds.effect_threshold
+
+
 def _numeric(
-    item: NumericBaseline, values: FloatArray, stream: str | None = None
+    item: NumericBaseline, values: FloatArray, negligible: float, stream: str | None = None
 ) -> StreamResult | None:
     finite = values[np.isfinite(values)]
     if finite.size < MIN_VALUES:
@@ -192,20 +216,23 @@ def _numeric(
         kl=kl(counts, reference),
         test="ks",
         statistic=d,
-        p_value=ks_p_value(d, finite.size, len(item.sample)),
+        p_value=ks_margin_p_value(d, finite.size, len(item.sample), negligible),
         shares=counts / counts.sum(),
         reference=reference,
+        effect=d,
     )
 
 
-def _categorical(item: CategoricalBaseline, values: npt.NDArray[np.object_]) -> StreamResult | None:
+def _categorical(
+    item: CategoricalBaseline, values: npt.NDArray[np.object_], negligible: float
+) -> StreamResult | None:
     present = values[values != ""]
     if present.size < MIN_VALUES:
         return None
     counts = category_counts(present.tolist(), item.categories)
     # The unseen bucket had no reference mass; smoothing keeps it finite.
     reference = np.asarray([*item.frequencies, 0.0], dtype=np.float64)
-    result = chi2_test(reference, counts)
+    result = chi2_margin_test(reference, counts, negligible)
     return StreamResult(
         stream=item.feature,
         psi=psi(reference, counts),
@@ -216,18 +243,20 @@ def _categorical(item: CategoricalBaseline, values: npt.NDArray[np.object_]) -> 
         p_value=result.p_value,
         shares=counts / counts.sum(),
         reference=reference,
+        effect=total_variation(reference, counts),
     )
 
 
 def _control_fdr(results: list[StreamResult], thresholds: Thresholds) -> list[StreamResult]:
-    """Benjamini-Hochberg across the features; the adjusted p-value is reported."""
+    """Benjamini-Hochberg across the features; the adjusted p-value is reported. A feature
+    drifts when it is rejected and its change is material."""
     if not results:
         return []
     rejected, adjusted = benjamini_hochberg(
         np.asarray([r.p_value for r in results]), thresholds.fdr_alpha
     )
     return [
-        _with_decision(r, float(p), bool(reject) and r.psi >= thresholds.psi_threshold)
+        _with_decision(r, float(p), bool(reject) and material(r, thresholds))
         for r, reject, p in zip(results, rejected, adjusted, strict=True)
     ]
 

@@ -59,6 +59,8 @@ def thresholds_of(settings: DriftSettings) -> Thresholds:
         fdr_alpha=settings.fdr_alpha,
         psi_threshold=settings.psi_threshold,
         psi_major=settings.psi_major,
+        effect_threshold=settings.effect_threshold,
+        negligible=settings.negligible,
         dataset_drift_share=settings.dataset_drift_share,
         concept_tolerance=settings.concept_tolerance,
         concept_min_labelled=settings.concept_min_labelled,
