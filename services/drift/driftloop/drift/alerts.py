@@ -227,7 +227,7 @@ class Alerts:
                 continue
             final = copy.deepcopy(state)
             final.revision += 1
-            names = ", ".join(list(state.streams)[:TOP_FEATURES])
+            names = _names(state.streams)
             alert = self._event(
                 key,
                 final,
