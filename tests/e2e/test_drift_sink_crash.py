@@ -9,8 +9,6 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from driftloop.kafka.topics import TopicNames
 from driftloop.kit.settings import KafkaSettings
 from tests import drift_streams
 from tests.e2e.test_registry_cli import wait_serving
+from tests.integration.stack import until
 
 PREDICTIONS = 40_000
 EARLY_LABELS = 5_000  # published before any prediction
@@ -85,13 +84,6 @@ async def committed(settings: KafkaSettings, group: str) -> tuple[int, int]:
         await admin.close()
     done = sum(meta.offset for meta in offsets.values() if meta.offset > 0)
     return done, sum(ends.values())
-
-
-async def until(condition: Callable[[], Awaitable[bool]], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("engine", ["aiokafka", "faust"])

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,7 @@ from driftloop.v1 import (
 )
 from tests import drift_streams
 from tests.drift_streams import Stream
-from tests.integration.stack import read_topic
+from tests.integration.stack import read_topic, until
 
 MODEL = "risk"
 
@@ -100,13 +99,6 @@ class Drift:
     async def alerts(self) -> list[events_pb2.DriftAlert]:
         response = await self.stub.ListAlerts(drift_pb2.ListAlertsRequest(model=MODEL), timeout=10)
         return list(response.alerts)
-
-
-async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from driftloop.models.registration import version_record
 from driftloop.models.schema import Model, Row
 from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.v1 import events_pb2, registry_pb2
+from tests.integration.stack import until
 from tests.retrain_data import MODEL, population, rows_of
 from tests.standalone import standalone
 
@@ -155,13 +156,6 @@ async def cli(setup: Setup, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.2)
-
-
 async def test_a_shadow_identical_to_live_agrees_everywhere(setup: Setup) -> None:
     v1, _ = await setup.linear(1)
     v2, _ = await setup.linear(1)  # the same data and seed: the same model
@@ -238,9 +232,7 @@ async def test_ab_report_covers_the_true_difference_with_sticky_keys(setup: Setu
     )
     served = await setup.serve(9, 3000, flip="c", keys=300)
     await setup.stored("live", len(served))
-    await until(
-        lambda: labels_stored(setup.clickhouse, len(served)),
-    )
+    await until(lambda: labels_stored(setup.clickhouse, len(served)), 60)
     report = await setup.client.ab_report(MODEL, min_effect=0.02)
     variants = {v.variant: v for v in report.variants}
     assert set(variants) == {"a", "b"}
@@ -279,7 +271,7 @@ async def test_shadow_first_starts_the_canary_only_on_good_shadow_evidence(
     worse, _ = await setup.linear(2, flip="abc")  # answers the traffic's relation wrong
     similar, _ = await setup.linear(4)  # as good as v1
     await setup.policy(v1, [])
-    await until(lambda: asyncio.sleep(0, result=setup.services.gateway.lease.held))
+    await until(lambda: asyncio.sleep(0, result=setup.services.gateway.lease.held), 60)
 
     async def rollout(candidate: str) -> events_pb2.RoutingPolicy:
         return await setup.client.start_rollout(

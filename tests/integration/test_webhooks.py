@@ -4,11 +4,9 @@ the test starts, scripts and stops."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +26,7 @@ from driftloop.kit.settings import KafkaSettings
 from driftloop.kit.times import stamp
 from driftloop.v1 import events_pb2
 from tests.conftest import unique_name
-from tests.integration.stack import read_topic, rewind
+from tests.integration.stack import read_topic, rewind, until
 
 
 @dataclass
@@ -144,13 +142,6 @@ async def hooks(kafka_settings: KafkaSettings, clickhouse: ClickHouse) -> AsyncI
             await hooks.stop(service)
         await producer.stop()
         await receiver.stop()
-
-
-async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def alert(alert_id: str, severity: int = events_pb2.SEVERITY_CRITICAL) -> events_pb2.DriftAlert:
