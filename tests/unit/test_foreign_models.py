@@ -295,3 +295,30 @@ def test_onnx_network_exports_with_a_sigmoid_or_a_softmax(folder: Path) -> None:
     e = np.exp([1.0, 0.0, -2.0])
     assert p.label == "0" and p.value == pytest.approx(float(e[0] / e.sum()), rel=1e-6)
     assert set(p.probabilities or {}) == {"0", "1", "2"}
+
+
+def test_python_flavor_loads_here_only_to_predict_reference_data(folder: Path) -> None:
+    """Without reference data its module need not import here (it is served elsewhere);
+    with it, the model predicts the reference rows for the baseline."""
+    artifact = folder / "factor.txt"
+    artifact.write_text("2.0")
+    schema = Schema((Feature("x", "number"), Feature("y", "number")))
+    _, record = artifact_registration(
+        artifact,
+        model="scaled",
+        flavor="python",
+        schema=schema,
+        output_kind="regression",
+        entry_point="only_on_the_server:Model",
+    )
+    assert record.entry_point == "only_on_the_server:Model" and not record.HasField("baseline")
+    reference = Table({"x": np.arange(50.0), "y": np.ones(50)})
+    _, record = artifact_registration(
+        artifact,
+        model="scaled",
+        flavor="python",
+        output_kind="regression",
+        entry_point="tests.user_model:Scaled",
+        reference_data=fm.write_parquet(reference, folder / "xy.parquet"),
+    )
+    assert record.baseline.output.mean == pytest.approx(2.0 * (24.5 + 1.0))

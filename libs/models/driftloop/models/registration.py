@@ -15,6 +15,7 @@ from driftloop.kit.errors import InvalidArgument
 from driftloop.models.convert import OUTPUT_KINDS, baseline_to_proto, schema_to_proto
 from driftloop.models.linear import FLAVOR
 from driftloop.models.mlflow_model import is_mlflow_directory, read_mlflow_model
+from driftloop.models.python_flavor import FLAVOR as PYTHON
 from driftloop.models.reference import (
     LocalArtifact,
     Reference,
@@ -205,15 +206,21 @@ def artifact_registration(
     reference = read_table(reference_data) if reference_data is not None else None
     held = read_table(holdout) if holdout is not None else None
     local = LocalArtifact(artifact)
-    loaded = load_local(
-        flavor,
-        local,
-        resolve_schema(schema, reference, target),
-        output_kind,
-        entry_point=entry_point,
-        pickle_trusted=trust_pickle,
-    )
-    prepared = prepare(loaded, reference, held, target)
+    resolved = resolve_schema(schema, reference, target)
+    if flavor == PYTHON and reference is None and output_kind is not None:
+        # Its module need only import where it is served: with nothing to predict here,
+        # it is not loaded here.
+        prepared = Reference(resolved, output_kind, None, {}, 0, "")
+    else:
+        loaded = load_local(
+            flavor,
+            local,
+            resolved,
+            output_kind,
+            entry_point=entry_point,
+            pickle_trusted=trust_pickle,
+        )
+        prepared = prepare(loaded, reference, held, target)
     record = artifact_record(
         prepared,
         model=model,
