@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop.cli import configuration
 from driftloop.cli.__main__ import main
+from driftloop.kit import settings_doc
 
 
 def test_the_listing_says_where_each_value_comes_from_and_hides_secrets(
@@ -80,6 +81,6 @@ def test_a_setting_without_a_description_is_refused() -> None:
         known: int = Field(1, description="documented")
         bare: int = 2
 
-    assert configuration.setting(Undocumented, "known").names == ("DRIFTLOOP_X_KNOWN",)
+    assert settings_doc.setting(Undocumented, "known").names == ("DRIFTLOOP_X_KNOWN",)
     with pytest.raises(ValueError, match=r"Undocumented\.bare has no description"):
-        configuration.setting(Undocumented, "bare")
+        settings_doc.setting(Undocumented, "bare")

@@ -115,7 +115,8 @@ def test_every_variable_a_settings_class_reads_is_in_the_table() -> None:
             for variable in variables(cls, name):
                 assert variable in known, (
                     f"{cls.__name__}.{name} ({variable}) is not in the configuration table: add "
-                    f"the class to driftloop.cli.configuration.groups; {STALE_TABLE}"
+                    "the class to its service's SETTINGS_DOC (config.py) or to "
+                    f"driftloop.cli.configuration.PLACED; {STALE_TABLE}"
                 )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -13,12 +15,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
-from driftloop.cli.configuration import service_help
 from driftloop.clickhouse.client import server_address, service_clickhouse
+from driftloop.drift.config import SETTINGS_DOC as DRIFT
+from driftloop.gateway.config import SETTINGS_DOC as GATEWAY
 from driftloop.kafka.local_broker import free_port
 from driftloop.kit.grpc_client import open_channel
 from driftloop.kit.grpc_server import LIVENESS
 from driftloop.kit.settings import ClickHouseSettings, GrpcServerSettings
+from driftloop.kit.settings_doc import service_help
 from driftloop.kit.startup import Backoff, Dependency, wait_for, waiting_health
 
 BROKER = Dependency("the Kafka broker", "kafka:9092", "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS")
@@ -85,7 +89,7 @@ def test_a_clickhouse_address_in_the_log_has_no_password() -> None:
 
 
 def test_a_service_help_lists_the_variables_that_service_reads() -> None:
-    text = service_help("drift", {"DRIFTLOOP_KAFKA_SASL_PASSWORD": "hunter2"})
+    text = service_help(DRIFT, {"DRIFTLOOP_KAFKA_SASL_PASSWORD": "hunter2"})
     assert text.startswith("usage: python -m driftloop.drift")
     for variable in (
         "DRIFTLOOP_DRIFT_REGISTRY_TARGET",
@@ -100,7 +104,21 @@ def test_a_service_help_lists_the_variables_that_service_reads() -> None:
     for foreign in ("DRIFTLOOP_GATEWAY_PORT", "DRIFTLOOP_KAFKA_LIBS", "DRIFTLOOP_ARTIFACTS_PATH"):
         assert foreign not in text
     assert "hunter2" not in text
-    assert "DRIFTLOOP_CLICKHOUSE_URL" not in service_help("gateway", {})
+    assert "DRIFTLOOP_CLICKHOUSE_URL" not in service_help(GATEWAY, {})
+
+
+def test_a_service_help_does_not_import_the_cli() -> None:
+    """A service's image has no CLI: its --help lists the settings with the kit alone."""
+    code = (
+        "import sys\n"
+        "from driftloop.retrainer.__main__ import usage\n"
+        "assert 'DRIFTLOOP_CODE_VERSION' in usage()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['driftloop', 'cli']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 async def test_a_clickhouse_server_that_is_not_up_is_waited_for_without_its_password(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import AsyncExitStack
 
 from driftloop.clickhouse.client import service_clickhouse
-from driftloop.drift.config import DriftSettings
+from driftloop.drift.config import SETTINGS_DOC, DriftSettings
 from driftloop.drift.server import DriftService
 from driftloop.kafka.topics import service_kafka
 from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import ClickHouseSettings, load_settings
+from driftloop.kit.settings_doc import service_help
 from driftloop.kit.startup import waiting_health
 
 log = logging.getLogger("driftloop.drift")
@@ -29,9 +31,7 @@ async def run() -> None:
 
 
 def usage() -> str:
-    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
-
-    return service_help("drift")
+    return service_help(SETTINGS_DOC, os.environ)
 
 
 if __name__ == "__main__":

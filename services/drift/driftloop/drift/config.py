@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings, Port
+from driftloop.kit.settings import ClickHouseSettings, GrpcServerSettings, KafkaSettings, Port
+from driftloop.kit.settings_doc import ServiceDoc
 
 DEFAULT_PORT = 50053
 # What a webhook can be sent: drift alerts (topic drift-alerts) and, from model-events,
@@ -231,3 +232,12 @@ class DriftSettings(GrpcServerSettings):
         if repeated:
             raise ValueError(f"webhook names must be unique: {', '.join(repeated)} repeated")
         return value
+
+
+# What `python -m driftloop.drift --help` and `driftloop settings` list for this service.
+SETTINGS_DOC = ServiceDoc(
+    "drift",
+    "Drift service",
+    DriftSettings,
+    reads=(KafkaSettings, ClickHouseSettings),
+)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.config import SETTINGS_DOC, GatewaySettings
 from driftloop.gateway.server import GatewayService
 from driftloop.kafka.topics import service_kafka
 from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import load_settings
+from driftloop.kit.settings_doc import service_help
 from driftloop.kit.startup import waiting_health
 
 log = logging.getLogger("driftloop.gateway")
@@ -23,9 +25,7 @@ async def run() -> None:
 
 
 def usage() -> str:
-    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
-
-    return service_help("gateway")
+    return service_help(SETTINGS_DOC, os.environ)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings, Port
+from driftloop.kit.settings import GrpcServerSettings, KafkaSettings, Port
+from driftloop.kit.settings_doc import ServiceDoc
 
 DEFAULT_PORT = 50051
 
@@ -122,3 +123,12 @@ class GatewaySettings(GrpcServerSettings):
         if not value:
             raise ValueError("at least one host:port")
         return value
+
+
+# What `python -m driftloop.gateway --help` and `driftloop settings` list for this service.
+SETTINGS_DOC = ServiceDoc(
+    "gateway",
+    "Gateway",
+    GatewaySettings,
+    reads=(KafkaSettings,),
+)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-from driftloop.inference.config import InferenceSettings
+from driftloop.inference.config import SETTINGS_DOC, InferenceSettings
 from driftloop.inference.server import InferenceService
 from driftloop.kafka.topics import wait_for_broker
 from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import ArtifactSettings, KafkaSettings, load_settings
+from driftloop.kit.settings_doc import service_help
 from driftloop.kit.startup import wait_for_service, waiting_health
 from driftloop.models.artifacts import LocalArtifactStore
 
@@ -37,9 +39,7 @@ async def run() -> None:
 
 
 def usage() -> str:
-    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
-
-    return service_help("inference")
+    return service_help(SETTINGS_DOC, os.environ)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings, Port
+from driftloop.kit.settings import ArtifactSettings, GrpcServerSettings, KafkaSettings, Port
+from driftloop.kit.settings_doc import ServiceDoc
 
 DEFAULT_PORT = 50052
 
@@ -67,3 +68,12 @@ class InferenceSettings(GrpcServerSettings):
             if not model or not version:
                 raise ValueError(f"{item!r} is not model:version or model:alias")
         return value
+
+
+# What `python -m driftloop.inference --help` and `driftloop settings` list for this service.
+SETTINGS_DOC = ServiceDoc(
+    "inference",
+    "Inference",
+    InferenceSettings,
+    reads=(KafkaSettings, ArtifactSettings),
+)

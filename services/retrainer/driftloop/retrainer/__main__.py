@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import AsyncExitStack
 
@@ -14,9 +15,10 @@ from driftloop.kit.settings import (
     ClickHouseSettings,
     load_settings,
 )
+from driftloop.kit.settings_doc import service_help
 from driftloop.kit.startup import waiting_health
 from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.retrainer.config import RetrainerSettings
+from driftloop.retrainer.config import SETTINGS_DOC, RetrainerSettings
 from driftloop.retrainer.server import RetrainerService
 
 log = logging.getLogger("driftloop.retrainer")
@@ -36,9 +38,7 @@ async def run() -> None:
 
 
 def usage() -> str:
-    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
-
-    return service_help("retrainer")
+    return service_help(SETTINGS_DOC, os.environ)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,15 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings, Port
+from driftloop.kit.settings import (
+    ArtifactSettings,
+    ClickHouseSettings,
+    GrpcServerSettings,
+    KafkaSettings,
+    Port,
+)
+from driftloop.kit.settings_doc import ADMIN, ServiceDoc
+from driftloop.models.registration import LineageSettings
 
 DEFAULT_PORT = 50055
 
@@ -43,3 +51,13 @@ class RetrainerSettings(GrpcServerSettings):
         default=30.0,
         description="how often the schedule, performance and new-data triggers are checked",
     )
+
+
+# What `python -m driftloop.retrainer --help` and `driftloop settings` list for this service.
+SETTINGS_DOC = ServiceDoc(
+    "retrainer",
+    "Retrainer (and the registry)",
+    RetrainerSettings,
+    reads=(KafkaSettings, ClickHouseSettings, ArtifactSettings),
+    placed=((ADMIN, LineageSettings),),
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import AsyncExitStack
 
@@ -10,8 +11,9 @@ from driftloop.clickhouse.client import service_clickhouse
 from driftloop.kafka.topics import service_kafka
 from driftloop.kit.entrypoint import run_main, serve_until_signal
 from driftloop.kit.settings import ClickHouseSettings, load_settings
+from driftloop.kit.settings_doc import service_help
 from driftloop.kit.startup import waiting_health
-from driftloop.shadow.config import ShadowSettings
+from driftloop.shadow.config import SETTINGS_DOC, ShadowSettings
 from driftloop.shadow.server import ShadowService
 
 log = logging.getLogger("driftloop.shadow")
@@ -29,9 +31,7 @@ async def run() -> None:
 
 
 def usage() -> str:
-    from driftloop.cli.configuration import service_help  # one listing of settings: the CLI's
-
-    return service_help("shadow")
+    return service_help(SETTINGS_DOC, os.environ)
 
 
 if __name__ == "__main__":

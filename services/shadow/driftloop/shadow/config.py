@@ -8,7 +8,14 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.kit.settings import GrpcServerSettings, Port, Targets
+from driftloop.kit.settings import (
+    ClickHouseSettings,
+    GrpcServerSettings,
+    KafkaSettings,
+    Port,
+    Targets,
+)
+from driftloop.kit.settings_doc import ServiceDoc
 
 DEFAULT_PORT = 50054
 
@@ -59,3 +66,12 @@ class ShadowSettings(GrpcServerSettings):
     compare_window_s: Annotated[float, Field(ge=60)] = Field(
         default=3600.0, description="the window of those comparisons and A/B reports"
     )
+
+
+# What `python -m driftloop.shadow --help` and `driftloop settings` list for this service.
+SETTINGS_DOC = ServiceDoc(
+    "shadow",
+    "Shadow service",
+    ShadowSettings,
+    reads=(KafkaSettings, ClickHouseSettings),
+)
