@@ -337,6 +337,7 @@ async def test_pending_label_join_entries_stay_under_the_bound_with_labels_that_
     assert held == [100] * drift.kafka.partitions  # ~2000 a partition came, 100 stay
     assert join.pending == 100 * drift.kafka.partitions
     assert join.evictions == 6000 - join.pending and evicted() - before == join.evictions
+    assert REGISTRY.get_sample_value("driftloop_drift_labels_pending") == join.pending
     # ClickHouse stays the source of truth: labels of any age join there.
     await drift.send_labels(stream.labels[-2000:])
     await drift.logged(6000, 2000)
