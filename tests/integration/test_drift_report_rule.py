@@ -85,4 +85,7 @@ async def test_a_slow_ramp_is_flagged_on_exactly_its_features_by_the_last_n_wind
     [alert] = published
     assert alert.kind == events_pb2.DRIFT_KIND_DATA
     assert alert.severity == events_pb2.SEVERITY_WARNING
-    assert {score.feature for score in alert.features} == RAMPED
+    # Each named with the score that made it material: its KS distance.
+    assert {(score.feature, score.test) for score in alert.features} == {
+        (name, "ks") for name in RAMPED
+    }

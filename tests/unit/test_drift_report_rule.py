@@ -46,6 +46,7 @@ def test_a_slow_ramp_to_a_quarter_sigma_is_flagged_on_exactly_its_two_features(
         # Under PSI 0.1 (the old rule never flagged it), but material by its KS distance
         # and highly significant even against the negligible margin.
         assert feature.psi < 0.1 and feature.effect >= 0.08 and feature.p_value < 1e-8
+        assert feature.evidence == ("ks", feature.effect)
     assert not result.major  # a slow drift is a warning, not a critical alert
     psi_only = Thresholds(effect_threshold=1.0)
     assert flagged(report(trained, drift_streams.window_data(trained, last), psi_only)) == set()
@@ -103,3 +104,4 @@ def test_a_category_share_move_is_material_by_the_share_of_rows_that_moved(
     assert plan.p_value < 1e-10 and plan.psi < 0.1
     assert plan.effect == pytest.approx(moved, abs=0.015)
     assert flagged(result) == ({"plan"} if drifted else set())
+    assert plan.material_by == ("tvd" if drifted else "")

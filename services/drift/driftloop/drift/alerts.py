@@ -337,7 +337,9 @@ def _names(streams: Iterable[str]) -> str:
 
 
 def _windowed(stream: StreamResult, at: dt.datetime) -> Evidence:
-    return Evidence(stream.stream, "psi", stream.psi, at, stream.p_value)
+    # The score that made the change material: PSI, or the effect size (slow drift).
+    test, score = stream.evidence
+    return Evidence(stream.stream, test, score, at, stream.p_value)
 
 
 def _report_candidates(report: Report) -> list[_Candidate]:
@@ -365,7 +367,8 @@ def _report_candidates(report: Report) -> list[_Candidate]:
         events_pb2.SEVERITY_WARNING
         if report.prediction_drift and report.prediction is not None
         else None,
-        f"output distribution drifted (PSI {report.prediction.psi:.3f})"
+        f"output distribution drifted (PSI {report.prediction.psi:.3f}, "
+        f"KS D {report.prediction.effect:.3f})"
         if report.prediction is not None
         else "",
         window,

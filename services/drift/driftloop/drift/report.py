@@ -88,9 +88,23 @@ class StreamResult:
     drifted: bool = False
     # KS D (numbers; the same as `statistic`) or total variation distance (categories).
     effect: float = 0.0
+    # What made the change material, when it is: "psi", or the effect size ("ks", "tvd").
+    material_by: str = ""
     # Window shares on the frozen bins and their baseline shares (for root causes).
     shares: FloatArray = field(default_factory=lambda: np.zeros(0))
     reference: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def effect_test(self) -> str:
+        """The effect size's name among the scores: "ks" (D) or "tvd"."""
+        return "ks" if self.test == "ks" else "tvd"
+
+    @property
+    def evidence(self) -> tuple[str, float]:
+        """The score that shows the drift: the one that made it material (PSI first)."""
+        if self.material_by and self.material_by != "psi":
+            return self.material_by, self.effect
+        return "psi", self.psi
 
     def scores(self) -> list[Score]:
         return [
@@ -100,7 +114,7 @@ class StreamResult:
             Score(self.stream, self.test, self.statistic, self.p_value, self.drifted),
             *(
                 [Score(self.stream, "tvd", self.effect, self.p_value, self.drifted)]
-                if self.test == "chi2"
+                if self.effect_test == "tvd"
                 else []
             ),
         ]
@@ -166,8 +180,8 @@ def build_report(
     if baseline.output is not None and baseline.output.sample:
         result = _numeric(baseline.output, data.output_value, negligible, OUTPUT)
         if result is not None:
-            drifted = result.p_value < thresholds.fdr_alpha and material(result, thresholds)
-            prediction = _with_decision(result, result.p_value, drifted)
+            reject = result.p_value < thresholds.fdr_alpha
+            prediction = _with_decision(result, result.p_value, reject, thresholds)
     drifted_share = sum(f.drifted for f in features) / len(features) if features else 0.0
     errors_ = _labelled_errors(output_kind, data)
     performance, concept = _performance(output_kind, baseline, errors_, thresholds)
@@ -193,11 +207,16 @@ def build_report(
     )
 
 
-def material(result: StreamResult, thresholds: Thresholds) -> bool:
-    """Whether a change matters, whatever its significance: its PSI or its effect size
-    reaches the threshold. Either suffices: PSI weighs the tails and a shape change, the
-    effect size (a share of the population) sees a small shift of the bulk."""
-    return result.psi >= thresholds.psi_threshold or result.effect >= thresholds.effect_threshold
+def materiality(result: StreamResult, thresholds: Thresholds) -> str:
+    """What makes a change matter, whatever its significance: "psi" when its PSI reaches
+    the threshold, else its effect size's name when that does, else "". Either suffices:
+    PSI weighs the tails and a change of shape, the effect size (a share of the
+    population) sees a small shift of the bulk."""
+    if result.psi >= thresholds.psi_threshold:
+        return "psi"
+    if result.effect >= thresholds.effect_threshold:
+        return result.effect_test
+    return ""
 
 
 def _numeric(
@@ -256,13 +275,22 @@ def _control_fdr(results: list[StreamResult], thresholds: Thresholds) -> list[St
         np.asarray([r.p_value for r in results]), thresholds.fdr_alpha
     )
     return [
-        _with_decision(r, float(p), bool(reject) and material(r, thresholds))
+        _with_decision(r, float(p), bool(reject), thresholds)
         for r, reject, p in zip(results, rejected, adjusted, strict=True)
     ]
 
 
-def _with_decision(result: StreamResult, p_value: float, drifted: bool) -> StreamResult:
-    return dataclasses.replace(result, p_value=p_value, drifted=drifted)
+def _with_decision(
+    result: StreamResult, p_value: float, significant: bool, thresholds: Thresholds
+) -> StreamResult:
+    """The result with its decision: drifted when significant and material."""
+    material_by = materiality(result, thresholds)
+    return dataclasses.replace(
+        result,
+        p_value=p_value,
+        drifted=significant and bool(material_by),
+        material_by=material_by if significant else "",
+    )
 
 
 def _labelled_errors(output_kind: str, data: WindowData) -> FloatArray:
