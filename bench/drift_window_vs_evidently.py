@@ -284,7 +284,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     theirs = sorted(name for name, column in peer["columns"].items() if column["drifted"])
     methods = sorted({column["method"] for column in peer["columns"].values()})
     print("\n  flagged features (only the shifted one should be):")
-    print(f"    driftloop (KS after BH at 0.01 and PSI >= 0.1): {ours}")
+    print(f"    driftloop (KS vs negligible after BH at 0.01; PSI >= 0.1 or D >= 0.08): {ours}")
     print(f"    Evidently ({', '.join(methods)}): {theirs}")
     if clickhouse is not None:
         print(f"    driftloop (c): {flagged(clickhouse[3])}")

@@ -111,6 +111,13 @@ def test_the_psi_thresholds_are_lines_on_the_drift_panels() -> None:
     ]
 
 
+def test_the_effect_size_threshold_is_a_line_on_its_panel() -> None:
+    model = generate.render(generate.DRIFT)
+    panel = next(p for p in model["panels"] if p["title"].startswith("Effect size per feature"))
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, DriftSettings().effect_threshold]
+
+
 def test_the_dashboards_use_the_provisioned_datasources() -> None:
     provisioned = yaml.safe_load((GRAFANA / "provisioning/datasources/driftloop.yaml").read_text())
     uids = {source["type"]: source["uid"] for source in provisioned["datasources"]}

@@ -28,6 +28,7 @@ from driftloop.v1 import drift_pb2, events_pb2, registry_pb2, retrainer_pb2
 # DRIFTLOOP_DRIFT_PSI_MAJOR), so the page, the dashboards and the alerts agree.
 PSI_MODERATE: float = DriftSettings.model_fields["psi_threshold"].default
 PSI_MAJOR: float = DriftSettings.model_fields["psi_major"].default
+EFFECT_MATERIAL: float = DriftSettings.model_fields["effect_threshold"].default
 NO_DATA = "no data in this window"
 OUTPUT_STREAM = "__output__"
 # Drift charts for the features with the highest PSI, at most this many (and the output).
@@ -263,7 +264,9 @@ def drift_section(page: Page) -> str:
     parts = [
         f'<p class="note">PSI of each feature against the version\'s training baseline (the '
         f"highest of the windows evaluated in each bucket); dashed lines: {PSI_MODERATE} "
-        f"moderate, {PSI_MAJOR} major shift; ringed dots: flagged as drifted</p>"
+        f"moderate, {PSI_MAJOR} major shift; ringed dots: flagged as drifted (under the "
+        f"moderate line: by its effect size, a KS distance or total variation of at least "
+        f"{EFFECT_MATERIAL}: a slow drift)</p>"
     ]
     if not ordered:
         parts.append(_empty())
