@@ -1,6 +1,7 @@
 """Registering models trained elsewhere from the CLI, served by the inference service as
 its own process: skops and MLflow artifacts with reference data; a pickle refused
-in one line naming the flag; a version without reference data told it has no baseline."""
+in one line naming the flag; a version without reference data told it has no baseline,
+at registration and in its drift report."""
 
 from __future__ import annotations
 
@@ -118,3 +119,7 @@ async def test_register_foreign_models_from_the_cli(
     )
     assert code == 0 and "no drift baseline" in out, out
     assert await predicted(services, "churn-bare") == pytest.approx(expected, abs=1e-9)
+    code, out = await cli(
+        services, "drift", "report", "--model", "churn-bare", "--version", "1", "--last", "10"
+    )
+    assert code == 0 and "no drift baseline" in out, out
