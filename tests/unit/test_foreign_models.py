@@ -59,6 +59,10 @@ def test_skops_pipeline_loads_and_predicts_like_scikit_learn(
     assert [p.value for p in got] == pytest.approx(list(expected(fitted, rows)), abs=1e-12)
     assert got[0].label == ("1" if got[0].value >= 0.5 else "0")
     assert set(got[0].probabilities or {}) == {"0", "1"}
+    # A schema that allows no NaN lets scikit-learn skip its finiteness checks: same answer.
+    strict = Schema(tuple(Feature(f.name, f.kind) for f in schema.features))
+    finite = load_local("sklearn", LocalArtifact(path), strict, "binary")
+    assert finite.predict([ROW])[0].value == pytest.approx(got[0].value, abs=1e-15)
 
     prepared = prepare(model, reference, holdout, fm.TARGET)
     # The schema from the reference data: NaN accepted where the data has it (x2).

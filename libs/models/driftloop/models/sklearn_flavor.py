@@ -106,6 +106,7 @@ class SklearnModel:
             self.classes = tuple(label_of(c) for c in estimator.classes_)
         names = getattr(estimator, "feature_names_in_", None)
         self.by_name = names is not None
+        self._finite = not any(f.allow_nan for f in schema.features)
         if names is not None and set(names) != set(schema.names):
             missing = sorted(set(names) - set(schema.names))
             extra = sorted(set(schema.names) - set(names))
@@ -142,9 +143,16 @@ class SklearnModel:
             features: Any = pa.table({name: columns[name] for name in self.schema.names})
         else:
             features = np.column_stack([columns[name] for name in self.schema.names])
-        if self.classes:
-            return Scores(np.asarray(self.estimator.predict_proba(features), float), self.classes)
-        return Scores(np.asarray(self.estimator.predict(features), dtype=np.float64).reshape(-1))
+        import sklearn
+
+        # Validated rows hold no NaN or infinity unless the schema allows NaN somewhere:
+        # then scikit-learn's own finiteness checks (a fifth of a one-row call) are moot.
+        with sklearn.config_context(assume_finite=self._finite):  # thread-local
+            if self.classes:
+                probabilities = self.estimator.predict_proba(features)
+                return Scores(np.asarray(probabilities, dtype=np.float64), self.classes)
+            values = self.estimator.predict(features)
+        return Scores(np.asarray(values, dtype=np.float64).reshape(-1))
 
     def predict(self, rows: Sequence[Row]) -> list[Prediction]:
         return predictions(self.score(columns_of(rows, self.schema)), self.output_kind)
