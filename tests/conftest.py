@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -119,3 +120,12 @@ async def clickhouse(clickhouse_backend: EmbeddedBackend) -> AsyncIterator[Click
     await clickhouse.apply_schema()
     yield clickhouse
     await clickhouse.command(f"DROP DATABASE IF EXISTS {clickhouse.database}")
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port a socket of the test listens on (as another server would)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]

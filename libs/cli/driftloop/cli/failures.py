@@ -106,7 +106,7 @@ def _clickhouse(error: BaseException) -> str | None:
 # `up` or the demo) and what to do: (module, class).
 _CANNOT_START = (
     ("driftloop.kafka.local_broker", "BrokerError"),
-    ("driftloop.kit.startup", "CannotStart"),
+    ("driftloop.kit.errors", "CannotStart"),
 )
 
 

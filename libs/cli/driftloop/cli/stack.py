@@ -5,7 +5,7 @@ Each service gets its own gRPC port (chosen free up front, so every service know
 other's address before any starts) and they talk to each other only over gRPC and Kafka,
 exactly as they do when distributed. One embedded ClickHouse is shared between them (the
 engine allows one data folder per process). Services start in dependency order and stop
-in reverse; a service that fails to start stops the ones already running.
+in reverse; a service that fails to start is stopped, and so are the ones already running.
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ async def running_services(
     )
     async with contextlib.AsyncExitStack() as stack:
         for service in (retrainer, inference, drift, shadow, gateway):
-            await service.start()
+            # Stopped even when its start fails half-way (its port taken after its Kafka
+            # clients started): a service's stop closes what it started, and only that.
             stack.push_async_callback(service.stop, 0)
+            await service.start()
         yield Services(retrainer, inference, drift, shadow, gateway, ports, admin_token)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.ipc
 from clickhouse_connect.driver.exceptions import ClickHouseError as ClickHouseConnectError
 
-from driftloop.kit.startup import CannotStart
+from driftloop.kit.errors import CannotStart
 
 Params = Mapping[str, Any]
 # A columnar result (statistics over large windows): column name -> numpy array.

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from driftloop.kit.errors import CannotStart
 from driftloop.kit.grpc_server import wait_for_signal
 from driftloop.kit.logging import configure_logging
 from driftloop.kit.settings import ConfigError, LoggingSettings, load_settings
-from driftloop.kit.startup import CannotStart
 
 
 class Service(Protocol):

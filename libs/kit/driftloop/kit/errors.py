@@ -116,3 +116,9 @@ class Upstream(DriftloopError):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class CannotStart(Exception):
+    """A process cannot start and waiting would not help (a port another process listens
+    on, a data folder another process holds, wrong credentials); the message says why and
+    what to do, in one line. Not a call's error: it has no status."""

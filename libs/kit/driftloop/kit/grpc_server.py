@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,9 +21,10 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from driftloop.kit.errors import CannotStart
 from driftloop.kit.handlers import RPC_KINDS, Handler, HandlerWrapper
 from driftloop.kit.metrics import MetricsEndpoint
-from driftloop.kit.settings import GrpcServerSettings
+from driftloop.kit.settings import GrpcServerSettings, variables
 from driftloop.v1 import options_pb2
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,11 @@ class GrpcServer:
         self._services.append((descriptor, servicer))
 
     async def start(self) -> int:
-        """Bind and start serving (health NOT_SERVING until `set_ready`); return the port."""
+        """Bind and start serving (health NOT_SERVING until `set_ready`); return the port.
+        A port that cannot be listened on raises CannotStart naming its variable."""
         settings = self._settings
+        check_listenable(settings, "port")
+        check_listenable(settings, "metrics_port")
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         descriptors = [descriptor for descriptor, _ in self._services]
         wrapper = HandlerWrapper(admin_methods(descriptors), token)
@@ -91,12 +96,15 @@ class GrpcServer:
         )
         address = f"{settings.host}:{settings.port}"
         credentials = _server_credentials(settings)
-        if credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # taken since the check: grpc says no more than "failed"
+            self.port = 0
         if self.port == 0:
-            raise RuntimeError(f"{self.name}: cannot bind gRPC on {address}")
+            raise CannotStart(_unlistenable(settings, "port", "grpc could not bind it"))
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         # Alive, ready or not (a service waiting for Kafka must not be restarted for it):
         # what a liveness probe asks, while readiness asks the server ("").
@@ -104,7 +112,12 @@ class GrpcServer:
         await server.start()
         self._server = server
         if settings.metrics_port is not None:
-            self._metrics = MetricsEndpoint(settings.host, settings.metrics_port)
+            try:
+                self._metrics = MetricsEndpoint(settings.host, settings.metrics_port)
+            except OSError as error:  # taken since the check
+                await self.stop(0)
+                reason = error.strerror or str(error)
+                raise CannotStart(_unlistenable(settings, "metrics_port", reason)) from None
             self.metrics_port = self._metrics.port
         log.info(
             "%s listening",
@@ -143,6 +156,44 @@ class GrpcServer:
         await self._health.set("", status)
         for descriptor, _ in self._services:
             await self._health.set(descriptor.full_name, status)
+
+
+def check_listenable(settings: GrpcServerSettings, field: str) -> None:
+    """Raise CannotStart when the port `settings.<field>` cannot be listened on at
+    `settings.host` (another process listens there, or the address is not this machine's).
+
+    grpc's own bind failure says only "Failed to bind" (and logs the reason to stderr
+    itself, a second line), so the port is tried first with a socket as grpc binds it
+    (SO_REUSEADDR: a port left in TIME_WAIT is free), on every address the host resolves
+    to; one that binds is enough, as for grpc. Port 0 (any free port) is always free."""
+    port = getattr(settings, field)
+    if not port:
+        return
+    host = settings.host.strip("[]")
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise CannotStart(_unlistenable(settings, field, str(error.strerror))) from None
+    reason = "no address"
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                reason = error.strerror or str(error)
+                continue
+            return
+    raise CannotStart(_unlistenable(settings, field, reason))
+
+
+def _unlistenable(settings: GrpcServerSettings, field: str, reason: str) -> str:
+    """One line: which port, why, and the variable that moves it."""
+    variable = variables(type(settings), field)[0]
+    return (
+        f"cannot listen on {settings.host}:{getattr(settings, field)} ({variable}): {reason} "
+        f"(stop the process that listens there, or set {variable} to another port)"
+    )
 
 
 def _handler(method: MethodDescriptor, servicer: object) -> Handler:

@@ -9,7 +9,8 @@ step) up to a capped interval, forever, logging each failure with what is awaite
 and which variable says where. Meanwhile `waiting_health` answers the service's health
 checks on its own port with NOT_SERVING, so an orchestrator sees a live process that is
 not ready (readiness, not liveness). What cannot get better by waiting (a data folder
-another process holds, wrong credentials) raises `CannotStart`: one line, exit status 2.
+another process holds, a port another process listens on, wrong credentials) raises
+`CannotStart` (driftloop.kit.errors): one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -28,17 +29,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from driftloop.kit.grpc_client import open_channel
-from driftloop.kit.grpc_server import GrpcServer
+from driftloop.kit.grpc_server import GrpcServer, check_listenable
 from driftloop.kit.settings import GrpcServerSettings, variables
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class CannotStart(Exception):
-    """A service cannot start and waiting would not help; the message says why and what to
-    do, in one line."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,9 @@ async def waiting_health(name: str, settings: GrpcServerSettings) -> AsyncIterat
     """While the body waits for dependencies, the service's gRPC port answers health checks
     with NOT_SERVING; the port is free again when the body is done (the service binds it).
     With port 0 (a port chosen at bind time, nothing could probe it) there is nothing to
-    answer on."""
+    answer on. A port that cannot be listened on (its metrics port too, which the service
+    binds only after the wait) stops the start at once: waiting would not free it."""
+    check_listenable(settings, "metrics_port")
     if settings.port == 0:
         yield
         return
