@@ -157,6 +157,24 @@ def test_a_local_broker_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     assert_one_line(result, f"DRIFTLOOP_KAFKA_LIBS={empty}: no kafka_*.jar")
 
 
+def test_up_with_kafka_security_but_no_broker_address_is_one_line(tmp_path: Path) -> None:
+    """A local broker speaks plaintext: `up` refuses to start one for a secured setup."""
+    env = {
+        "DRIFTLOOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "DRIFTLOOP_KAFKA_SASL_USERNAME": "app",
+        "DRIFTLOOP_KAFKA_SASL_PASSWORD": "hunter2",
+    }
+    result = driftloop("up", "--data-dir", str(tmp_path / "data"), env=env)
+    assert_one_line(
+        result,
+        "DRIFTLOOP_KAFKA_SECURITY_PROTOCOL=SASL_SSL, DRIFTLOOP_KAFKA_SASL_USERNAME, "
+        "DRIFTLOOP_KAFKA_SASL_PASSWORD set without DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS",
+        "plaintext only; set DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS to the secured cluster",
+    )
+    assert "hunter2" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing made, no broker started
+
+
 def test_a_bad_setting_is_one_line_naming_the_variable() -> None:
     result = driftloop("models", "list", "--model", "churn", env={"DRIFTLOOP_TIMEOUT_S": "-1"})
     assert_one_line(result, "DRIFTLOOP_TIMEOUT_S")

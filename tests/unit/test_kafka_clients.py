@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 from faust.auth import SASLCredentials
 from pydantic import SecretStr
 
 from driftloop.kafka.clients import faust_options, make_admin, make_consumer, security_options
+from driftloop.kafka.local_broker import BrokerError, check_plaintext
 from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
 
 
@@ -74,3 +76,25 @@ def test_the_password_never_shows_in_the_settings() -> None:
     )
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.model_dump())
+
+
+def test_a_local_broker_is_refused_to_settings_for_a_secured_cluster(tmp_path: Path) -> None:
+    """No bootstrap servers means a local plaintext broker: a TLS or SASL setting given
+    explicitly is refused by name (never by value); PLAINTEXT said out loud is not."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read")
+    with pytest.raises(BrokerError) as refused:
+        check_plaintext(KafkaSettings(ssl_ca_file=ca, ssl_check_hostname=False))
+    assert str(refused.value).startswith(
+        "DRIFTLOOP_KAFKA_SSL_CA_FILE, DRIFTLOOP_KAFKA_SSL_CHECK_HOSTNAME set without "
+        "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS: "
+    )
+    secret = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT", sasl_username="a", sasl_password=SecretStr("hunter2")
+    )
+    with pytest.raises(BrokerError, match="SECURITY_PROTOCOL=SASL_PLAINTEXT") as refused:
+        check_plaintext(secret)
+    assert "hunter2" not in str(refused.value)
+    check_plaintext(KafkaSettings(security_protocol="PLAINTEXT"))
+    check_plaintext(KafkaSettings())
+    check_plaintext(secret.model_copy(update={"bootstrap_servers": "kafka:9093"}))

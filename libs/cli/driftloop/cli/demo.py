@@ -33,7 +33,7 @@ from driftloop.cli.report import gather, write_report
 from driftloop.cli.stack import running_services
 from driftloop.clickhouse.client import open_clickhouse
 from driftloop.client import DriftloopClient
-from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
+from driftloop.kafka.local_broker import LocalBroker, check_plaintext, find_kafka_libs
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames, ensure_topics
 from driftloop.kit.settings import ClickHouseSettings, KafkaSettings, load_settings
@@ -79,6 +79,7 @@ async def kafka(settings: KafkaSettings, data_dir: Path, progress: Progress) -> 
         progress.step(1, f"Kafka: using the configured broker at {settings.bootstrap_servers}")
         yield settings.bootstrap_servers
         return
+    check_plaintext(settings)
     shutil.rmtree(data_dir, ignore_errors=True)
     broker = LocalBroker(find_kafka_libs(), data_dir)
     progress.step(1, f"Kafka: starting a local Apache Kafka broker (KRaft), data in {data_dir}")

@@ -37,7 +37,7 @@ from driftloop.drift.config import DriftSettings
 from driftloop.gateway.config import GatewaySettings
 from driftloop.inference.config import InferenceSettings
 from driftloop.kafka.clients import make_admin
-from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs
+from driftloop.kafka.local_broker import LocalBroker, check_plaintext, find_kafka_libs
 from driftloop.kafka.topics import GroupNames, ensure_topics, group_lag
 from driftloop.kit.grpc_server import wait_for_signal
 from driftloop.kit.healthcheck import SERVING, health
@@ -99,6 +99,7 @@ async def up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     data_dir: Path = args.data_dir
     kafka = load_settings(KafkaSettings)
+    check_plaintext(kafka)  # before anything is made: a local broker would not do
     clickhouse_env = any(
         name in os.environ for name in ("DRIFTLOOP_CLICKHOUSE_URL", "DRIFTLOOP_CLICKHOUSE_PATH")
     )

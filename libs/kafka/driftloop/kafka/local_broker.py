@@ -27,6 +27,8 @@ from typing import IO
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftloop.kit.settings import KafkaSettings, variables
+
 READY_LINE = "Kafka Server started"
 
 _LOG4J2 = """\
@@ -49,6 +51,52 @@ logger.request.level = WARN
 
 class BrokerError(RuntimeError):
     """The local broker could not be set up, started or stopped."""
+
+
+# The settings that ask for TLS or SASL, which a local broker does not speak.
+SECURITY_FIELDS = (
+    "security_protocol",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_key_password",
+    "ssl_check_hostname",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+)
+
+
+def check_plaintext(settings: KafkaSettings) -> None:
+    """Raise BrokerError when `settings` ask for a secured cluster but name none.
+
+    Without DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS, `driftloop up` and the demo start a local
+    broker, and it speaks plaintext only: clients set for TLS or SASL would wait forever on
+    it. A security setting given explicitly (other than PLAINTEXT) says the cluster is
+    elsewhere, so its address is missing; the error names those variables (never their
+    values, some are secrets)."""
+    if settings.bootstrap_servers:
+        return
+    named = [
+        name
+        for name in SECURITY_FIELDS
+        if name in settings.model_fields_set
+        and not (name == "security_protocol" and settings.security_protocol == "PLAINTEXT")
+    ]
+    if not named:
+        return
+    shown = [
+        f"{variables(KafkaSettings, name)[0]}={settings.security_protocol}"
+        if name == "security_protocol"
+        else variables(KafkaSettings, name)[0]
+        for name in named
+    ]
+    servers = variables(KafkaSettings, "bootstrap_servers")[0]
+    raise BrokerError(
+        f"{', '.join(shown)} set without {servers}: the local broker started then speaks "
+        f"plaintext only; set {servers} to the secured cluster (or unset those variables "
+        "for a local broker)"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
