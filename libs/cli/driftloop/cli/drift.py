@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from driftloop.cli.calls import as_dict, print_json, show, with_client
+from driftloop.cli.calls import as_dict, print_json, show, table, with_client
 
 if TYPE_CHECKING:  # the client and gRPC are imported when a command runs
     from driftloop.client import DriftloopClient
-    from driftloop.v1 import drift_pb2
+    from driftloop.v1 import drift_pb2, registry_pb2
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +26,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     report.add_argument("--hours", type=float, default=0, help="or the last H hours")
     report.set_defaults(run=run_report)
 
-    baseline = actions.add_parser("baseline", help="a version's frozen baseline (JSON)")
+    baseline = actions.add_parser("baseline", help="a version's frozen baseline")
     baseline.add_argument("--model", required=True)
     baseline.add_argument("--version", required=True)
     baseline.set_defaults(run=run_baseline)
@@ -96,9 +97,57 @@ async def run_report(args: argparse.Namespace) -> int:
     return await with_client(work)
 
 
+# Categories a line of the baseline shows, the most frequent first.
+SHOWN_CATEGORIES = 5
+
+
+def _shares(categories: Sequence[str], frequencies: Sequence[float]) -> str:
+    ranked = sorted(zip(categories, frequencies, strict=False), key=lambda item: -item[1])
+    shown = [f"{name} {share:.0%}" for name, share in ranked[:SHOWN_CATEGORIES]]
+    if len(ranked) > SHOWN_CATEGORIES:
+        shown.append(f"... ({len(ranked) - SHOWN_CATEGORIES} more)")
+    return ", ".join(shown)
+
+
+def format_baseline(model: str, version: str, baseline: registry_pb2.Baseline) -> str:
+    """A frozen baseline as a person reads it: each numeric feature's mean, spread, missing
+    share and bins, each categorical one's commonest categories, the output's, and the
+    holdout metrics the labelled windows are compared with (--json has every number)."""
+    numeric, categorical = baseline.numeric, baseline.categorical
+    lines = [
+        f"{model} v{version} baseline: {len(numeric)} numeric, {len(categorical)} categorical "
+        "features"
+    ]
+    if not numeric and not categorical and not baseline.HasField("output"):
+        return lines[0] + " (registered without reference data: no drift is computed)"
+    rows = [
+        [f.feature, f"{f.mean:.4g}", f"{f.std:.4g}", f"{f.nan_share:.1%}", str(len(f.edges) + 1)]
+        for f in numeric
+    ]
+    if baseline.HasField("output"):
+        out = baseline.output
+        rows.append(
+            ["(output)", f"{out.mean:.4g}", f"{out.std:.4g}", f"{out.nan_share:.1%}",
+             str(len(out.edges) + 1)]
+        )  # fmt: skip
+    if rows:
+        header = ["feature", "mean", "std", "missing", "bins"]
+        lines += ["  " + line for line in table(header, rows).splitlines()]
+    for feature in categorical:
+        lines.append(f"  {feature.feature}: {_shares(feature.categories, feature.frequencies)}")
+    if baseline.HasField("output_labels"):
+        labels = baseline.output_labels
+        lines.append(f"  (predicted labels): {_shares(labels.categories, labels.frequencies)}")
+    if baseline.holdout_metrics:
+        metrics = ", ".join(f"{m.name} {m.value:.4g}" for m in baseline.holdout_metrics)
+        lines.append(f"  holdout: {metrics}")
+    return "\n".join(lines)
+
+
 async def run_baseline(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
-        print_json(await client.baseline(args.model, args.version))
+        baseline = await client.baseline(args.model, args.version)
+        show(args.json, baseline, lambda: format_baseline(args.model, args.version, baseline))
 
     return await with_client(work)
 
@@ -126,9 +175,42 @@ async def run_alerts(args: argparse.Namespace) -> int:
     return await with_client(work)
 
 
+def _measured(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
+
+
+def format_canary(model: str, hours: float, analysis: drift_pb2.CanaryAnalysis) -> str:
+    """A canary analysis as a person reads it: the verdict, each version's traffic and
+    quality side by side, the output distance, the credible range of the quality
+    difference, and the reasons."""
+    from driftloop.v1 import drift_pb2
+
+    verdict = drift_pb2.Verdict.Name(analysis.verdict).removeprefix("VERDICT_").lower()
+    stable, candidate = analysis.stable, analysis.candidate
+    early = " (the labelled evidence is enough to pass early)"
+    lines = [
+        f"{model}: candidate {candidate.version} against stable {stable.version} over the last "
+        f"{hours:g} h: {verdict}{early if analysis.evidence_sufficient else ''}"
+    ]
+    header = ["version", "requests", "errors", "p99 ms", "labelled", "accuracy"]
+    rows = [
+        [f"{stats.version} ({role})", f"{stats.requests:,}", f"{stats.error_rate:.2%}",
+         f"{stats.p99_latency_ms:.1f}", f"{stats.labelled:,}", _measured(stats.accuracy, ".4f")]
+        for role, stats in (("stable", stable), ("candidate", candidate))
+    ]  # fmt: skip
+    lines += ["  " + line for line in table(header, rows).splitlines()]
+    lines.append(f"  output distance (Jensen-Shannon): {analysis.output_distance:.4f}")
+    low, high = analysis.quality_difference_low, analysis.quality_difference_high
+    if not (math.isnan(low) or math.isnan(high)):
+        lines.append(f"  quality difference (candidate - stable): {low:+.4f} to {high:+.4f}")
+    lines += [f"  - {reason}" for reason in analysis.reasons]
+    return "\n".join(lines)
+
+
 async def run_canary(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=args.hours)
-        print_json(await client.analyze_canary(args.model, args.stable, args.candidate, since))
+        analysis = await client.analyze_canary(args.model, args.stable, args.candidate, since)
+        show(args.json, analysis, lambda: format_canary(args.model, args.hours, analysis))
 
     return await with_client(work)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import TYPE_CHECKING
 
-from driftloop.cli.calls import UsageError, print_json, with_client
+from driftloop.cli.calls import UsageError, print_json, show, with_client
 
 if TYPE_CHECKING:  # the client and gRPC are imported when a command runs
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     from driftloop.client import DriftloopClient
     from driftloop.v1 import events_pb2
 
@@ -16,9 +19,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     routing = sub.add_parser("routing", help="routing policies and rollouts (through the gateway)")
     actions = routing.add_subparsers(dest="action", required=True)
 
-    show = actions.add_parser("show", help="the model's routing policy (JSON)")
-    show.add_argument("--model", required=True)
-    show.set_defaults(run=run_show)
+    policy = actions.add_parser("show", help="the model's routing policy")
+    policy.add_argument("--model", required=True)
+    policy.set_defaults(run=run_show)
 
     stable = actions.add_parser("set", help="serve one version, or A/B variants")
     stable.add_argument("--model", required=True)
@@ -65,9 +68,63 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         command.set_defaults(run=run_promote if name == "promote" else run_rollback)
 
 
+def _percent(basis_points: int) -> str:
+    return f"{basis_points / 100:g}%"
+
+
+def _when(stamp: Timestamp) -> str:
+    return f"{stamp.ToDatetime(dt.UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def format_policy(policy: events_pb2.RoutingPolicy) -> str:
+    """A routing policy as a person reads it: what serves, then each plan in force."""
+    updated = f", updated {_when(policy.updated)}" if policy.HasField("updated") else ""
+    by = f" by {policy.updated_by}" if policy.updated_by else ""
+    lines = [
+        f"{policy.model}: stable version {policy.stable_version} "
+        f"(revision {policy.revision}{updated}{by})"
+    ]
+    if policy.variants:
+        arms = ", ".join(
+            f"{v.name} = version {v.version} {_percent(v.weight_bp)}" for v in policy.variants
+        )
+        lines.append(f"  A/B: {arms} (salt {policy.salt!r})")
+    if policy.HasField("canary"):
+        canary = policy.canary
+        steps = " -> ".join(_percent(step.weight_bp) for step in canary.steps)
+        step = min(canary.current_step, max(len(canary.steps) - 1, 0))
+        now = _percent(canary.steps[step].weight_bp) if canary.steps else "0%"
+        lines.append(
+            f"  canary: version {canary.candidate_version} at {now}, step {step + 1} of "
+            f"{len(canary.steps)} ({steps})"
+        )
+    if policy.HasField("blue_green"):
+        blue_green = policy.blue_green
+        hold = _when(blue_green.hold_until) if blue_green.HasField("hold_until") else "-"
+        lines.append(
+            f"  blue-green: version {blue_green.active_version} active since "
+            f"{_when(blue_green.switched)}; version {policy.stable_version} kept loaded until "
+            f"{hold}"
+        )
+    if policy.HasField("shadow_gate"):
+        gate = policy.shadow_gate
+        labelled = f" ({gate.min_labelled:,} of them labelled)" if gate.min_labelled else ""
+        lines.append(
+            f"  shadow first: version {gate.candidate_version} mirrored until "
+            f"{gate.min_compared:,} requests are compared{labelled}, then its canary"
+        )
+    if policy.HasField("shadow") and policy.shadow.versions:
+        versions = ", ".join(policy.shadow.versions)
+        lines.append(
+            f"  shadow: version(s) {versions} on {_percent(policy.shadow.sample_bp)} of requests"
+        )
+    return "\n".join(lines)
+
+
 async def run_show(args: argparse.Namespace) -> int:
     async def work(client: DriftloopClient) -> None:
-        print_json(await client.routing_policy(args.model))
+        policy = await client.routing_policy(args.model)
+        show(args.json, policy, lambda: format_policy(policy))
 
     return await with_client(work)
 
@@ -103,7 +160,8 @@ async def run_set(args: argparse.Namespace) -> int:
             if args.shadow
             else None,
         )
-        print_json(await client.set_routing_policy(policy, current.revision))
+        stored = await client.set_routing_policy(policy, current.revision)
+        show(args.json, stored, lambda: format_policy(stored))
 
     return await with_client(work)
 
