@@ -92,7 +92,7 @@ lint: $(BIN)/.synced ## ruff
 
 typecheck: $(BIN)/.synced ## mypy --strict on our code
 	$(BIN)/mypy libs services tests bench/harness.py bench/inference_vs_mlserver.py bench/gateway_vs_direct.py \
-	    bench/drift_window_vs_evidently.py bench/online_vs_river.py bench/drift_sink.py \
+	    bench/drift_window_vs_evidently.py bench/drift_rule_table.py bench/online_vs_river.py bench/drift_sink.py \
 	    bench/training_vs_sklearn.py bench/loop_timing.py
 
 .PHONY: settings-doc
