@@ -15,15 +15,16 @@ Unavailable naming the service, its address and the variable that sets it, ...);
 grpc.aio.AioRpcError too, with the server's code and message.
 
 Retries: a call that is safe to repeat is retried when the service answers UNAVAILABLE
-(down, restarting, not yet listening), `retries` times (DRIFTLOOP_RETRIES) with doubling
-waits from 0.1 s, within each call's own deadline. Safe to repeat: every read (Get*, List*,
-ResolveAlias, AnalyzeCanary, the shadow reports), inference's Predict and PredictBatch
-(they change nothing), and the gateway's Predict when the caller gives a request_id (the
-prediction is logged under that natural key, so a repeat is a duplicate the drift service
-drops; without one the gateway draws a new id per attempt, and a retry would count the
-request twice). Never retried: registrations, uploads, alias and policy writes (a
-compare-and-set whose first attempt landed would fail as FAILED_PRECONDITION), rollouts,
-triggers and the gateway's PredictBatch.
+(down, restarting, not yet listening), `retries` times (DRIFTLOOP_RETRIES), each attempt
+within the call's own deadline, after a random wait in a doubling window (0 to 0.2 s, 0.4 s,
+0.8 s ..., at most 5 s: exponential backoff with full jitter, driftloop.kit.grpc_client).
+Safe to repeat: every read (Get*, List*, ResolveAlias, AnalyzeCanary, the shadow reports),
+inference's Predict and PredictBatch (they change nothing), and the gateway's Predict when
+the caller gives a request_id (the prediction is logged under that natural key, so a repeat
+is a duplicate the drift service drops; without one the gateway draws a new id per attempt,
+and a retry would count the request twice). Never retried: registrations, uploads, alias and
+policy writes (a compare-and-set whose first attempt landed would fail as
+FAILED_PRECONDITION), rollouts, triggers and the gateway's PredictBatch.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop.client.errors import typed
 from driftloop.client.registry import RegistryClient
-from driftloop.kit.grpc_client import ACTOR_HEADER, admin_metadata, open_channel
+from driftloop.kit.grpc_client import (
+    ACTOR_HEADER,
+    admin_metadata,
+    open_channel,
+    retried_when_unavailable,
+)
 from driftloop.kit.settings import ConfigError, KafkaSettings, load_settings
 from driftloop.models.convert import row_to_proto
 from driftloop.models.registration import artifact_registration, version_record
@@ -107,7 +113,8 @@ class ClientSettings(BaseSettings):
     retries: Annotated[int, Field(ge=0, le=10)] = Field(
         default=3,
         description="how often the client and CLI retry a call that is safe to repeat when "
-        "the service is unavailable (waits of 0.1, 0.2, 0.4 s ...)",
+        "the service is unavailable (after random waits of up to 0.2, 0.4, 0.8 s ...: "
+        "exponential backoff with jitter)",
     )
 
 
@@ -201,17 +208,14 @@ class DriftloopClient:
         the typed error (driftloop.client.errors) of its status."""
         timeout = self._timeout if deadline_s is None else deadline_s
         metadata = self._admin() if admin else None
-        attempts = 1 + (self._settings.retries if retry else 0)
-        wait = 0.1
-        for attempt in range(1, attempts + 1):
-            try:
-                return await method(request, timeout=timeout, metadata=metadata)
-            except grpc.aio.AioRpcError as error:
-                if attempt == attempts or error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise typed(error, service, self._targets[service]) from None
-            await asyncio.sleep(wait)
-            wait *= 2
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        async def attempt() -> Any:
+            return await method(request, timeout=timeout, metadata=metadata)
+
+        try:
+            return await retried_when_unavailable(attempt, self._settings.retries if retry else 0)
+        except grpc.aio.AioRpcError as error:
+            raise typed(error, service, self._targets[service]) from None
 
     async def _registry_call(
         self, method: Any, request: Any, *, retry: bool, admin: bool, what: str
