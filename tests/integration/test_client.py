@@ -17,6 +17,7 @@ from driftloop.client import Client, ClientSettings, DriftloopClient
 from driftloop.client.errors import InvalidArgument, NotFound, RpcError, Unavailable
 from driftloop.kafka.local_broker import free_port
 from tests.integration.stack import TOKEN, Stack
+from tests.unit.test_retries import Flaky
 
 
 def settings_for(stack: Stack, **overrides: Any) -> ClientSettings:
@@ -87,25 +88,6 @@ def test_from_env_reads_the_cli_variables(monkeypatch: pytest.MonkeyPatch) -> No
         client.list_versions("churn")
     assert down.value.variable == "DRIFTLOOP_REGISTRY_TARGET"
     assert f"registry unreachable at {address}" in str(down.value)
-
-
-class Flaky:
-    """A stub method that answers UNAVAILABLE `failures` times, then `code` or a reply."""
-
-    def __init__(self, failures: int, code: grpc.StatusCode | None = None) -> None:
-        self.failures, self.code, self.calls = failures, code, 0
-
-    async def __call__(self, request: Any, **_: Any) -> str:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise rpc_error(grpc.StatusCode.UNAVAILABLE)
-        if self.code is not None:
-            raise rpc_error(self.code)
-        return "answer"
-
-
-def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "said no")
 
 
 async def test_only_calls_safe_to_repeat_are_retried_and_only_on_unavailable() -> None:

@@ -5,6 +5,7 @@ jitter, capped)."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import grpc
 import pytest
@@ -17,12 +18,13 @@ def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
 
 
 class Flaky:
-    """Answers UNAVAILABLE `failures` times, then `code` (or "answer")."""
+    """A call (or a stub method: it takes any arguments) that answers UNAVAILABLE
+    `failures` times, then `code` (or "answer")."""
 
     def __init__(self, failures: int, code: grpc.StatusCode | None = None) -> None:
         self.failures, self.code, self.calls = failures, code, 0
 
-    async def __call__(self) -> str:
+    async def __call__(self, *_: Any, **__: Any) -> str:
         self.calls += 1
         if self.calls <= self.failures:
             raise rpc_error(grpc.StatusCode.UNAVAILABLE)
