@@ -84,3 +84,15 @@ def test_a_setting_without_a_description_is_refused() -> None:
     assert settings_doc.setting(Undocumented, "known").names == ("DRIFTLOOP_X_KNOWN",)
     with pytest.raises(ValueError, match=r"Undocumented\.bare has no description"):
         settings_doc.setting(Undocumented, "bare")
+
+
+def test_a_class_placed_in_no_group_is_refused() -> None:
+    class Stray(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_STRAY_")
+
+        known: int = Field(1, description="documented")
+
+    with pytest.raises(ValueError, match=r"no settings group \['Strays'\]"):
+        settings_doc.groups(configuration.DOCS, [("Strays", Stray)])
+    kafka = settings_doc.groups(configuration.DOCS, [(settings_doc.KAFKA, Stray)])[0]
+    assert kafka.settings[-1].name == "DRIFTLOOP_STRAY_KNOWN"

@@ -177,6 +177,9 @@ def groups(
     the order a reader needs them. `per_service` lists the shared server settings once per
     service (DRIFTLOOP_GATEWAY_PORT, ...) instead of as DRIFTLOOP_<SERVICE>_PORT."""
     outside = list(dict.fromkeys([*(p for doc in services for p in doc.placed), *placed]))
+    unknown = sorted({where for where, _ in outside} - {KAFKA, ADMIN, CLIENT})
+    if unknown:  # a class placed in no group would vanish from the table and the listing
+        raise ValueError(f"no settings group {unknown}: place classes in KAFKA, ADMIN or CLIENT")
 
     def joined(title: str) -> tuple[Setting, ...]:
         return tuple(item for where, cls in outside if where == title for item in _of(cls))
