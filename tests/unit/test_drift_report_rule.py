@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from driftloop.cli.drift import format_report
 from driftloop.drift.report import Report, Thresholds, build_report
+from driftloop.drift.servicer import report_to_proto
 from driftloop.drift.windows import WindowData
 from driftloop.models.training import TrainedModel
 from driftloop.stats import category_counts, chi2_test
@@ -105,3 +107,18 @@ def test_a_category_share_move_is_material_by_the_share_of_rows_that_moved(
     assert plan.effect == pytest.approx(moved, abs=0.015)
     assert flagged(result) == ({"plan"} if drifted else set())
     assert plan.material_by == ("tvd" if drifted else "")
+
+
+def test_the_cli_shows_the_effect_size_that_flagged_a_slow_drift(trained: TrainedModel) -> None:
+    data = drift_streams.ramp(20_000, 43, tuple(sorted(RAMPED)), 0.25, 0, 10_000)
+    last = data.take(np.arange(10_000, 20_000))
+    result = report(trained, drift_streams.window_data(trained, last))
+    lines = format_report(report_to_proto(result)).splitlines()
+    [header] = [line for line in lines if line.split()[0] == "feature"]
+    assert header.split()[:3] == ["feature", "PSI", "effect"]
+    for name in RAMPED:
+        feature = next(f for f in result.features if f.stream == name)
+        [line] = [line for line in lines if line.split()[0] == name]
+        cells = line.split()
+        assert cells[1:3] == [f"{feature.psi:.3f}", f"{feature.effect:.3f}"]
+        assert cells[-1] == "yes"

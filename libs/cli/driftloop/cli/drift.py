@@ -67,19 +67,25 @@ def format_report(report: drift_pb2.DriftReport) -> str:
         )
     lines += [f"  {m.name} {m.value:.4g}" for m in report.performance]
     scores = {(s.feature, s.test): s for s in report.features}
-    lines.append(f"  {'feature':<20} {'PSI':>7} {'JS':>7} {'test':>5} {'p':>9}  link    drifted")
+    # Effect: the KS distance D (numbers) or total variation (categories), the share of
+    # rows that moved; a feature under PSI 0.1 can drift by it (a slow drift).
+    lines.append(
+        f"  {'feature':<20} {'PSI':>7} {'effect':>7} {'JS':>7} {'test':>5} {'p':>9}  link    "
+        "drifted"
+    )
     for cause in report.root_causes:
         psi, js = scores[(cause.feature, "psi")], scores[(cause.feature, "js")]
         test = next(s for (f, t), s in scores.items() if f == cause.feature and t in ("ks", "chi2"))
+        effect = scores.get((cause.feature, "tvd"), test)
         link = "" if math.isnan(cause.performance_link) else f"{cause.performance_link:+.3f}"
         lines.append(
-            f"  {cause.feature:<20} {psi.score:7.3f} {js.score:7.3f} {test.test:>5} "
-            f"{psi.p_value:9.2g}  {link:<7} {'yes' if psi.drifted else ''}"
+            f"  {cause.feature:<20} {psi.score:7.3f} {effect.score:7.3f} {js.score:7.3f} "
+            f"{test.test:>5} {psi.p_value:9.2g}  {link:<7} {'yes' if psi.drifted else ''}"
         )
     if report.HasField("prediction"):
         p = report.prediction
         lines.append(
-            f"  {'(output)':<20} {p.score:7.3f} {'':>7} {'ks':>5} {p.p_value:9.2g}  "
+            f"  {'(output)':<20} {p.score:7.3f} {'':>7} {'':>7} {'ks':>5} {p.p_value:9.2g}  "
             f"{'':<7} {'yes' if p.drifted else ''}"
         )
     return "\n".join(lines)
