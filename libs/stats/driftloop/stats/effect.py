@@ -10,9 +10,11 @@ so their power against a negligible difference does not grow with the window.
 Both rest on the triangle inequality of a norm ||.||: the observed distance is at most the
 true one plus the sampling noise, ||F_hat_cur - F_hat_ref|| <= ||F_cur - F_ref|| + ||noise||.
 Under H0 (true distance <= margin), observed - margin <= ||noise||, whose law is the null
-law of the plain test; so that law's tail at (observed - margin) is a valid p-value for H0
-(conservative: exact when the true distance is the margin). A margin of 0 gives back the
-plain test exactly.
+law of the plain test; so that law's tail at (observed - margin) is a valid p-value for
+H0. It is conservative, the price of a bound that needs no model of how the distribution
+moved: with the true distance at the margin, the hardest case of H0,
+tests/unit/test_stats_effect.py measures a rejection rate of about 1% (chi-squared) and
+0.3% (KS) at a nominal 5%. A margin of 0 gives back the plain test exactly.
 
 - numbers: the KS distance D = sup |F_ref - F_cur| (sup norm of the ECDF difference): the
   largest share of the population that crossed some value. For a normal feature whose
