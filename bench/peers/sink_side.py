@@ -31,6 +31,7 @@ from driftloop.drift.baselines import VersionInfo  # noqa: E402
 from driftloop.drift.detection import OnlineDetection  # noqa: E402
 from driftloop.drift.faust_sink import FaustSink  # noqa: E402
 from driftloop.drift.labels import LabelJoin  # noqa: E402
+from driftloop.drift.ordering import ReorderBuffer  # noqa: E402
 from driftloop.drift.sink import LogSink  # noqa: E402
 from driftloop.kafka.codecs import decode_label, decode_prediction  # noqa: E402
 from driftloop.kafka.consumer import BatchConsumer, Record  # noqa: E402
@@ -108,6 +109,7 @@ async def run_sink(
         Alerts(no_alerts, 300),
         10_000_000,
         no_record,
+        ReorderBuffer(1_000_000, 100_000, 10.0),
     )
     sink = LogSink(PredictionLog(clickhouse), detection)
 

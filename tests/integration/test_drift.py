@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +16,14 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from driftloop.clickhouse.backend import EmbeddedBackend
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.drift.alerts import STATE_NAMES
 from driftloop.drift.config import DriftSettings
 from driftloop.drift.server import DriftService
 from driftloop.kafka.producer import EventProducer
-from driftloop.kafka.topics import TopicNames
+from driftloop.kafka.topics import TopicNames, ensure_topics
 from driftloop.kit.errors import NotFound
 from driftloop.kit.grpc_server import GrpcServer
 from driftloop.kit.settings import GrpcServerSettings, KafkaSettings
@@ -33,6 +36,7 @@ from driftloop.v1 import (
     registry_pb2,
 )
 from tests import drift_streams
+from tests.conftest import unique_name
 from tests.drift_streams import Stream
 from tests.integration.stack import read_topic, until
 
@@ -106,18 +110,17 @@ def trained() -> TrainedModel:
     return drift_streams.train()
 
 
-@pytest.fixture
-async def drift(
-    kafka_settings: KafkaSettings, clickhouse: ClickHouse, request: pytest.FixtureRequest
+@asynccontextmanager
+async def running(
+    kafka_settings: KafkaSettings, clickhouse: ClickHouse, own: dict[str, Any]
 ) -> AsyncIterator[Drift]:
+    """The drift service in-process on the test's topics and database, with a registry of
+    its own, and a producer: stopped on the way out."""
     assert kafka_settings.bootstrap_servers is not None
     registry = VersionsRegistry()
     registry_server = GrpcServer("registry", GrpcServerSettings(host="127.0.0.1", port=0))
     registry_server.add_service(registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"], registry)
     registry_port = await registry_server.start()
-    # The parameter: the sink engine's name, or settings of the test's own.
-    param = getattr(request, "param", "aiokafka")
-    own: dict[str, Any] = {"sink_engine": param} if isinstance(param, str) else param
     settings = DriftSettings(
         **{
             "host": "127.0.0.1",
@@ -126,6 +129,8 @@ async def drift(
             "sink_batch": 5000,
             "evaluate_every_s": 3600,
             "window_last_n": 2000,
+            # The tail of a test's stream reaches the detectors 2 s after its last batch.
+            "online_reorder_idle_s": 2.0,
             **own,
         }
     )
@@ -151,6 +156,17 @@ async def drift(
         await registry_server.stop()
 
 
+@pytest.fixture
+async def drift(
+    kafka_settings: KafkaSettings, clickhouse: ClickHouse, request: pytest.FixtureRequest
+) -> AsyncIterator[Drift]:
+    # The parameter: the sink engine's name, or settings of the test's own.
+    param = getattr(request, "param", "aiokafka")
+    own: dict[str, Any] = {"sink_engine": param} if isinstance(param, str) else param
+    async with running(kafka_settings, clickhouse, own) as drift:
+        yield drift
+
+
 async def test_a_stable_stream_of_100k_events_raises_no_alert(
     drift: Drift, trained: TrainedModel
 ) -> None:
@@ -161,7 +177,11 @@ async def test_a_stable_stream_of_100k_events_raises_no_alert(
     await drift.send(stream, labels=False)
     await drift.send_labels(stream.labels[:20_000])
     await drift.logged(100_000, 20_000)
-    assert drift.service.detection.events[(MODEL, "1")] == 100_000
+
+    async def observed() -> bool:  # the last second's events once the stream is quiet
+        return drift.service.detection.events.get((MODEL, "1")) == 100_000
+
+    await until(observed)
     assert await drift.alerts() == []
     report = await drift.service.evaluator.evaluate(MODEL, "1")
     assert report is not None and report.rows == 2000
@@ -246,11 +266,10 @@ async def test_four_features_drifting_at_different_times_give_one_alert_naming_a
     }
     data = drift_streams.staggered(16_000, 51, shifts)
     stream = drift_streams.stream(trained, data, model=MODEL, version="1")
-    # One key, one partition: the detectors see the stream in its order, so the exact
-    # detection points of this seeded stream (as the unit test finds them) are expected.
-    for event in stream.predictions:
-        await drift.producer.enqueue(drift.names.predictions, "one-partition", event)
-    await drift.producer.flush()
+    # Keyed by request id over three partitions: the detectors still see the stream in its
+    # order (the reordering buffer), so the exact detection points of this seeded stream
+    # (as the unit test finds them) are expected.
+    await drift.send(stream, labels=False)
 
     async def closed() -> bool:
         alerts = await drift.alerts()
@@ -273,9 +292,10 @@ async def test_four_features_drifting_at_different_times_give_one_alert_naming_a
         "x7": t0 + dt.timedelta(seconds=5529),
     }
     assert not any(f.drifted for f in data_alert.features)
-    # The drift-alerts topic has every event of it: the open (x1 alone), an update as each
-    # other stream joined (the first alarms are over 1,000 events apart, a sink batch at
-    # most 1,000), the close. The output moved with x1: a prediction alert, open and close.
+    # The drift-alerts topic has every event of it: the open (x1 first), an update as other
+    # streams joined, the close. The detectors take in what the reordering buffer releases,
+    # which may span more than a sink batch when a partition lagged: two streams can join
+    # in one update. The output moved with x1: a prediction alert, open and close.
     published = [
         events_pb2.DriftAlert.FromString(value)
         for value in await read_topic(
@@ -283,13 +303,18 @@ async def test_four_features_drifting_at_different_times_give_one_alert_naming_a
         )
     ]
     events = [a for a in published if a.alert_id == data_alert.alert_id]
-    assert [(a.state, a.revision, [f.feature for f in a.features]) for a in events] == [
-        (events_pb2.ALERT_STATE_OPEN, 0, ["x1"]),
-        (events_pb2.ALERT_STATE_UPDATED, 1, ["x1", "x3"]),
-        (events_pb2.ALERT_STATE_UPDATED, 2, ["x1", "x3", "x5"]),
-        (events_pb2.ALERT_STATE_UPDATED, 3, ["x1", "x3", "x5", "x7"]),
-        (events_pb2.ALERT_STATE_CLOSED, 4, ["x1", "x3", "x5", "x7"]),
+    order = ["x1", "x3", "x5", "x7"]
+    named = [[f.feature for f in a.features] for a in events]
+    assert [a.revision for a in events] == list(range(len(events)))
+    assert [a.state for a in events] == [
+        events_pb2.ALERT_STATE_OPEN,
+        *[events_pb2.ALERT_STATE_UPDATED] * (len(events) - 2),
+        events_pb2.ALERT_STATE_CLOSED,
     ]
+    assert named[0][0] == "x1" and named[-2] == named[-1] == order
+    # Each update names more streams, in the order their first alarms came.
+    assert all(n == order[: len(n)] for n in named)
+    assert all(len(a) < len(b) for a, b in itertools.pairwise(named[:-1]))
     assert all(f.drifted for f in events[-2].features)
     assert events[-1] == data_alert
     other = [a for a in published if a.alert_id != data_alert.alert_id]
@@ -309,6 +334,75 @@ async def test_four_features_drifting_at_different_times_give_one_alert_naming_a
     assert list(rows.rows[-1][2]) == ["x1", "x3", "x5", "x7"]
     assert list(rows.rows[-1][3]) == [int(t.timestamp() * 1e6) for t in first.values()]
     assert all(row[4] for row in rows.rows)
+
+
+async def produce(kafka: KafkaSettings, events: Sequence[events_pb2.PredictionEvent]) -> None:
+    assert kafka.bootstrap_servers is not None
+    producer = EventProducer(kafka, kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.enqueue(
+                TopicNames(kafka.topic_prefix).predictions, event.request_id, event
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_the_same_stream_on_one_or_six_partitions_gives_the_same_alarms(
+    kafka_bootstrap: str, clickhouse_backend: EmbeddedBackend, trained: TrainedModel
+) -> None:
+    # Three features shift at different points; keyed by request id, six partitions take
+    # a share each and the sink reads them interleaved as fetches come.
+    data = drift_streams.table(
+        6000, seed=53, shift={"x2": 0.6, "x9": -0.6, "x14": 0.5}, shift_from=2500
+    )
+    stream = drift_streams.stream(trained, data, model=MODEL, version="1")
+    seen = []
+    for partitions in (1, 6):
+        kafka = KafkaSettings(
+            bootstrap_servers=kafka_bootstrap,
+            topic_prefix=unique_name("test") + ".",
+            partitions=partitions,
+        )
+        await ensure_topics(kafka, kafka_bootstrap)
+        clickhouse = ClickHouse(clickhouse_backend, unique_name("test_"))
+        await clickhouse.apply_schema()
+        try:
+            # The stream waits in the topic (a backlog, as after a restart): the consumer's
+            # batches then come a partition or two at a time, far out of time order.
+            await produce(kafka, stream.predictions)
+            async with running(kafka, clickhouse, {"sink_batch": 1000}) as drift:
+                drift.register(trained, "1")
+
+                async def observed(drift: Drift = drift) -> bool:
+                    return drift.service.detection.events.get((MODEL, "1")) == 6000
+
+                await until(observed, 90)
+                assert drift.service.detection.order.late == 0
+                seen.append(
+                    sorted(
+                        (
+                            alert.kind,
+                            alert.severity,
+                            # The streams by first alarm (an alert lists them in the
+                            # order they joined it, and streams released together join
+                            # together, strongest first).
+                            sorted(
+                                (f.first_alarm.ToMicroseconds(), f.feature, f.test)
+                                for f in alert.features
+                            ),
+                        )
+                        for alert in await drift.alerts()
+                    )
+                )
+        finally:
+            await clickhouse.command(f"DROP DATABASE IF EXISTS {clickhouse.database}")
+    one, six = seen
+    assert one == six
+    data_alert = next(a for a in one if a[0] == events_pb2.DRIFT_KIND_DATA)
+    assert {feature for _, feature, _ in data_alert[2]} == {"x2", "x9", "x14"}
 
 
 @pytest.mark.parametrize("drift", [{"label_pending_per_partition": 100}], indirect=True)

@@ -251,6 +251,10 @@ class BatchConsumer:
         """Whether the group assigned this partition to this consumer now."""
         return TopicPartition(topic, partition) in self._consumer.assignment()
 
+    def assigned(self, topic: str) -> list[int]:
+        """The partitions of `topic` the group assigned to this consumer now."""
+        return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == topic)
+
     async def stop(self) -> None:
         """Finish the batch in hand (handler and commit), then leave the group."""
         self._stopping.set()

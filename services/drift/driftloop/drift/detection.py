@@ -1,13 +1,21 @@
 """Online detection over the sink's batches: every live model version gets its monitor
 (built from its registry baseline), labels join into the error stream, alarms become
-debounced alerts and points of the drift_metrics series."""
+debounced alerts and points of the drift_metrics series.
+
+Predictions reach the detectors in prediction-time order, not in arrival order: they pass
+a reordering buffer (driftloop.drift.ordering) that holds them until every partition has
+moved past them, so the same stream gives the same alarms however the consumer interleaved
+its partitions. Labels join on arrival (the join does not depend on order); the errors of
+the predictions they complete reach the error detector in a batch sorted by prediction
+time."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +26,7 @@ from driftloop.drift.alerts import Alerts
 from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.labels import LabelJoin, Outcome, Served, Truth
 from driftloop.drift.online import OnlineAlarm, VersionMonitor
+from driftloop.drift.ordering import PARTITION, REQUEST_ID, TIME, ReorderBuffer
 from driftloop.kit.errors import DriftloopError
 from driftloop.v1 import events_pb2
 
@@ -51,6 +60,8 @@ class OnlineDetection:
         alerts: Alerts,
         false_alarm_events: float,
         record_alarm: RecordAlarm,
+        order: ReorderBuffer,
+        assigned: Callable[[], Collection[int]] = tuple,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._baselines = baselines
@@ -58,7 +69,12 @@ class OnlineDetection:
         self._alerts = alerts
         self._false_alarm_events = false_alarm_events
         self._record_alarm = record_alarm
+        self.order = order
+        # The partitions of predictions the consumer holds now (they hold the watermark).
+        self._assigned = assigned
         self._clock = clock
+        # A batch and the quiet-time release both feed the detectors: one at a time.
+        self._lock = asyncio.Lock()
         self._monitors: dict[tuple[str, str], VersionMonitor] = {}
         self._unknown: dict[tuple[str, str], float] = {}
         # Per version: predictions its input detectors saw, labelled outcomes its error one.
@@ -74,36 +90,86 @@ class OnlineDetection:
     ) -> list[events_pb2.DriftAlert]:
         """Feed a batch: `predictions` as prediction_log.prediction_table builds it, and
         the Kafka partition of each prediction row and of each label (the join's bound is
-        per partition)."""
-        column = {
-            name: predictions.column(name).to_numpy(zero_copy_only=False) for name in _COLUMNS
-        }
-        live = np.flatnonzero((column["role"] == "live") & (column["error"] == ""))
-        micros = np.asarray(column["time"]).astype("datetime64[us]").astype(np.int64)
+        per partition and the reordering's watermark too)."""
+        async with self._lock:
+            column = {
+                name: predictions.column(name).to_numpy(zero_copy_only=False) for name in _COLUMNS
+            }
+            live = np.flatnonzero((column["role"] == "live") & (column["error"] == ""))
+            micros = np.asarray(column["time"]).astype("datetime64[us]").astype(np.int64)
+            outcomes: dict[tuple[str, str], list[tuple[int, str, Outcome]]] = {}
+
+            def joined(request_id: str, outcome: Outcome | None) -> None:
+                if outcome is not None:
+                    key = (outcome.model, outcome.version)
+                    outcomes.setdefault(key, []).append((outcome.time_us, request_id, outcome))
+
+            for row in live.tolist():
+                served = Served(
+                    column["model"][row],
+                    column["version"][row],
+                    column["output_kind"][row],
+                    column["output_label"][row],
+                    column["output_value"][row],
+                    int(micros[row]),
+                )
+                request_id = column["request_id"][row]
+                partition = prediction_partitions[row]
+                joined(request_id, self._join.prediction(request_id, served, partition))
+            for label, partition in zip(labels, label_partitions, strict=True):
+                joined(
+                    label.request_id, self._join.label(label.request_id, _truth(label), partition)
+                )
+            self._join.expire()
+            arrived = pa.table(
+                {
+                    TIME: pa.array(micros[live], pa.int64()),
+                    REQUEST_ID: predictions.column("request_id").take(live),
+                    PARTITION: np.asarray(prediction_partitions, dtype=np.int32)[live],
+                    "model": predictions.column("model").take(live),
+                    "version": predictions.column("version").take(live),
+                    "output_value": predictions.column("output_value").take(live),
+                    "numbers": predictions.column("numbers").take(live),
+                }
+            )
+            released = self.order.push(arrived, self._assigned())
+            # Errors in prediction-time order too (ties by request id).
+            errors = {
+                key: [outcome for *_, outcome in sorted(met, key=lambda m: m[:2])]
+                for key, met in outcomes.items()
+            }
+            return await self._detect(released, errors)
+
+    async def release_quiet(self) -> list[events_pb2.DriftAlert]:
+        """Feed the detectors what the reordering buffer holds once no batch came for its
+        idle time (the tail of a stream that stopped)."""
+        async with self._lock:
+            released = self.order.release_quiet()
+            if released is None:
+                return []
+            return await self._detect(released, {})
+
+    async def release_quiet_every(self, seconds: float) -> None:
+        """The quiet-time release, until cancelled."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.release_quiet()
+            except Exception:
+                log.exception("online detection failed on the quiet-time release")
+
+    async def _detect(
+        self, released: pa.Table, outcomes: dict[tuple[str, str], list[Outcome]]
+    ) -> list[events_pb2.DriftAlert]:
+        """Run the monitors over released predictions (in order) and joined outcomes."""
+        models = released.column("model").to_numpy(zero_copy_only=False)
+        versions = released.column("version").to_numpy(zero_copy_only=False)
+        micros = released.column(TIME).to_numpy(zero_copy_only=False)
+        outputs = released.column("output_value").to_numpy(zero_copy_only=False)
         served_rows: dict[tuple[str, str], list[int]] = {}
-        outcomes: dict[tuple[str, str], list[Outcome]] = {}
-        for row in live.tolist():
-            key = (column["model"][row], column["version"][row])
+        for row, key in enumerate(zip(models.tolist(), versions.tolist(), strict=True)):
             served_rows.setdefault(key, []).append(row)
-            served = Served(
-                key[0],
-                key[1],
-                column["output_kind"][row],
-                column["output_label"][row],
-                column["output_value"][row],
-                int(micros[row]),
-            )
-            outcome = self._join.prediction(
-                column["request_id"][row], served, prediction_partitions[row]
-            )
-            if outcome is not None:
-                outcomes.setdefault((outcome.model, outcome.version), []).append(outcome)
-        for label, partition in zip(labels, label_partitions, strict=True):
-            outcome = self._join.label(label.request_id, _truth(label), partition)
-            if outcome is not None:
-                outcomes.setdefault((outcome.model, outcome.version), []).append(outcome)
-        self._join.expire()
-        numbers = predictions.column("numbers").combine_chunks()
+        numbers = released.column("numbers").combine_chunks()
         raised = []
         for key in sorted(served_rows.keys() | outcomes.keys()):
             monitor = await self._monitor(*key)
@@ -115,9 +181,7 @@ class OnlineDetection:
                 rows = np.asarray(served_rows[key])
                 matrix = feature_matrix(numbers.take(rows), monitor.features)
                 before = self.events.get(key, 0)
-                for alarm in monitor.observe(
-                    matrix, column["output_value"][rows].astype(np.float64)
-                ):
+                for alarm in monitor.observe(matrix, outputs[rows].astype(np.float64)):
                     timed.append((alarm, int(micros[rows[alarm.index - before]])))
                 self.events[key] = before + rows.size
             met = outcomes.get(key, [])

@@ -93,6 +93,10 @@ class FaustSink:
             tp.topic == topic and tp.partition == partition for tp in self.app.consumer.assignment()
         )
 
+    def assigned(self, topic: str) -> list[int]:
+        """The partitions of `topic` the group assigned to this app now."""
+        return sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic)
+
     async def run(self) -> None:
         """The agent runs inside the app; this waits until the app stops."""
         await self.app.wait_until_stopped()

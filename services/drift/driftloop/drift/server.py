@@ -26,6 +26,7 @@ from driftloop.drift.history import HistoryReader
 from driftloop.drift.labels import LabelJoin
 from driftloop.drift.model_events import ModelEventLog
 from driftloop.drift.online import OnlineAlarm
+from driftloop.drift.ordering import ReorderBuffer
 from driftloop.drift.report import Thresholds
 from driftloop.drift.servicer import DriftServicer
 from driftloop.drift.sink import LogSink
@@ -103,6 +104,12 @@ class DriftService:
             self.alerts,
             settings.online_false_alarm_events,
             self._record_alarm,
+            ReorderBuffer(
+                round(settings.online_reorder_window_s * 1e6),
+                settings.online_reorder_max_events,
+                settings.online_reorder_idle_s,
+            ),
+            lambda: self.consumer.assigned(self._names.predictions),
         )
         decoders = {self._names.predictions: decode_prediction, self._names.labels: decode_label}
         group = self._groups.drift_sink
@@ -261,6 +268,10 @@ class DriftService:
                 self.evaluator.run(self._settings.evaluate_every_s, self.evaluates),
                 name="drift evaluation",
             ),
+            asyncio.create_task(
+                self.detection.release_quiet_every(self._settings.online_reorder_idle_s / 2),
+                name="drift online release",
+            ),
         ]
         if self._webhook_consumer is not None:
             await self._http.start()
@@ -279,7 +290,7 @@ class DriftService:
     async def stop(self, grace: float | None = None) -> None:
         await self._server.stop(grace)
         for task in self._tasks:
-            if task.get_name() == "drift evaluation":
+            if task.get_name() in ("drift evaluation", "drift online release"):
                 task.cancel()
         # The sink finishes the batch in hand (ClickHouse, then the offset commit), and so
         # does the model events' store.
