@@ -286,9 +286,9 @@ async def test_four_features_drifting_at_different_times_give_one_alert_naming_a
     first = {f.feature: f.first_alarm.ToDatetime(dt.UTC) for f in data_alert.features}
     t0 = drift_streams.T0
     assert first == {
-        "x1": t0 + dt.timedelta(seconds=1077),
-        "x3": t0 + dt.timedelta(seconds=2566),
-        "x5": t0 + dt.timedelta(seconds=4056),
+        "x1": t0 + dt.timedelta(seconds=1081),
+        "x3": t0 + dt.timedelta(seconds=2567),
+        "x5": t0 + dt.timedelta(seconds=4058),
         "x7": t0 + dt.timedelta(seconds=5529),
     }
     assert not any(f.drifted for f in data_alert.features)
