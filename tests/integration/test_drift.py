@@ -373,7 +373,11 @@ async def test_the_same_stream_on_one_or_six_partitions_gives_the_same_alarms(
             # The stream waits in the topic (a backlog, as after a restart): the consumer's
             # batches then come a partition or two at a time, far out of time order.
             await produce(kafka, stream.predictions)
-            async with running(kafka, clickhouse, {"sink_batch": 1000}) as drift:
+            # A partition counts as idle only after 5 s without rows (not 2 s, the other
+            # tests' setting): a slow ClickHouse insert on a loaded machine must not let
+            # one partition's rows overtake another's.
+            own = {"sink_batch": 1000, "online_reorder_idle_s": 5.0}
+            async with running(kafka, clickhouse, own) as drift:
                 drift.register(trained, "1")
 
                 async def observed(drift: Drift = drift) -> bool:
