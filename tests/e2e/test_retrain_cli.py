@@ -29,6 +29,7 @@ from driftloop.models.registration import version_record
 from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.server import RetrainerService
+from driftloop.retrainer.version_proto import new_version_from_proto
 from driftloop.v1 import common_pb2
 from tests.retrain_data import MODEL, log_traffic, population
 
@@ -105,7 +106,7 @@ async def test_policy_trigger_and_inspect_a_run_from_the_cli(served: Served) -> 
         source="test",
         window=common_pb2.TimeWindow(start=stamp(until - dt.timedelta(hours=1)), end=stamp(until)),
     )
-    champion = await served.service.registry.register(record, "tester")
+    champion = await served.service.registry.register(new_version_from_proto(record), "tester")
     await served.service.registry.set_alias(
         MODEL, "champion", champion.version, "", "first version", "tester"
     )

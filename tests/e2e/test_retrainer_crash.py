@@ -28,6 +28,7 @@ from driftloop.retrainer.events import KafkaModelEvents
 from driftloop.retrainer.policy import default_policy
 from driftloop.retrainer.registry import Registry
 from driftloop.retrainer.store import ClickHouseRegistryStore
+from driftloop.retrainer.version_proto import new_version_from_proto
 from driftloop.v1 import registry_pb2, registry_pb2_grpc, retrainer_pb2, retrainer_pb2_grpc
 from tests.e2e.test_registry_cli import wait_serving
 from tests.retrain_data import MODEL, log_traffic, population
@@ -77,7 +78,7 @@ async def write_history(
         record = version_record(
             trained, model=MODEL, artifact_sha256=artifacts.put(trained.artifact), source="t"
         )
-        v1 = await registry.register(record, "tester")
+        v1 = await registry.register(new_version_from_proto(record), "tester")
         await registry.set_alias(MODEL, "champion", v1.version, "", "first", "tester")
         flipped = population(2, 60_000, flip_regions="abc")
         await log_traffic(PredictionLog(clickhouse), trained.model, v1.version, flipped)

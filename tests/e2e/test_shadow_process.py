@@ -33,12 +33,14 @@ from driftloop.kafka.topics import TopicNames
 from driftloop.kit.grpc_client import admin_metadata, open_channel
 from driftloop.kit.settings import KafkaSettings
 from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.models.convert import OUTPUT_KINDS, row_to_proto
+from driftloop.models.convert import row_to_proto
 from driftloop.models.registration import version_record
 from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.retrainer.config import RetrainerSettings
+from driftloop.retrainer.registry import NewVersion
 from driftloop.retrainer.server import RetrainerService
-from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2
+from driftloop.retrainer.version_proto import new_version_from_proto
+from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.e2e.test_registry_cli import wait_serving
 from tests.integration.stack import TOKEN
 from tests.retrain_data import MODEL, population, rows_of
@@ -85,7 +87,8 @@ async def serving(
         record = version_record(
             trained, model=MODEL, artifact_sha256=store.put(trained.artifact), source="t"
         )
-        version = (await registry.registry.register(record, "tester")).version
+        new = new_version_from_proto(record)
+        version = (await registry.registry.register(new, "tester")).version
         yield Serving(registry, store, service.port, version)
     finally:
         await service.stop(0)
@@ -258,12 +261,12 @@ async def test_a_slow_shadow_leaves_live_answers_and_latency_alone(
     live latency; the shadow service, in its own process as deployed, reports its work."""
     assert kafka_settings.bootstrap_servers is not None
     slow = await serving.registry.registry.register(
-        registry_pb2.ModelVersion(
+        NewVersion(
             model=MODEL,
             flavor="python",
             artifact_sha256=serving.store.put(b"-"),
             schema=(await serving.registry.registry.get(MODEL, serving.version)).schema,
-            output_kind=OUTPUT_KINDS["binary"],
+            output_kind="binary",
             entry_point="tests.user_model:SlowShadow",
         ),
         "tester",

@@ -26,6 +26,7 @@ from driftloop.models.registration import version_record
 from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.oip.v2 import grpc_predict_v2_pb2 as oip_pb2
 from driftloop.oip.v2 import grpc_predict_v2_pb2_grpc as oip_grpc
+from driftloop.retrainer.version_proto import new_version_from_proto
 from driftloop.v1 import gateway_pb2, registry_pb2
 from tests.conftest import REPO
 from tests.datasets import churn, without
@@ -76,7 +77,8 @@ async def test_an_unchanged_oip_client_gets_predicts_answer_logged_with_its_vari
         record = version_record(
             trained, model=MODEL, artifact_sha256=stack.store.put(trained.artifact), source="t"
         )
-        version = (await stack.services.retrainer.registry.register(record, "tester")).version
+        registry = stack.services.retrainer.registry
+        version = (await registry.register(new_version_from_proto(record), "tester")).version
         rows = rows_of(population(2, 3))
 
         # Neither a policy nor a champion: the error names the commands that fix it.

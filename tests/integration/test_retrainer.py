@@ -27,15 +27,16 @@ from driftloop.kit.grpc_client import admin_metadata, open_channel
 from driftloop.kit.settings import KafkaSettings
 from driftloop.kit.times import stamp
 from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.models.convert import OUTPUT_KINDS, schema_to_proto
 from driftloop.models.registration import version_record
 from driftloop.models.river_flavor import RiverModel
 from driftloop.models.schema import Feature, Model, Schema
 from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.retrainer.config import RetrainerSettings
 from driftloop.retrainer.policy import default_policy
+from driftloop.retrainer.registry import NewVersion, VersionRecord
 from driftloop.retrainer.server import RetrainerService
-from driftloop.v1 import common_pb2, events_pb2, registry_pb2, retrainer_pb2, retrainer_pb2_grpc
+from driftloop.retrainer.version_proto import new_version_from_proto
+from driftloop.v1 import common_pb2, events_pb2, retrainer_pb2, retrainer_pb2_grpc
 from tests.integration.test_registry import model_events
 from tests.retrain_data import MODEL, log_traffic, population, rows_of
 
@@ -65,22 +66,24 @@ class Retrainer:
             window = common_pb2.TimeWindow(
                 start=stamp(trained_until - dt.timedelta(hours=1)), end=stamp(trained_until)
             )
-            record = version_record(
-                trained,
-                model=MODEL,
-                artifact_sha256=self.store.put(trained.artifact),
-                source="t",
-                window=window,
+            record = new_version_from_proto(
+                version_record(
+                    trained,
+                    model=MODEL,
+                    artifact_sha256=self.store.put(trained.artifact),
+                    source="t",
+                    window=window,
+                )
             )
             model = trained.model
         else:
             assert isinstance(model, RiverModel)
-            record = registry_pb2.ModelVersion(
+            record = NewVersion(
                 model=MODEL,
                 flavor="river",
                 artifact_sha256=self.store.put(RiverModel.to_bytes(model.estimator)),
-                schema=schema_to_proto(model.schema),
-                output_kind=OUTPUT_KINDS[model.output_kind],
+                schema=model.schema,
+                output_kind=model.output_kind,
                 hyperparameters={"target": "churned"},
             )
         registered = await self.service.registry.register(record, "tester")
@@ -124,7 +127,7 @@ class Retrainer:
             assert time.monotonic() < deadline, f"run {run_id} did not end: {run}"
             await asyncio.sleep(0.1)
 
-    async def versions(self) -> list[registry_pb2.ModelVersion]:
+    async def versions(self) -> list[VersionRecord]:
         return await self.service.registry.versions(MODEL)
 
 
@@ -186,9 +189,9 @@ async def test_a_better_challenger_passes_every_step_and_is_registered_with_line
     assert new.tags["driftloop.trigger"] == "manual"
     assert new.data.content_sha256 == run.snapshot_id
     assert new.data.row_count == 2500
-    assert new.HasField("baseline") and new.baseline.numeric
+    assert new.baseline is not None and new.baseline.numeric
     assert "challenger" in new.aliases
-    assert {m.name for m in new.metrics} >= {"accuracy", "log_loss"}
+    assert set(new.metrics) >= {"accuracy", "log_loss"}
     # The snapshot is in the artifact store, content-addressed.
     assert retrainer.store.get(run.snapshot_id)
     # The decision was recorded with the run it started.

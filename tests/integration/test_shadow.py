@@ -25,11 +25,12 @@ from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames
 from driftloop.kit.settings import KafkaSettings
 from driftloop.models.artifacts import LocalArtifactStore
-from driftloop.models.convert import OUTPUT_KINDS
 from driftloop.models.registration import version_record
 from driftloop.models.schema import Model, Row
 from driftloop.models.training import TrainingSpec, train_linear
-from driftloop.v1 import events_pb2, registry_pb2
+from driftloop.retrainer.registry import NewVersion
+from driftloop.retrainer.version_proto import new_version_from_proto
+from driftloop.v1 import events_pb2
 from tests.integration.stack import until
 from tests.retrain_data import MODEL, population, rows_of
 from tests.standalone import standalone
@@ -58,17 +59,19 @@ class Setup:
         record = version_record(
             trained, model=MODEL, artifact_sha256=self.store.put(trained.artifact), source="t"
         )
-        registered = await self.services.retrainer.registry.register(record, "tester")
+        registered = await self.services.retrainer.registry.register(
+            new_version_from_proto(record), "tester"
+        )
         return registered.version, trained.model
 
     async def slow_shadow(self, like: str) -> str:
         base = await self.services.retrainer.registry.get(MODEL, like)
-        record = registry_pb2.ModelVersion(
+        record = NewVersion(
             model=MODEL,
             flavor="python",
             artifact_sha256=self.store.put(b"-"),
             schema=base.schema,
-            output_kind=OUTPUT_KINDS["binary"],
+            output_kind="binary",
             entry_point="tests.user_model:SlowShadow",
         )
         registered = await self.services.retrainer.registry.register(record, "tester")

@@ -16,12 +16,6 @@ from scipy.stats import binomtest
 
 from driftloop.kit.errors import FailedPrecondition, InvalidArgument
 from driftloop.models.artifacts import LocalArtifactStore, sha256_of
-from driftloop.models.convert import (
-    OUTPUT_KINDS,
-    output_kind_from_proto,
-    schema_from_proto,
-    schema_to_proto,
-)
 from driftloop.models.loading import VersionSpec
 from driftloop.models.schema import Feature, Schema
 from driftloop.models.table import Column, Table
@@ -29,6 +23,7 @@ from driftloop.models.training import TrainingSpec, train_linear
 from driftloop.retrainer.gate import GateCheck, GateRules, Scored, Verdict, judge
 from driftloop.retrainer.jobs import TrainJob, TrainResult, train_and_score
 from driftloop.retrainer.policy import DEFAULT_STEPS_PERCENT, default_policy, validate_policy
+from driftloop.retrainer.registry import VersionRecord
 from driftloop.retrainer.snapshot import Snapshot, from_parquet, split_newest, to_parquet
 from driftloop.retrainer.triggers import (
     DATA_VOLUME,
@@ -48,7 +43,7 @@ from driftloop.retrainer.triggers import (
     schedule_due,
     schedule_slot,
 )
-from driftloop.v1 import events_pb2, registry_pb2, retrainer_pb2
+from driftloop.v1 import events_pb2, retrainer_pb2
 from tests.retrain_data import MODEL, REGIONS, population
 
 TextArray = npt.NDArray[np.str_]
@@ -814,15 +809,15 @@ class Champion:
     root: Path
 
 
-def spec_of(record: registry_pb2.ModelVersion) -> VersionSpec:
+def spec_of(record: VersionRecord) -> VersionSpec:
     """As the pipeline's `_context` builds it from the registry's record."""
     return VersionSpec(
         model=record.model,
         version=record.version,
         flavor=record.flavor,
         artifact_sha256=record.artifact_sha256,
-        schema=schema_from_proto(record.schema),
-        output_kind=output_kind_from_proto(record.output_kind),
+        schema=record.schema,
+        output_kind=record.output_kind,
         entry_point=record.entry_point,
     )
 
@@ -831,13 +826,14 @@ def spec_of(record: registry_pb2.ModelVersion) -> VersionSpec:
 def champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
     root = tmp_path_factory.mktemp("artifacts")
     trained = train_linear(population(1, 3000), TrainingSpec(target="churned", seed=1))
-    record = registry_pb2.ModelVersion(
+    record = VersionRecord(
         model=MODEL,
         version="1",
+        created=dt.datetime.now(dt.UTC),
         flavor="linear",
         artifact_sha256=LocalArtifactStore(root).put(trained.artifact),
-        schema=schema_to_proto(trained.model.schema),
-        output_kind=OUTPUT_KINDS[trained.model.output_kind],
+        schema=trained.model.schema,
+        output_kind=trained.model.output_kind,
         hyperparameters={"target": "churned"},
     )
     return Champion(spec_of(record), root)

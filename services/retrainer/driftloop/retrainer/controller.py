@@ -30,7 +30,7 @@ from driftloop.kit.times import stamp
 from driftloop.retrainer import metrics
 from driftloop.retrainer.pipeline import CHAMPION, Pipeline, Versions
 from driftloop.retrainer.policy import default_policy, validate_policy
-from driftloop.retrainer.registry import ModelEventSink
+from driftloop.retrainer.registry import ModelEventSink, VersionRecord
 from driftloop.retrainer.runs_store import RUN_STATE_NAMES, RunStore
 from driftloop.retrainer.triggers import (
     DATA_VOLUME,
@@ -51,7 +51,7 @@ from driftloop.retrainer.triggers import (
     schedule_due,
     schedule_slot,
 )
-from driftloop.v1 import common_pb2, events_pb2, registry_pb2, retrainer_pb2
+from driftloop.v1 import events_pb2, retrainer_pb2
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Controller:
         if due:
             slot = schedule_slot(now, policy.schedule.every_s)
             await self._consider(model, SCHEDULE, due, str(slot), f"schedule:{slot}")
-        regression = champion.output_kind == common_pb2.OUTPUT_KIND_REGRESSION
+        regression = champion.output_kind == "regression"
         if policy.performance.enabled:
             performance = await self._performance(model, policy, regression, champion)
             cause = performance_breach(policy, regression, performance)
@@ -204,11 +204,7 @@ class Controller:
         if policy.new_data.min_new_labelled:
             # New since the last training snapshot: the champion's, or a later run's (a
             # refused run saw that data too; counting from the champion would re-run on it).
-            since = (
-                champion.data.window.end.ToDatetime(tzinfo=dt.UTC)
-                if champion.data.window.HasField("end")
-                else champion.created.ToDatetime(tzinfo=dt.UTC)
-            )
+            since = champion.data.window_end or champion.created
             last_run = await self._runs.last_window_end(model)
             since = max(since, last_run) if last_run else since
             count = await self._predictions.labelled_count(model, since)
@@ -221,7 +217,7 @@ class Controller:
         model: str,
         policy: retrainer_pb2.TrainingPolicy,
         regression: bool,
-        champion: registry_pb2.ModelVersion,
+        champion: VersionRecord,
     ) -> Performance:
         now = self._clock()
         columns = await self._predictions.labelled(
@@ -233,7 +229,7 @@ class Controller:
             1_000_000,
             champion.version,
         )
-        metrics_of = {m.name: m.value for m in champion.metrics}
+        metrics_of = champion.metrics
         labelled = len(columns["request_id"])
         if not labelled:
             return Performance(0, math.nan, math.nan)
@@ -246,7 +242,7 @@ class Controller:
             holdout = metrics_of.get("accuracy", math.nan)
         return Performance(labelled, float(per_row.mean()), holdout, float(per_row.std()))
 
-    async def _champion_of(self, model: str) -> registry_pb2.ModelVersion:
+    async def _champion_of(self, model: str) -> VersionRecord:
         return await self._versions.get(model, CHAMPION)
 
     async def _consider(

@@ -38,14 +38,7 @@ from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.kit.errors import DriftloopError, FailedPrecondition
 from driftloop.kit.times import stamp
 from driftloop.models.artifacts import ArtifactStore
-from driftloop.models.convert import (
-    OUTPUT_KINDS,
-    baseline_from_proto,
-    baseline_to_proto,
-    output_kind_from_proto,
-    schema_from_proto,
-    schema_to_proto,
-)
+from driftloop.models.convert import baseline_from_proto, baseline_to_proto
 from driftloop.models.loading import VersionSpec
 from driftloop.models.registration import code_version, environment
 from driftloop.models.table import Table
@@ -53,10 +46,11 @@ from driftloop.models.validation import DataReport, ValidationPolicy, validate_t
 from driftloop.retrainer import snapshot as snapshots
 from driftloop.retrainer.gate import GateRules, Verdict, judge
 from driftloop.retrainer.jobs import FLAVORS_TRAINED, TrainJob, TrainResult, train_and_score
+from driftloop.retrainer.registry import DataLineage, NewVersion, VersionRecord
 from driftloop.retrainer.runs_store import RunStore, as_json
 from driftloop.retrainer.snapshot import Snapshot, split_newest
 from driftloop.retrainer.triggers import TRIGGER_NAMES
-from driftloop.v1 import registry_pb2, retrainer_pb2
+from driftloop.v1 import retrainer_pb2
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +62,11 @@ STEPS = ("extract", "validate", "train", "evaluate", "gate", "register", "rollou
 class Versions(Protocol):
     """The registry core (hosted in this service)."""
 
-    async def get(self, model: str, version_or_alias: str) -> registry_pb2.ModelVersion: ...
+    async def get(self, model: str, version_or_alias: str) -> VersionRecord: ...
 
-    async def versions(self, model: str) -> list[registry_pb2.ModelVersion]: ...
+    async def versions(self, model: str) -> list[VersionRecord]: ...
 
-    async def register(
-        self, request: registry_pb2.ModelVersion, actor: str
-    ) -> registry_pb2.ModelVersion: ...
+    async def register(self, new: NewVersion, actor: str) -> VersionRecord: ...
 
     async def set_alias(
         self, model: str, alias: str, version: str, expected: str, reason: str, actor: str
@@ -108,7 +100,7 @@ class Context:
     """What the steps hand each other."""
 
     policy: retrainer_pb2.TrainingPolicy
-    champion: registry_pb2.ModelVersion
+    champion: VersionRecord
     spec: VersionSpec
     target: str
     snapshot_id: str = ""
@@ -234,8 +226,8 @@ class Pipeline:
             version=champion.version,
             flavor=champion.flavor,
             artifact_sha256=champion.artifact_sha256,
-            schema=schema_from_proto(champion.schema),
-            output_kind=output_kind_from_proto(champion.output_kind),
+            schema=champion.schema,
+            output_kind=champion.output_kind,
             entry_point=champion.entry_point,
         )
         return Context(
@@ -320,11 +312,8 @@ class Pipeline:
         data, spec = context.data, context.spec
         columns = dict(data.features.columns)
         columns[context.target] = data.target
-        baseline = (
-            baseline_from_proto(context.champion.baseline)
-            if context.champion.HasField("baseline")
-            else None
-        )
+        champion_baseline = context.champion.baseline
+        baseline = baseline_from_proto(champion_baseline) if champion_baseline is not None else None
         report: DataReport = await asyncio.to_thread(
             validate_training_data,
             Table(columns),
@@ -468,21 +457,19 @@ class Pipeline:
         context.outputs = {"version": version.version, "parent_version": run.parent_version}
         return f"v{version.version} {how} (parent v{run.parent_version}), alias challenger"
 
-    def _record(self, run: retrainer_pb2.RetrainRun, context: Context) -> registry_pb2.ModelVersion:
+    def _record(self, run: retrainer_pb2.RetrainRun, context: Context) -> NewVersion:
         result = context.result
         assert result is not None
         training = context.policy.training
         primary = run.gate.checks[0] if run.gate.checks else retrainer_pb2.GateCheck()
-        return registry_pb2.ModelVersion(
+        window = run.data_window  # the extract step set both ends
+        return NewVersion(
             model=run.model,
             flavor=result.flavor,
             artifact_sha256=run.artifact_sha256,
-            schema=schema_to_proto(result.schema),
-            output_kind=OUTPUT_KINDS[context.spec.output_kind],
-            metrics=[
-                registry_pb2.Metric(name=name, value=value)
-                for name, value in sorted(result.metrics.items())
-            ],
+            schema=result.schema,
+            output_kind=context.spec.output_kind,
+            metrics=dict(sorted(result.metrics.items())),
             hyperparameters={
                 "target": context.target,
                 "l2": repr(training.l2),
@@ -490,11 +477,12 @@ class Pipeline:
                 "holdout": "newest slice of the window",
             },
             seed=context.seed,
-            data=registry_pb2.DataSnapshot(
+            data=DataLineage(
                 source=f"retraining run {run.run_id}: labelled live traffic of {run.model}",
-                window=run.data_window,
                 row_count=run.training_rows + run.holdout_rows,
                 content_sha256=run.snapshot_id,
+                window_start=window.start.ToDatetime(tzinfo=dt.UTC),
+                window_end=window.end.ToDatetime(tzinfo=dt.UTC),
             ),
             code_version=code_version(),
             environment=environment(),

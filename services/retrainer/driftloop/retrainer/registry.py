@@ -1,9 +1,9 @@
 """The model registry core: versions, lineage, aliases with compare-and-set, history.
 
-Transport-free: it stores through a `RegistryStore` and announces through a
-`ModelEventSink`; the record it keeps is the API's ModelVersion message itself, so what
-is served is exactly what was registered. Version numbers are assigned here, one model
-at a time (a lock per model): the registry has one writer, the retrainer service.
+Transport-free: it takes a `NewVersion`, keeps `VersionRecord`s through a `RegistryStore`
+and announces through a `ModelEventSink`; the servicer converts the ModelVersion message
+(version_proto.py). Version numbers are assigned here, one model at a time (a lock per
+model): the registry has one writer, the retrainer service.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import asyncio
 import datetime as dt
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Protocol
 
 from driftloop.kit.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -23,13 +24,76 @@ from driftloop.kit.names import (
     check_version_ref,
     is_version_number,
 )
-from driftloop.kit.times import stamp, to_datetime
+from driftloop.kit.times import stamp
 from driftloop.models import sklearn_flavor
 from driftloop.models.artifacts import ArtifactStore, sha256_of
-from driftloop.models.convert import output_kind_from_proto, schema_from_proto
 from driftloop.models.loading import FLAVORS
 from driftloop.models.python_flavor import ENTRY_POINT
+from driftloop.models.schema import OutputKind, Schema
 from driftloop.v1 import events_pb2, registry_pb2
+
+
+@dataclass(frozen=True)
+class DataLineage:
+    """The data a version was trained on (or whose predictions make its drift baseline)."""
+
+    source: str = ""
+    row_count: int = 0
+    content_sha256: str = ""
+    window_start: dt.datetime | None = None
+    window_end: dt.datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewVersion:
+    """What a registrant supplies; the registry adds the version number and the time.
+
+    `baseline` stays the API's Baseline message, an opaque payload here: the registry only
+    stores and serves it, and its readers (drift, the retrainer) convert it themselves.
+    None when the registrant gave none.
+    """
+
+    model: str
+    flavor: str
+    artifact_sha256: str
+    schema: Schema
+    output_kind: OutputKind
+    entry_point: str = ""
+    pickle_trusted: bool = False
+    parent_version: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    data: DataLineage = DataLineage()
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    seed: int = 0
+    code_version: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    baseline: registry_pb2.Baseline | None = None
+    created_by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionRecord(NewVersion):
+    """A registered version: what was supplied, its number, when, and its aliases now."""
+
+    version: str
+    created: dt.datetime
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls, new: NewVersion, version: str, created: dt.datetime, aliases: tuple[str, ...] = ()
+    ) -> VersionRecord:
+        supplied = {f.name: getattr(new, f.name) for f in fields(NewVersion)}
+        return cls(**supplied, version=version, created=created, aliases=aliases)
+
+
+def check_identity(model: str, flavor: str) -> None:
+    """The first checks of a registration (the converter runs them before parsing the
+    rest, so a request with several faults is answered about the same one as always)."""
+    check_name("version.model", model, "model name")
+    if flavor not in FLAVORS:
+        raise InvalidArgument("version.flavor", f"must be one of {', '.join(FLAVORS)}")
 
 
 @dataclass(frozen=True)
@@ -49,11 +113,11 @@ class RegistryStore(Protocol):
 
     async def max_version(self, model: str) -> int: ...
 
-    async def insert_version(self, record: registry_pb2.ModelVersion) -> None: ...
+    async def insert_version(self, record: VersionRecord) -> None: ...
 
-    async def get_version(self, model: str, version: int) -> registry_pb2.ModelVersion | None: ...
+    async def get_version(self, model: str, version: int) -> VersionRecord | None: ...
 
-    async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]: ...
+    async def list_versions(self, model: str) -> list[VersionRecord]: ...
 
     async def insert_alias_move(self, move: AliasMove) -> None: ...
 
@@ -90,22 +154,19 @@ class Registry:
         await asyncio.to_thread(self._artifacts.put, data)
         return digest, len(data)
 
-    async def register(
-        self, request: registry_pb2.ModelVersion, actor: str
-    ) -> registry_pb2.ModelVersion:
+    async def register(self, new: NewVersion, actor: str) -> VersionRecord:
         """Validate and store a new version; it gets the model's next version number."""
-        record = registry_pb2.ModelVersion()
-        record.CopyFrom(request)
         # Off the loop: it reads and hashes the artifact (and a sklearn one's contents).
-        await asyncio.to_thread(self._validate, record)
-        async with self._locks[record.model]:
-            if record.parent_version:
-                await self.get(record.model, record.parent_version)
-            record.version = str(await self._store.max_version(record.model) + 1)
+        await asyncio.to_thread(self._validate, new)
+        async with self._locks[new.model]:
+            if new.parent_version:
+                await self.get(new.model, new.parent_version)
             now = dt.datetime.now(dt.UTC)
-            record.created.CopyFrom(stamp(now))
-            record.created_by = record.created_by or actor
-            del record.aliases[:]
+            record = VersionRecord.of(
+                replace(new, created_by=new.created_by or actor),
+                version=str(await self._store.max_version(new.model) + 1),
+                created=now,
+            )
             await self._store.insert_version(record)
         await self._events.publish(
             events_pb2.ModelEvent(
@@ -119,23 +180,15 @@ class Registry:
         )
         return record
 
-    def _validate(self, record: registry_pb2.ModelVersion) -> None:
-        check_name("version.model", record.model, "model name")
-        if record.flavor not in FLAVORS:
-            raise InvalidArgument("version.flavor", f"must be one of {', '.join(FLAVORS)}")
-        schema_from_proto(record.schema, "version.schema")
-        window = record.data.window
-        for name in ("start", "end"):
-            if window.HasField(name):
-                to_datetime(f"version.data.window.{name}", getattr(window, name))
-        output_kind_from_proto(record.output_kind, "version.output_kind")
-        if record.flavor == "python" and not ENTRY_POINT.fullmatch(record.entry_point):
+    def _validate(self, new: NewVersion) -> None:
+        check_identity(new.model, new.flavor)
+        if new.flavor == "python" and not ENTRY_POINT.fullmatch(new.entry_point):
             raise InvalidArgument("version.entry_point", "the python flavor needs module:Class")
-        data = self._artifacts.get(record.artifact_sha256)  # exists and verifies, or raises
-        if record.flavor == sklearn_flavor.FLAVOR:
-            sklearn_flavor.check_trust(data, record.pickle_trusted)
+        data = self._artifacts.get(new.artifact_sha256)  # exists and verifies, or raises
+        if new.flavor == sklearn_flavor.FLAVOR:
+            sklearn_flavor.check_trust(data, new.pickle_trusted)
 
-    async def get(self, model: str, version_or_alias: str) -> registry_pb2.ModelVersion:
+    async def get(self, model: str, version_or_alias: str) -> VersionRecord:
         check_name("model.model", model, "model name")
         check_version_ref("model.version", version_or_alias)
         if is_version_number(version_or_alias):
@@ -145,18 +198,15 @@ class Registry:
         record = await self._store.get_version(model, int(version))
         if record is None:
             raise NotFound(f"model {model!r} has no version {version}")
-        await self._attach_aliases(record)
-        return record
+        return _with_aliases(record, await self._current_aliases(model))
 
-    async def versions(self, model: str) -> list[registry_pb2.ModelVersion]:
+    async def versions(self, model: str) -> list[VersionRecord]:
         check_name("model", model, "model name")
         records = await self._store.list_versions(model)
         current = await self._current_aliases(model)
-        for record in records:
-            record.aliases.extend(sorted(a for a, v in current.items() if v == record.version))
-        return records
+        return [_with_aliases(record, current) for record in records]
 
-    async def lineage(self, model: str, version_or_alias: str) -> list[registry_pb2.ModelVersion]:
+    async def lineage(self, model: str, version_or_alias: str) -> list[VersionRecord]:
         """The version, its parent, the parent's parent... (the version first)."""
         chain = [await self.get(model, version_or_alias)]
         seen = {chain[0].version}
@@ -232,7 +282,7 @@ class Registry:
             current[move.alias] = move.version
         return current
 
-    async def _attach_aliases(self, record: registry_pb2.ModelVersion) -> None:
-        current = await self._current_aliases(record.model)
-        del record.aliases[:]
-        record.aliases.extend(sorted(a for a, v in current.items() if v == record.version))
+
+def _with_aliases(record: VersionRecord, current: Mapping[str, str]) -> VersionRecord:
+    pointing = sorted(alias for alias, version in current.items() if version == record.version)
+    return replace(record, aliases=tuple(pointing))

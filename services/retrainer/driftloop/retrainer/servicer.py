@@ -13,6 +13,7 @@ from driftloop.models.artifacts import SHA256
 from driftloop.retrainer.controller import Controller, parse_window
 from driftloop.retrainer.registry import AliasMove, Registry
 from driftloop.retrainer.runs_store import RunStore
+from driftloop.retrainer.version_proto import new_version_from_proto, version_to_proto
 from driftloop.v1 import registry_pb2, registry_pb2_grpc, retrainer_pb2, retrainer_pb2_grpc
 
 
@@ -55,25 +56,27 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     async def RegisterModelVersion(
         self, request: registry_pb2.RegisterModelVersionRequest, context: Any
     ) -> registry_pb2.ModelVersion:
-        return await self._registry.register(request.version, actor_of(context))
+        new = new_version_from_proto(request.version)
+        return version_to_proto(await self._registry.register(new, actor_of(context)))
 
     async def GetModelVersion(
         self, request: registry_pb2.GetModelVersionRequest, context: Any
     ) -> registry_pb2.ModelVersion:
-        return await self._registry.get(request.model.model, request.model.version)
+        return version_to_proto(
+            await self._registry.get(request.model.model, request.model.version)
+        )
 
     async def ListModelVersions(
         self, request: registry_pb2.ListModelVersionsRequest, context: Any
     ) -> registry_pb2.ListModelVersionsResponse:
-        return registry_pb2.ListModelVersionsResponse(
-            versions=await self._registry.versions(request.model)
-        )
+        versions = await self._registry.versions(request.model)
+        return registry_pb2.ListModelVersionsResponse(versions=map(version_to_proto, versions))
 
     async def GetLineage(
         self, request: registry_pb2.GetModelVersionRequest, context: Any
     ) -> registry_pb2.ListModelVersionsResponse:
         chain = await self._registry.lineage(request.model.model, request.model.version)
-        return registry_pb2.ListModelVersionsResponse(versions=chain)
+        return registry_pb2.ListModelVersionsResponse(versions=map(version_to_proto, chain))
 
     async def SetAlias(
         self, request: registry_pb2.SetAliasRequest, context: Any
@@ -93,7 +96,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     ) -> registry_pb2.ModelVersion:
         at = to_datetime("at", request.at) if request.HasField("at") else None
         version = await self._registry.resolve(request.model, request.alias, at)
-        return await self._registry.get(request.model, version)
+        return version_to_proto(await self._registry.get(request.model, version))
 
     async def GetAliasHistory(
         self, request: registry_pb2.GetAliasHistoryRequest, context: Any

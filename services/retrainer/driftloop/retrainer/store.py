@@ -1,4 +1,8 @@
-"""The registry's tables in ClickHouse (model_versions, alias_history, data_snapshots)."""
+"""The registry's tables in ClickHouse (model_versions, alias_history, data_snapshots).
+
+A version's full record is kept as its serialised ModelVersion message (the `record`
+column): one encoding, the API's, already versioned and the one earlier rows hold.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import base64
 import datetime as dt
 
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.retrainer.registry import AliasMove
+from driftloop.retrainer.registry import AliasMove, VersionRecord
+from driftloop.retrainer.version_proto import version_from_proto, version_to_proto
 from driftloop.v1 import registry_pb2
 
 VERSION_COLUMNS = (
@@ -55,8 +60,7 @@ class ClickHouseRegistryStore:
         )
         return int(result.scalar() or 0)
 
-    async def insert_version(self, record: registry_pb2.ModelVersion) -> None:
-        created = record.created.ToDatetime(tzinfo=dt.UTC)
+    async def insert_version(self, record: VersionRecord) -> None:
         data = record.data
         await self._ch.insert(
             "model_versions",
@@ -65,7 +69,7 @@ class ClickHouseRegistryStore:
                 (
                     record.model,
                     int(record.version),
-                    created,
+                    record.created,
                     record.created_by,
                     record.flavor,
                     record.artifact_sha256,
@@ -74,14 +78,13 @@ class ClickHouseRegistryStore:
                     data.content_sha256,
                     data.row_count,
                     record.seed,
-                    {m.name: m.value for m in record.metrics},
+                    dict(record.metrics),
                     dict(record.tags),
-                    base64.b64encode(record.SerializeToString()).decode(),
+                    base64.b64encode(version_to_proto(record).SerializeToString()).decode(),
                 )
             ],
         )
         if data.content_sha256:
-            window = data.window
             await self._ch.insert(
                 "data_snapshots",
                 SNAPSHOT_COLUMNS,
@@ -89,17 +92,15 @@ class ClickHouseRegistryStore:
                     (
                         data.content_sha256,
                         data.source,
-                        window.start.ToDatetime(tzinfo=dt.UTC)
-                        if window.HasField("start")
-                        else EPOCH,
-                        window.end.ToDatetime(tzinfo=dt.UTC) if window.HasField("end") else EPOCH,
+                        data.window_start or EPOCH,
+                        data.window_end or EPOCH,
                         data.row_count,
-                        created,
+                        record.created,
                     )
                 ],
             )
 
-    async def get_version(self, model: str, version: int) -> registry_pb2.ModelVersion | None:
+    async def get_version(self, model: str, version: int) -> VersionRecord | None:
         result = await self._ch.query(
             f"SELECT record FROM {self._ch.table('model_versions')} FINAL "
             "WHERE model = {model:String} AND version = {version:UInt32}",
@@ -107,17 +108,15 @@ class ClickHouseRegistryStore:
         )
         if not result.rows:
             return None
-        return registry_pb2.ModelVersion.FromString(base64.b64decode(result.rows[0][0]))
+        return _decoded(result.rows[0][0])
 
-    async def list_versions(self, model: str) -> list[registry_pb2.ModelVersion]:
+    async def list_versions(self, model: str) -> list[VersionRecord]:
         result = await self._ch.query(
             f"SELECT record FROM {self._ch.table('model_versions')} FINAL "
             "WHERE model = {model:String} ORDER BY version",
             {"model": model},
         )
-        return [
-            registry_pb2.ModelVersion.FromString(base64.b64decode(row[0])) for row in result.rows
-        ]
+        return [_decoded(row[0]) for row in result.rows]
 
     async def insert_alias_move(self, move: AliasMove) -> None:
         await self._ch.insert(
@@ -157,3 +156,7 @@ class ClickHouseRegistryStore:
             )
             for m, a, v, p, ac, r, t, s in result.rows
         ]
+
+
+def _decoded(record: str) -> VersionRecord:
+    return version_from_proto(registry_pb2.ModelVersion.FromString(base64.b64decode(record)))
