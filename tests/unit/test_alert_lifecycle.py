@@ -91,9 +91,11 @@ async def test_four_features_drifting_at_different_times_give_one_alert_naming_a
     assert [len(e.features) for e in data_events] == [1, 2, 3, 4, 4]
     last_update = data_events[3]
     # Each stream with the time of its first alarm: the event the detector fired at (the
-    # exact detection points of this seeded stream), after its own shift began.
+    # exact detection points of this seeded stream), after its own shift began. (The
+    # spread and missing-value streams share the budget: each threshold is a little higher
+    # than with the 21 mean streams alone, which fired at 1081, 2567, 4058 and 5529.)
     first = {f.feature: f.first_alarm.ToDatetime(dt.UTC) for f in last_update.features}
-    assert first == {"x1": at(1081), "x3": at(2567), "x5": at(4058), "x7": at(5529)}
+    assert first == {"x1": at(1087), "x3": at(2568), "x5": at(4059), "x7": at(5530)}
     assert [f.feature for f in last_update.features] == ["x1", "x3", "x5", "x7"]
     assert all(f.drifted and f.test == "cusum" and f.score > 0 for f in last_update.features)
     assert "new: x7" in last_update.summary and "4 stream(s)" in last_update.summary

@@ -13,7 +13,8 @@ Modules:
   minimum-effect tests (H0: the distance is at most a negligible margin), whose power
   against a negligible difference does not grow with the window.
 - `multiple`: Benjamini-Hochberg correction across features.
-- `cusum`: online two-sided CUSUM over many standardised streams, batch-vectorised, with
+- `cusum`: online CUSUM over many standardised streams (two-sided; one-sided on Bernoulli
+  log-likelihood ratios for shares), batch-vectorised, with
   its threshold set from a false-alarm budget.
 - `paired`: two models on the same rows (champion/challenger, shadow): exact McNemar,
   Wilcoxon signed-rank and paired bootstrap; a positive effect means model b is better.

@@ -69,7 +69,11 @@ class Alarm:
 class CusumBank:
     """Two-sided CUSUM detectors over `streams` standardised streams."""
 
-    def __init__(self, streams: int, h: float, k: float = DEFAULT_K) -> None:
+    def __init__(
+        self, streams: int, h: float, k: float = DEFAULT_K, *, two_sided: bool = True
+    ) -> None:
+        """`two_sided=False` runs the upper side only (a Bernoulli log-likelihood-ratio
+        stream, whose lower side would drift up on stable data)."""
         if streams < 1:
             raise ValueError("streams must be at least 1")
         if h <= 0 or k < 0:
@@ -78,6 +82,7 @@ class CusumBank:
         self.h = h
         self.k = k
         self.events = 0
+        self._sides = ((0, 1.0), (1, -1.0)) if two_sided else ((0, 1.0),)
         # Per side (0: up, 1: down): the statistic and the event count at its last zero.
         self._s = np.zeros((2, streams))
         self._zero_at = np.zeros((2, streams), dtype=np.int64)
@@ -90,7 +95,7 @@ class CusumBank:
         n = z.shape[0]
         if n == 0:
             return alarms
-        for side, sign in ((0, 1.0), (1, -1.0)):
+        for side, sign in self._sides:
             steps = np.nan_to_num(sign * z - self.k, nan=0.0)
             alarms.extend(self._run_side(side, int(sign), steps, 0, np.arange(self.streams)))
         self.events += n
@@ -149,3 +154,29 @@ class CusumBank:
                 )
             )
         return alarms
+
+
+def log_threshold(events_between_false_alarms: float) -> float:
+    """The h of a one-sided CUSUM of log-likelihood ratios (`bernoulli_steps`, run with
+    k = 0) giving at least that ARL0: the stable LLR walk has E[exp(step)] = 1, so each
+    excursion from zero reaches h with probability at most exp(-h) (Wald), and ARL0 >=
+    exp(h) (Lorden). A bound, not an approximation: the real ARL0 is larger."""
+    return math.log(max(events_between_false_alarms, math.e))
+
+
+def design_share(p0: float) -> float:
+    """The share a Bernoulli CUSUM is tuned to detect from p0: the odds doubled, and at
+    least one point higher (a rare event's rise to 1% is caught as fast as its doubling)."""
+    doubled = 2.0 * p0 / (1.0 + p0)
+    return min(max(doubled, p0 + 0.01), 0.999)
+
+
+def bernoulli_steps(indicators: FloatArray, p0: FloatArray, p1: FloatArray) -> FloatArray:
+    """Log-likelihood-ratio steps of 0/1 events (events x streams; NaN stays NaN, leaving
+    the statistic unchanged) for a rise of each stream's share from p0 to p1: log(p1/p0)
+    for a 1, log((1-p1)/(1-p0)) for a 0. Standardising a rare Bernoulli as (x - p) /
+    sqrt(p (1 - p)) would not do: one event with p = 0.001 scores 31.6, past any normal
+    threshold, where the LLR of one event is log(p1/p0) against a threshold of log(ARL0)."""
+    hit = np.log(p1 / p0)
+    miss = np.log((1.0 - p1) / (1.0 - p0))
+    return np.asarray(indicators * (hit - miss) + miss, dtype=np.float64)
