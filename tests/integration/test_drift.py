@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
@@ -221,6 +222,35 @@ async def test_a_half_sigma_shift_in_one_of_20_features_is_flagged_on_it_alone(
     assert drifted == {"x7"}
     assert report.root_causes[0].feature == "x7"
     assert report.drifted_share == pytest.approx(0.05)
+
+
+async def test_a_new_category_at_10_percent_is_flagged_online_on_its_feature(
+    drift: Drift, trained: TrainedModel
+) -> None:
+    drift.register(drift_streams.with_plan(trained), "1")
+    data = drift_streams.table(4000, seed=44)
+    stream = drift_streams.stream(trained, data, model=MODEL, version="1")
+    plans = drift_streams.plans(4000, seed=44)
+    # From event 2,000 on, 10% of the rows have a plan the baseline never saw.
+    plans[2000:][np.random.default_rng(44).random(2000) < 0.1] = "gold"
+    for event, plan in zip(stream.predictions, plans.tolist(), strict=True):
+        event.features["plan"].category = plan
+    await drift.send(stream, labels=False)
+    await drift.logged(4000, 0)
+
+    async def alerted() -> bool:
+        return bool(await drift.alerts())
+
+    await until(alerted)
+    (alert,) = await drift.alerts()
+    assert alert.kind == events_pb2.DRIFT_KIND_DATA
+    assert [f.feature for f in alert.features] == ["plan:share"]
+    (score,) = alert.features
+    assert score.test == "cusum" and score.score > 0 and score.drifted
+    # Within 250 events of the change (tests/unit/test_online_changes.py): the event's time.
+    first = score.first_alarm.ToDatetime(dt.UTC)
+    assert drift_streams.T0 + dt.timedelta(seconds=2000) <= first
+    assert first < drift_streams.T0 + dt.timedelta(seconds=2250)
 
 
 async def test_a_new_label_relation_is_concept_drift_once_labels_arrive(

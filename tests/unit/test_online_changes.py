@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import pytest
 
+from driftloop.drift.detection import category_codes
 from driftloop.drift.online import (
     MISSING_CODE,
     UNSEEN_CODE,
@@ -187,3 +189,24 @@ def test_without_categories_the_categorical_streams_see_no_evidence(
     monitor = VersionMonitor(baseline, "regression", BUDGET)
     features, _ = stable(np.random.default_rng(4), 20_000)
     assert monitor.observe(features, np.zeros(0)) == []
+
+
+def test_category_codes_read_the_logged_map_column_by_name() -> None:
+    column = pa.array(
+        [
+            [("plan", "trial"), ("x", "1")],
+            [],
+            [("plan", "gold")],
+            [("other", "a"), ("plan", "basic")],
+        ],
+        pa.map_(pa.string(), pa.string()),
+    )
+    codes = category_codes(column, ["plan", "other"], [PLANS, ["a"]])
+    assert codes.tolist() == [
+        [3, MISSING_CODE],
+        [MISSING_CODE, MISSING_CODE],
+        [UNSEEN_CODE, MISSING_CODE],
+        [0, 0],
+    ]
+    # A slice (as a batch's rows are taken from the log) starts at its own offset.
+    assert category_codes(column.slice(2), ["plan"], [PLANS]).tolist() == [[UNSEEN_CODE], [0]]

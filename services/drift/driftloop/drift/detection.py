@@ -25,13 +25,14 @@ import pyarrow.compute as pc
 from driftloop.drift.alerts import Alerts
 from driftloop.drift.baselines import BaselineSource
 from driftloop.drift.labels import LabelJoin, Outcome, Served, Truth
-from driftloop.drift.online import OnlineAlarm, VersionMonitor
+from driftloop.drift.online import MISSING_CODE, UNSEEN_CODE, OnlineAlarm, VersionMonitor
 from driftloop.drift.ordering import PARTITION, REQUEST_ID, TIME, ReorderBuffer
 from driftloop.kit.errors import DriftloopError
 from driftloop.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 # A version the registry could not describe is asked about again after this long.
 RETRY_UNKNOWN_S = 30.0
 _COLUMNS = (
@@ -130,6 +131,7 @@ class OnlineDetection:
                     "version": predictions.column("version").take(live),
                     "output_value": predictions.column("output_value").take(live),
                     "numbers": predictions.column("numbers").take(live),
+                    "categories": predictions.column("categories").take(live),
                 }
             )
             released = self.order.push(arrived, self._assigned())
@@ -170,6 +172,7 @@ class OnlineDetection:
         for row, key in enumerate(zip(models.tolist(), versions.tolist(), strict=True)):
             served_rows.setdefault(key, []).append(row)
         numbers = released.column("numbers").combine_chunks()
+        categories = released.column("categories").combine_chunks()
         raised = []
         for key in sorted(served_rows.keys() | outcomes.keys()):
             monitor = await self._monitor(*key)
@@ -180,8 +183,11 @@ class OnlineDetection:
             if key in served_rows:
                 rows = np.asarray(served_rows[key])
                 matrix = feature_matrix(numbers.take(rows), monitor.features)
+                codes = category_codes(
+                    categories.take(rows), monitor.categorical, monitor.categories
+                )
                 before = self.events.get(key, 0)
-                for alarm in monitor.observe(matrix, outputs[rows].astype(np.float64)):
+                for alarm in monitor.observe(matrix, outputs[rows].astype(np.float64), codes):
                     timed.append((alarm, int(micros[rows[alarm.index - before]])))
                 self.events[key] = before + rows.size
             met = outcomes.get(key, [])
@@ -249,13 +255,40 @@ def feature_matrix(numbers: pa.MapArray, names: Sequence[str]) -> FloatArray:
     matrix = np.full((len(numbers), len(names)), np.nan)
     if not names or len(numbers) == 0:
         return matrix
-    offsets = numbers.offsets.to_numpy()
+    rows, where, values = _named_entries(numbers, names)
+    matrix[rows, where] = values.to_numpy(zero_copy_only=False)
+    return matrix
+
+
+def category_codes(
+    categories: pa.MapArray, names: Sequence[str], vocabularies: Sequence[Sequence[str]]
+) -> IntArray:
+    """Rows x named categorical features from a Map(String, String) column: each value's
+    index in its feature's baseline categories, UNSEEN_CODE for a value not among them,
+    MISSING_CODE where the feature is absent (driftloop.drift.online's codes)."""
+    codes = np.full((len(categories), len(names)), MISSING_CODE, dtype=np.int64)
+    if not names or len(categories) == 0:
+        return codes
+    rows, where, values = _named_entries(categories, names)
+    for column, vocabulary in enumerate(vocabularies):
+        mine = where == column
+        index = pc.index_in(values.filter(pa.array(mine)), pa.array(list(vocabulary), pa.string()))
+        known = pc.fill_null(index, UNSEEN_CODE).to_numpy(zero_copy_only=False)
+        codes[rows[mine], column] = known
+    return codes
+
+
+def _named_entries(
+    entries: pa.MapArray, names: Sequence[str]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], pa.Array]:
+    """The entries of a Map column whose key is one of `names`: their row, the name's
+    position, and their values, vectorised over the flattened keys."""
+    offsets = entries.offsets.to_numpy()
     first, last = int(offsets[0]), int(offsets[-1])
-    rows = np.repeat(np.arange(len(numbers)), np.diff(offsets))
-    keys = numbers.keys.slice(first, last - first)
-    values = numbers.items.slice(first, last - first).to_numpy()
+    rows = np.repeat(np.arange(len(entries)), np.diff(offsets))
+    keys = entries.keys.slice(first, last - first)
+    values = entries.items.slice(first, last - first)
     columns = pc.index_in(keys, value_set=pa.array(list(names), pa.string()))
     present = columns.is_valid().to_numpy(zero_copy_only=False)
     where = columns.to_numpy(zero_copy_only=False)[present].astype(np.intp)
-    matrix[rows[present], where] = values[present]
-    return matrix
+    return rows[present], where, values.filter(pa.array(present))

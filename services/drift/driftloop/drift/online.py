@@ -101,7 +101,7 @@ class VersionMonitor:
         # Shares: numeric missing, then per categorical feature its categories, the unseen
         # bucket and missing.
         self.categorical = [c.feature for c in baseline.categorical]
-        self._categories = [c.categories for c in baseline.categorical]
+        self.categories = [c.categories for c in baseline.categorical]
         shares = [max(b.nan_share, SHARE_FLOOR) for b in numeric]
         self._share_names = [f"{f}:missing" for f in self.features]
         for c in baseline.categorical:
@@ -199,7 +199,7 @@ class VersionMonitor:
         evidence) where its value is missing, and all its streams without `categories`."""
         n = features.shape[0]
         columns = [np.isnan(features).astype(np.float64)]
-        for j, names in enumerate(self._categories):
+        for j, names in enumerate(self.categories):
             if categories is None:
                 columns.append(np.full((n, len(names) + 2), np.nan))
                 continue
