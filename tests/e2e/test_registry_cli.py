@@ -246,7 +246,7 @@ async def test_register_alias_history_and_predict_from_the_cli(
     assert len(out.strip().splitlines()) == 1 and "Traceback" not in out, out
 
     # Through the gateway: a policy, a blue-green rollout, a rollback, a promotion.
-    code, out = await cli(services, "routing", "set", "--model", "churn", "--stable", "1")
+    code, out = await cli(services, "routing", "set", "--model", "churn", "--stable", "1", "--json")
     assert code == 0 and json.loads(out)["revision"] == "1", out
 
     async def served_by() -> str:
@@ -277,7 +277,9 @@ async def test_register_alias_history_and_predict_from_the_cli(
     assert code == 2 and "FAILED_PRECONDITION" in out, out
 
     # The drift service sinks what the gateway logged and reports on it.
-    code, out = await cli(services, "drift", "baseline", "--model", "churn", "--version", "1")
+    code, out = await cli(
+        services, "drift", "baseline", "--model", "churn", "--version", "1", "--json"
+    )
     assert code == 0, out
     baseline = json.loads(out)
     assert [b["feature"] for b in baseline["numeric"]] == [f"x{i}" for i in range(6)]
