@@ -121,6 +121,11 @@ async def test_every_command_prints_json_and_nothing_else(tmp_path: Path) -> Non
         assert "alerts" in await cli("drift", "alerts", "--model", MODEL)
         canary = await cli("drift", "canary", "--model", MODEL, "--stable", "1", "--candidate", "2")
         assert isinstance(canary, dict)
+        evaluated = await cli(
+            "drift", "evaluate", "--data", str(tmp_path / "train1.csv"), "--reference-rows",
+            "500", "--inject", "feature=x1,kind=shift,size=1,onset=500",
+        )  # fmt: skip
+        assert evaluated["evaluations"][0]["outcomes"][0]["detected"] is True
 
         assert (await cli("retrain", "policy", "get", MODEL))["model"] == MODEL
         changed = await cli("retrain", "policy", "set", MODEL, "--min-rows", "100")

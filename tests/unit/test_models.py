@@ -217,6 +217,12 @@ def test_tables_read_from_csv_and_parquet_hash_the_same(tmp_path: Path) -> None:
     from_csv, from_parquet = read_table(csv), read_table(parquet)
     assert from_csv.content_sha256() == from_parquet.content_sha256()
     assert np.isnan(from_csv.columns["age"][2])
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text(
+        '{"age": 31, "plan": "pro", "churned": 1}\n{"age": 45, "plan": "basic", "churned": 0}\n'
+        '{"age": null, "plan": "pro", "churned": 1}\n'
+    )
+    assert read_table(jsonl).content_sha256() == from_csv.content_sha256()
     (tmp_path / "x.json").write_text("{}")
-    with pytest.raises(InvalidArgument, match=r"only \.csv and \.parquet"):
+    with pytest.raises(InvalidArgument, match=r"only \.csv, \.parquet and \.jsonl"):
         read_table(tmp_path / "x.json")

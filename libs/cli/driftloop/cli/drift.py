@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from driftloop.cli.calls import as_dict, print_json, show, table, with_client
+from driftloop.cli.calls import UsageError, as_dict, print_json, show, table, with_client
+from driftloop.cli.models import iso_time
 
 if TYPE_CHECKING:  # the client and gRPC are imported when a command runs
     from driftloop.client import DriftloopClient
+    from driftloop.drift.evaluation import Evaluation
+    from driftloop.models.baseline import Baseline
+    from driftloop.models.table import Column
     from driftloop.v1 import drift_pb2, registry_pb2
 
 
@@ -42,6 +48,62 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     canary.add_argument("--candidate", required=True)
     canary.add_argument("--hours", type=float, default=1.0, help="the window: the last H hours")
     canary.set_defaults(run=run_canary)
+
+    evaluate = actions.add_parser(
+        "evaluate",
+        help="replay a stream with injected drifts: each detector's delay and false alarms",
+        description="Replay a stream of feature rows with injected drifts and print, per "
+        "drift, each online detector's detection (yes/no), delay in events after the onset "
+        "(the alarming event included) and false alarms before the onset (and per 10,000 "
+        "stable events): driftloop's (the drift service's own, over a baseline from the "
+        "reference rows) and, when river is installed, its ADWIN and Page-Hinkley on the "
+        "drifted feature. The stream: a file (--data: .csv, .parquet or .jsonl; its first "
+        "--reference-rows rows are the reference unless --reference gives one), or a model "
+        "version's logged predictions in ClickHouse (--model, --version, --since, --until; "
+        "the version's registered baseline is the reference). Kinds: shift (size in "
+        "reference standard deviations, default 1), scale (variance factor, default 2), "
+        "constant (the value, default the reference mean), missing (share, default 0.5), "
+        "category (a new category's share, default 0.2); onset defaults to the middle of "
+        "the stream. Progress goes to stderr."
+        "\n\nexample:\n  driftloop drift evaluate --data rows.parquet "
+        '--inject "feature=x3,kind=shift,size=0.5,onset=5000" '
+        '--inject "feature=plan,kind=category,size=0.1"',
+    )
+    evaluate.add_argument("--data", type=Path, help="the stream: a .csv, .parquet or .jsonl file")
+    evaluate.add_argument(
+        "--reference",
+        type=Path,
+        help="reference rows for the baseline (default: the first --reference-rows of --data)",
+    )
+    evaluate.add_argument(
+        "--reference-rows", type=int, default=2000, help="rows of --data used as the reference"
+    )
+    evaluate.add_argument("--model", help="with --version: replay the model's logged features")
+    evaluate.add_argument("--version", help="a version number (with --model)")
+    evaluate.add_argument(
+        "--since", type=iso_time, help="with --model: from this time (ISO 8601, UTC unless it says)"
+    )
+    evaluate.add_argument(
+        "--until", type=iso_time, help="with --model: up to this time (default: now)"
+    )
+    evaluate.add_argument(
+        "--inject",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="feature=NAME,kind=shift|scale|constant|missing|category,size=X,onset=N "
+        "(repeatable; each drift is replayed on its own)",
+    )
+    evaluate.add_argument(
+        "--false-alarm-events",
+        type=float,
+        default=10_000_000,
+        help="driftloop's budget: stable events between false alarms of the model, as "
+        "DRIFTLOOP_DRIFT_ONLINE_FALSE_ALARM_EVENTS sets it in the service",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the injected randomness")
+    evaluate.add_argument("--no-river", action="store_true", help="driftloop's detector only")
+    evaluate.set_defaults(run=run_evaluate)
 
 
 def format_report(report: drift_pb2.DriftReport) -> str:
@@ -220,3 +282,174 @@ async def run_canary(args: argparse.Namespace) -> int:
         show(args.json, analysis, lambda: format_canary(args.model, args.hours, analysis))
 
     return await with_client(work)
+
+
+def format_evaluations(evaluations: Sequence[Evaluation], events: int) -> str:
+    """Each injected drift and, per detector, whether it was detected, after how many
+    events, and its false alarms before the onset (also per 10,000 stable events)."""
+    lines = []
+    for evaluation in evaluations:
+        onset = evaluation.injection.onset
+        lines.append(
+            f"{evaluation.injection.label()} ({events:,} events replayed, {onset:,} before "
+            "the onset)"
+        )
+        header = ["detector", "detected", "delay", "false alarms", "per 10k stable"]
+        rows = [
+            [o.detector, "yes" if o.detected else "no", "-" if o.delay is None else f"{o.delay:,}",
+             str(o.false_alarms), _measured(o.false_alarms_per_10k, ".2f")]
+            for o in evaluation.outcomes
+        ]  # fmt: skip
+        lines += ["  " + line for line in table(header, rows).splitlines()]
+        lines += [f"  note: {note}" for note in evaluation.notes]
+    return "\n".join(lines)
+
+
+def evaluations_json(evaluations: Sequence[Evaluation], events: int) -> dict[str, Any]:
+    return {
+        "events": events,
+        "evaluations": [
+            {
+                "injection": {
+                    "feature": e.injection.feature,
+                    "kind": e.injection.kind,
+                    "size": None if math.isnan(e.injection.size) else e.injection.size,
+                    "onset": e.injection.onset,
+                },
+                "outcomes": [
+                    {
+                        "detector": o.detector,
+                        "detected": o.detected,
+                        "delay": o.delay,
+                        "false_alarms": o.false_alarms,
+                        "stable_events": o.stable_events,
+                        "false_alarms_per_10k": (
+                            None if math.isnan(o.false_alarms_per_10k) else o.false_alarms_per_10k
+                        ),
+                    }
+                    for o in e.outcomes
+                ],
+                "notes": e.notes,
+            }
+            for e in evaluations
+        ],
+    }
+
+
+class _Progress:
+    """Replay progress on stderr, every 10% of a long replay (100,000 events or more)."""
+
+    def __init__(self, injections: int) -> None:
+        self.injections, self.injection, self._shown = injections, 0, -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < 100_000:
+            return
+        if done <= 1000:  # a new replay
+            self.injection, self._shown = self.injection + 1, -1
+        tenth = done * 10 // total
+        if tenth != self._shown:
+            self._shown = tenth
+            print(
+                f"replay {self.injection}/{self.injections}: {done:,} of {total:,} events",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+async def run_evaluate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from driftloop.drift.evaluation import evaluate, parse_injection
+
+    if (args.data is None) == (args.model is None):
+        raise UsageError("drift evaluate: give --data FILE, or --model and --version")
+    if args.data is not None:
+        baseline, stream = await asyncio.to_thread(_file_stream, args)
+    else:
+        if args.version is None or args.since is None:
+            raise UsageError("drift evaluate: --model needs --version and --since")
+        baseline, stream = await _logged_stream(args)
+    events = len(next(iter(stream.values()))) if stream else 0
+    if events == 0:
+        raise UsageError("drift evaluate: the stream has no rows after the reference")
+    injections = [parse_injection(text, events) for text in args.inject]
+    results = await asyncio.to_thread(
+        evaluate,
+        baseline,
+        stream,
+        injections,
+        args.false_alarm_events,
+        args.seed,
+        not args.no_river,
+        _Progress(len(injections)),
+    )
+    if args.json:
+        print_json(evaluations_json(results, events))
+    else:
+        print(format_evaluations(results, events))
+    return 0
+
+
+def _file_stream(args: argparse.Namespace) -> tuple[Baseline, dict[str, Column]]:
+    """The baseline (of --reference, or of the first --reference-rows) and the stream."""
+    import numpy as np
+
+    from driftloop.drift.evaluation import reference_of
+    from driftloop.models.table import read_table
+
+    data = read_table(args.data).columns
+    if args.reference is not None:
+        return reference_of(read_table(args.reference).columns, args.seed), dict(data)
+    rows = len(next(iter(data.values())))
+    if not 0 < args.reference_rows < rows:
+        raise UsageError(
+            f"drift evaluate: --reference-rows {args.reference_rows}: {args.data.name} has "
+            f"{rows:,} rows; give fewer, or a --reference file"
+        )
+    head = np.arange(args.reference_rows)
+    reference = {name: column[head] for name, column in data.items()}
+    stream = {name: column[args.reference_rows :] for name, column in data.items()}
+    return reference_of(reference, args.seed), stream
+
+
+async def _logged_stream(args: argparse.Namespace) -> tuple[Baseline, dict[str, Column]]:
+    """The version's registered baseline and its logged features in [--since, --until),
+    in prediction-time order, read through the prediction log's one window query."""
+    import numpy as np
+
+    from driftloop.clickhouse.client import open_clickhouse
+    from driftloop.clickhouse.prediction_log import Traffic, feature_columns, labelled_window_query
+    from driftloop.kit.settings import ClickHouseSettings, load_settings
+    from driftloop.models.convert import baseline_from_proto
+
+    found: list[registry_pb2.Baseline] = []
+
+    async def work(client: DriftloopClient) -> None:
+        found.append(await client.baseline(args.model, args.version))
+
+    await with_client(work)
+    baseline = baseline_from_proto(found[0])
+    numeric = [b.feature for b in baseline.numeric]
+    categorical = [c.feature for c in baseline.categorical]
+    if not numeric and not categorical:
+        raise UsageError(
+            f"drift evaluate: {args.model} v{args.version} has no baseline (registered without "
+            "reference data)"
+        )
+    until = args.until or dt.datetime.now(dt.UTC)
+    clickhouse = await open_clickhouse(load_settings(ClickHouseSettings))
+    try:
+        traffic = Traffic(args.model, (args.version,), args.since, until)
+        expressions, params = feature_columns(numeric, categorical)
+        sql, window = labelled_window_query(clickhouse, traffic, expressions)
+        columns = await clickhouse.query_columns(sql, window | params)
+    finally:
+        await clickhouse.close()
+    order = np.argsort(np.asarray(columns["time_us"], dtype=np.float64), kind="stable")
+    stream: dict[str, Column] = {}
+    for index, name in enumerate(numeric):
+        stream[name] = np.asarray(columns[f"n{index}"], dtype=np.float64)[order]
+    for index, name in enumerate(categorical):
+        stream[name] = np.asarray(columns[f"c{index}"], dtype=np.str_)[order]
+    return baseline, stream

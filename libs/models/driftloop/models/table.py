@@ -50,10 +50,12 @@ class Table:
 
 
 def read_table(path: Path) -> Table:
-    """Read a CSV or Parquet file: numeric columns as float64, everything else as text."""
+    """Read a CSV, Parquet or JSON-lines file (one object per line): numeric columns as
+    float64, everything else as text."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
+    import pyarrow.json as pa_json
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -64,8 +66,12 @@ def read_table(path: Path) -> Table:
             arrow = pq.read_table(path)
         elif suffix in {".csv", ".txt"}:
             arrow = pa_csv.read_csv(path)
+        elif suffix in {".jsonl", ".ndjson"}:
+            arrow = pa_json.read_json(path)
         else:
-            raise InvalidArgument("data", f"{path.name}: only .csv and .parquet files are read")
+            raise InvalidArgument(
+                "data", f"{path.name}: only .csv, .parquet and .jsonl files are read"
+            )
     except pa.ArrowInvalid as error:
         raise InvalidArgument("data", f"{path.name}: {error}") from None
     columns: dict[str, Column] = {}
