@@ -4,6 +4,7 @@ live traffic lately (last-N window), written to drift_metrics and alerted on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -33,7 +34,10 @@ class Evaluator:
         last_n: int,
         min_rows: int,
         time_window: dt.timedelta = dt.timedelta(hours=1),
+        every_rows: int = 0,
     ) -> None:
+        """`every_rows`: a round also starts once that many predictions were logged since
+        the last one (0: on the clock only)."""
         self._reader = reader
         self._store = store
         self._baselines = baselines
@@ -43,6 +47,16 @@ class Evaluator:
         self._min_rows = min_rows
         self._time_window = time_window
         self._recorded: set[tuple[str, str, dt.datetime]] = set()
+        self._every_rows = every_rows
+        self._arrived = 0
+        self._enough = asyncio.Event()
+
+    def arrived(self, rows: int) -> None:
+        """Count rows the sink logged: enough of them start the next round now (a burst of
+        traffic can be over well within the clock's period)."""
+        self._arrived += rows
+        if self._every_rows and self._arrived >= self._every_rows:
+            self._enough.set()
 
     async def report(self, model: str, version: str, window: Window) -> Report:
         """The drift report of a version over a window (NOT_FOUND for an unknown version)."""
@@ -122,9 +136,14 @@ class Evaluator:
         return done
 
     async def run(self, every_s: float, mine: Callable[[], bool] = lambda: True) -> None:
-        """Evaluate every `every_s` while `mine()` says this replica is the one to."""
+        """Evaluate every `every_s`, or sooner once `every_rows` rows arrived, while
+        `mine()` says this replica is the one to."""
         while True:
-            await asyncio.sleep(every_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every_s):
+                    await self._enough.wait()
+            self._enough.clear()
+            self._arrived = 0
             if not mine():
                 continue
             try:

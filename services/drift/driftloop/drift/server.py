@@ -113,7 +113,9 @@ class DriftService:
         )
         decoders = {self._names.predictions: decode_prediction, self._names.labels: decode_label}
         group = self._groups.drift_sink
-        handler = LogSink(PredictionLog(clickhouse), self.detection)
+        handler = LogSink(
+            PredictionLog(clickhouse), self.detection, lambda rows: self.evaluator.arrived(rows)
+        )
         self.consumer: BatchConsumer | FaustSink
         if settings.sink_engine == "faust":
             self.consumer = FaustSink(
@@ -155,6 +157,7 @@ class DriftService:
             settings.window_last_n,
             settings.window_min_rows,
             dt.timedelta(seconds=settings.time_window_s),
+            settings.evaluate_every_rows,
         )
         self._server = GrpcServer("drift", settings)
         self._server.add_service(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from driftloop.clickhouse.prediction_log import (
     PredictionLog,
@@ -28,9 +28,17 @@ log = logging.getLogger(__name__)
 
 
 class LogSink:
-    def __init__(self, prediction_log: PredictionLog, detection: OnlineDetection | None) -> None:
+    def __init__(
+        self,
+        prediction_log: PredictionLog,
+        detection: OnlineDetection | None,
+        logged: Callable[[int], None] = lambda rows: None,
+    ) -> None:
+        """`logged` is told how many predictions each batch wrote (the windowed round's
+        row-count trigger)."""
         self._prediction_log = prediction_log
         self._detection = detection
+        self._logged = logged
 
     async def probe(self) -> None:
         """Raise unless ClickHouse answers: the consumer's test of a failure that passes."""
@@ -47,6 +55,7 @@ class LogSink:
         written = await self._prediction_log.write_tables(table, labels_table)
         metrics.SINK_RECORDS.labels("prediction").inc(written[0])
         metrics.SINK_RECORDS.labels("label").inc(written[1])
+        self._logged(written[0])
         if self._detection is not None:
             try:
                 await self._detection.observe(
