@@ -37,6 +37,7 @@ from driftloop.cli.stack import HOST, Services, running_services
 from driftloop.cli.up import SERVICES
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.client import DriftloopClient
+from driftloop.client.client import RUN_IN_PROGRESS
 from driftloop.kafka.local_broker import free_port
 from driftloop.kafka.producer import EventProducer
 from driftloop.kafka.topics import TopicNames
@@ -131,6 +132,21 @@ async def until_stored(clickhouse: ClickHouse, sql: str, count: int, seconds: fl
         await asyncio.sleep(0.3)
 
 
+async def retraining_settled(client: DriftloopClient) -> None:
+    """The loop's policy retrains on its own (a later drift alert, new labelled data): turn it
+    off, let a run in flight end, and roll back a rollout it started, so that the rollout this
+    test starts next is the only one."""
+    policy = await client.training_policy(MODEL)
+    policy.enabled = False
+    await client.set_training_policy(policy, policy.revision)
+    for run in await client.retrain_runs(MODEL):
+        if run.state in RUN_IN_PROGRESS:
+            await client.wait_for_run(run.run_id, timeout_s=60)
+    routing = await client.routing_policy(MODEL)
+    if routing.canary.candidate_version or routing.shadow_gate.candidate_version:
+        await client.rollback(MODEL, reason="the test's own rollout comes next")
+
+
 async def produce_a_run(
     kafka_settings: KafkaSettings, clickhouse: ClickHouse, tmp_path: Path
 ) -> Run:
@@ -166,6 +182,7 @@ async def produce_a_run(
                 services, client, producer, names, clickhouse, first.version, SCENARIO
             )
             assert result.promoted_at is not None, [s.text for s in result.stages]
+            await retraining_settled(client)
             await client.start_rollout(MODEL, first.version, "canary", reason="one more look")
             await client.rollback(MODEL, reason="v1 stays retired")
             served = await serve_experiment(services, client, producer, names)
