@@ -13,8 +13,9 @@ holdout error rate (classifiers).
 
 The budget is stated as ARL0, the stable events between two false alarms, per stream:
 the model as a whole gets `false_alarm_events` stable events between false alarms on
-average, so each of its m streams gets m times that (with the default 10,000,000 and 22
-streams: 1 in 220 million per stream, against a requirement of 1 in 10,000).
+average, so each of its m streams gets m times that (with the default 10,000,000 and the
+62 streams of a classifier of 20 numeric features: 1 in 620 million per stream, against a
+requirement of 1 in 10,000).
 
 Spread ("x3:spread"): the normal score z of a stable value is standard normal, so |z| has
 a fixed distribution; its own normal score w (against the |z| of the baseline sample) is
