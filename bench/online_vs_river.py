@@ -12,7 +12,9 @@ driftloop is configured as the drift service configures it (driftloop.drift.onli
   budget:  k = 0.25, h = threshold_for(0.25, 10,000), one false alarm per 10,000 events
            per stream (the stated budget itself).
 CusumBank is fed batches of 1,000 events (as the service feeds consumer batches); river's
-detectors one value at a time (their API), in a Python loop.
+detectors one value at a time (their API), in a Python loop. Alarms are scored by the core
+of `driftloop drift evaluate` (driftloop.drift.evaluation: `score` counts the delay and
+the false alarms, `river_alarms` feeds river), so the benchmark and the command count alike.
 
 - Cost: time in CusumBank.update over the stable run (20 streams x --stable events, exact
   baseline), per update per feature; also fed one event (20 features) at a time. river:
@@ -44,8 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from river import drift
-from river.base import DriftDetector
 
+from driftloop.drift.evaluation import RiverDetector, river_alarms, score
 from driftloop.stats import CusumBank, threshold_for
 from driftloop.stats.cusum import DEFAULT_K
 
@@ -92,18 +94,17 @@ def cusum_delays(result: Result, k: float, h: float, base: FloatArray) -> None:
         x = base.copy()
         x[CHANGE:] += shift
         bank = CusumBank(runs, h, k)
-        first = np.full(runs, math.inf)
-        pre = 0
+        alarms: list[list[int]] = [[] for _ in range(runs)]
+        detected = np.zeros(runs, dtype=bool)
         for start in range(0, x.shape[0], BATCH):
             for alarm in bank.update(x[start : start + BATCH]):
-                if alarm.index < CHANGE:
-                    pre += 1
-                elif math.isinf(first[alarm.stream]):
-                    first[alarm.stream] = alarm.index - CHANGE + 1
-            if start >= CHANGE and np.isfinite(first).all():
+                alarms[alarm.stream].append(alarm.index)
+                detected[alarm.stream] |= alarm.index >= CHANGE
+            if start >= CHANGE and detected.all():
                 break
-        result.delays[shift] = first.tolist()
-        result.pre_change = pre
+        outcomes = [score(result.name, run, CHANGE, x.shape[0]) for run in alarms]
+        result.delays[shift] = [math.inf if o.delay is None else o.delay for o in outcomes]
+        result.pre_change = sum(o.false_alarms for o in outcomes)
 
 
 def cusum_stable(
@@ -147,7 +148,7 @@ def one_at_a_time_us(k: float, h: float, events: int = 10_000) -> float:
 
 
 def river_detector(
-    result: Result, make: Callable[[], DriftDetector], base: FloatArray, streams: int
+    result: Result, make: Callable[[], RiverDetector], base: FloatArray, streams: int
 ) -> None:
     runs = base.shape[1]
     for shift in SHIFTS:
@@ -155,17 +156,10 @@ def river_detector(
         for run in range(runs):
             values = base[:, run].copy()
             values[CHANGE:] += shift
-            detector = make()
-            delay = math.inf
-            for i, value in enumerate(values.tolist()):
-                detector.update(value)
-                if detector.drift_detected:
-                    if i < CHANGE:
-                        pre += 1
-                    else:
-                        delay = i - CHANGE + 1
-                        break
-            delays.append(delay)
+            found = river_alarms(make(), values.tolist(), stop_from=CHANGE)
+            outcome = score(result.name, found, CHANGE, values.size)
+            delays.append(math.inf if outcome.delay is None else outcome.delay)
+            pre += outcome.false_alarms
         result.delays[shift] = delays
         result.pre_change = pre
     elapsed, alarms = 0.0, 0
@@ -173,17 +167,14 @@ def river_detector(
         values = np.random.default_rng(2_000_003 + stream).normal(size=RIVER_STABLE).tolist()
         detector = make()
         started = time.perf_counter()
-        for value in values:
-            detector.update(value)
-            if detector.drift_detected:
-                alarms += 1
+        alarms += len(river_alarms(detector, values))
         elapsed += time.perf_counter() - started
     result.stable_alarms = alarms
     result.stable_events = streams * RIVER_STABLE
     result.ns_per_update = elapsed / result.stable_events * 1e9
 
 
-def adwin_detector() -> DriftDetector:
+def adwin_detector() -> RiverDetector:
     return drift.ADWIN(delta=0.002)  # type: ignore[no-untyped-call]  # river leaves it untyped
 
 
