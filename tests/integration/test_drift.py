@@ -315,11 +315,12 @@ async def test_four_features_drifting_at_different_times_give_one_alert_naming_a
     assert data_alert.severity == events_pb2.SEVERITY_WARNING
     first = {f.feature: f.first_alarm.ToDatetime(dt.UTC) for f in data_alert.features}
     t0 = drift_streams.T0
+    # The detection points of tests/unit/test_alert_lifecycle.py (the same seeded stream).
     assert first == {
-        "x1": t0 + dt.timedelta(seconds=1081),
-        "x3": t0 + dt.timedelta(seconds=2567),
-        "x5": t0 + dt.timedelta(seconds=4058),
-        "x7": t0 + dt.timedelta(seconds=5529),
+        "x1": t0 + dt.timedelta(seconds=1087),
+        "x3": t0 + dt.timedelta(seconds=2568),
+        "x5": t0 + dt.timedelta(seconds=4059),
+        "x7": t0 + dt.timedelta(seconds=5530),
     }
     assert not any(f.drifted for f in data_alert.features)
     # The drift-alerts topic has every event of it: the open (x1 first), an update as other

@@ -211,3 +211,14 @@ async def test_a_report_raises_the_severity_of_an_online_alert_and_a_clean_one_c
     (closed,) = await alerts.from_report(clean)
     assert closed.state == events_pb2.ALERT_STATE_CLOSED and closed.revision == 2
     assert closed.alert_id == update.alert_id == published.events[0].alert_id
+
+
+async def test_streams_alarming_in_one_batch_join_the_alert_in_the_order_they_fired() -> None:
+    published = Published()
+    alerts = Alerts(published, debounce_s=0, quiet_events=2000)
+    # The later alarm has the larger statistic: the order is still by time.
+    later = OnlineAlarm("data", "x7", 5530, 5400, 1, 40.0)
+    earlier = OnlineAlarm("data", "x5", 4059, 3990, 1, 31.0)
+    await alerts.from_online("m", "1", [(later, at(5530)), (earlier, at(4059))], 6000)
+    (opened,) = published.of(events_pb2.DRIFT_KIND_DATA)
+    assert [f.feature for f in opened.features] == ["x5", "x7"]

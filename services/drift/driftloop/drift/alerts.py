@@ -167,8 +167,10 @@ class Alerts:
             self._counts[(model, version)] = (events, outcomes)
             raised = []
             for kind in ("data", "prediction", "concept"):
+                # In the order they fired: streams join an alert in the order of their
+                # first alarms, however many alarms a batch brings.
                 fired = sorted(
-                    (a for a in alarms if a[0].kind == kind), key=lambda a: -a[0].statistic
+                    (a for a in alarms if a[0].kind == kind), key=lambda a: (a[1], a[0].index)
                 )
                 if fired:
                     raised += await self._take(
