@@ -139,3 +139,16 @@ async def test_array_parameters_arrive_as_arrays(clickhouse: ClickHouse) -> None
     )
     assert result.rows[0][0] == names
     assert result.rows[0][1:] == (1, 2)
+
+
+async def test_a_versions_features_come_in_prediction_time_order(clickhouse: ClickHouse) -> None:
+    log = PredictionLog(clickhouse)
+    missing = prediction(2)
+    del missing.features["age"]
+    await log.write([prediction(4), prediction(3), missing, prediction(1, version="2")])
+    await log.write([prediction(1)])
+    start, end = T0, T0 + dt.timedelta(seconds=4)  # [start, end): req-4 is after it
+    columns = await log.features("churn", "1", ["age"], ["plan"], start, end)
+    assert columns["request_id"].tolist() == ["req-1", "req-2", "req-3"]
+    assert columns["n0"][0] == 31.0 and math.isnan(columns["n0"][1]) and columns["n0"][2] == 33.0
+    assert columns["c0"].tolist() == ["pro", "free", "pro"]

@@ -129,3 +129,14 @@ def test_a_seeded_replay_has_exact_delays_and_false_alarms() -> None:
     assert results[1].outcomes[2].false_alarms_per_10k == 34.0
     assert results[2].notes == ["river: plan is not numeric"]
     assert seen[-1] == (20_000, 20_000) and len(seen) == 4 * 20
+
+
+def test_without_river_or_with_a_column_missing() -> None:
+    reference, stream = columns(2, 2000), columns(3, 3000)
+    [result] = evaluate(
+        reference_of(reference), stream, [Injection("plan", "missing", 0.5, 1000)], with_river=False
+    )
+    assert [o.detector for o in result.outcomes] == ["driftloop online"] and result.notes == []
+    del stream["x2"]
+    with pytest.raises(InvalidArgument, match="the stream has no column x2"):
+        evaluate(reference_of(reference), stream, [Injection("x1", "shift", 1.0, 1000)])

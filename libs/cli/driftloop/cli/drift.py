@@ -60,8 +60,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "drifted feature. The stream: a file (--data: .csv, .parquet or .jsonl; its first "
         "--reference-rows rows are the reference unless --reference gives one), or a model "
         "version's logged predictions in ClickHouse (--model, --version, --since, --until; "
-        "the version's registered baseline is the reference). Kinds: shift (size in "
-        "reference standard deviations, default 1), scale (variance factor, default 2), "
+        "the version's registered baseline is the reference; a ClickHouse server, "
+        "DRIFTLOOP_CLICKHOUSE_URL, as the running stack holds an embedded one). Kinds: "
+        "shift (size in reference standard deviations, default 1), scale (variance factor, "
+        "default 2), "
         "constant (the value, default the reference mean), missing (share, default 0.5), "
         "category (a new category's share, default 0.2); onset defaults to the middle of "
         "the stream. Progress goes to stderr."
@@ -414,12 +416,12 @@ def _file_stream(args: argparse.Namespace) -> tuple[Baseline, dict[str, Column]]
 
 
 async def _logged_stream(args: argparse.Namespace) -> tuple[Baseline, dict[str, Column]]:
-    """The version's registered baseline and its logged features in [--since, --until),
-    in prediction-time order, read through the prediction log's one window query."""
+    """The version's registered baseline (from the drift service) and its logged
+    features in [--since, --until), in prediction-time order (PredictionLog.features)."""
     import numpy as np
 
     from driftloop.clickhouse.client import open_clickhouse
-    from driftloop.clickhouse.prediction_log import Traffic, feature_columns, labelled_window_query
+    from driftloop.clickhouse.prediction_log import PredictionLog
     from driftloop.kit.settings import ClickHouseSettings, load_settings
     from driftloop.models.convert import baseline_from_proto
 
@@ -440,16 +442,14 @@ async def _logged_stream(args: argparse.Namespace) -> tuple[Baseline, dict[str, 
     until = args.until or dt.datetime.now(dt.UTC)
     clickhouse = await open_clickhouse(load_settings(ClickHouseSettings))
     try:
-        traffic = Traffic(args.model, (args.version,), args.since, until)
-        expressions, params = feature_columns(numeric, categorical)
-        sql, window = labelled_window_query(clickhouse, traffic, expressions)
-        columns = await clickhouse.query_columns(sql, window | params)
+        columns = await PredictionLog(clickhouse).features(
+            args.model, args.version, numeric, categorical, args.since, until
+        )
     finally:
         await clickhouse.close()
-    order = np.argsort(np.asarray(columns["time_us"], dtype=np.float64), kind="stable")
     stream: dict[str, Column] = {}
     for index, name in enumerate(numeric):
-        stream[name] = np.asarray(columns[f"n{index}"], dtype=np.float64)[order]
+        stream[name] = np.asarray(columns[f"n{index}"], dtype=np.float64)
     for index, name in enumerate(categorical):
-        stream[name] = np.asarray(columns[f"c{index}"], dtype=np.str_)[order]
+        stream[name] = np.asarray(columns[f"c{index}"], dtype=np.str_)
     return baseline, stream

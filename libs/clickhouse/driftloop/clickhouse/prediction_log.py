@@ -370,6 +370,27 @@ class PredictionLog:
         params |= feature_params | {"limit": limit}
         return await self._ch.query_columns(sql, params)
 
+    async def features(
+        self,
+        model: str,
+        version: str,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        start: dt.datetime,
+        end: dt.datetime,
+    ) -> Columns:
+        """A version's live, successful predictions in [start, end), labelled or not, in
+        prediction-time order (as the online detectors see them): the columns request_id,
+        time, n0.. (numeric features, NaN when missing), c0.. (categories, '' when
+        missing), then the label columns of `labelled_window_query`. `driftloop drift
+        evaluate` replays these."""
+        features, feature_params = feature_columns(numeric, categorical)
+        window, params = labelled_window_query(
+            self._ch, Traffic(model, (version,), start, end), features
+        )
+        sql = f"SELECT * FROM ({window}) ORDER BY time_us, request_id"
+        return await self._ch.query_columns(sql, params | feature_params)
+
     async def labelled_count(self, model: str, since: dt.datetime) -> int:
         """Live predictions of `model` served since `since` that have their label."""
         window, params = labelled_window_query(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -277,6 +277,21 @@ def evaluate(
     service's, with its false-alarm budget per model, over the baseline: `reference_of`
     reference rows, or a registered version's) and river's, scored on the drifted
     feature."""
+    # Features only: a model's output is not replayed (a registered version's output
+    # baseline is dropped, so its streams do not watch zeros).
+    baseline = replace(baseline, output=None, output_labels=None)
+    absent = [
+        name
+        for name in [
+            *(b.feature for b in baseline.numeric),
+            *(c.feature for c in baseline.categorical),
+        ]
+        if name not in stream
+    ]
+    if absent:
+        raise InvalidArgument(
+            "data", f"the stream has no column {', '.join(absent)} of the reference"
+        )
     events = len(next(iter(stream.values())))
     rivers = river_detectors() if with_river else None
     results = []
@@ -293,11 +308,11 @@ def evaluate(
         outcomes = [score("driftloop online", watched, injection.onset, events)]
         if not any(_about(s, injection.feature) for s in monitor.watched):
             notes.append(f"driftloop: no online stream watches {injection.feature}")
-        if rivers is None:
+        if with_river and rivers is None:
             notes.append("river is not installed: no ADWIN or Page-Hinkley columns")
-        elif column.dtype.kind != "f":
+        elif rivers and column.dtype.kind != "f":
             notes.append(f"river: {injection.feature} is not numeric")
-        else:
+        elif rivers:
             values = column.tolist()
             for name, make in rivers.items():
                 outcomes.append(score(name, river_alarms(make(), values), injection.onset, events))
