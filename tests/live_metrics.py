@@ -29,7 +29,7 @@ from tests.retrain_data import MODEL, population, rows_of
 from tests.standalone import Standalone, standalone
 
 OVERRIDES: dict[str, dict[str, object]] = {
-    "drift": {"evaluate_every_s": 3600},
+    "drift": {"evaluate_every_s": 3600, "evaluate_every_rows": 0},
     "gateway": {"request_timeout_s": 10},  # the first call loads the version: slow under load
     "retrainer": {"training": False},
     "shadow": {"compare_every_s": 3600},

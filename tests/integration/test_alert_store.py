@@ -106,3 +106,18 @@ async def test_list_alerts_gives_each_alert_as_its_latest_event(clickhouse: Clic
         (1, "updated", ["x1", "x2"], [micros, micros + 60_000_000]),
         (2, "closed", ["x1", "x2"], [micros, micros + 60_000_000]),
     ]
+
+
+async def test_the_open_alerts_are_those_whose_latest_event_is_not_a_close(
+    clickhouse: ClickHouse,
+) -> None:
+    store = DriftStore(clickhouse)
+    for alert in [
+        event("a", 0, events_pb2.ALERT_STATE_OPEN, 1, "x1"),
+        event("a", 1, events_pb2.ALERT_STATE_CLOSED, 2, "x1"),
+        event("b", 0, events_pb2.ALERT_STATE_OPEN, 3, "x9"),
+        event("b", 1, events_pb2.ALERT_STATE_UPDATED, 4, "x9", "x2"),
+        event("c", 0, events_pb2.ALERT_STATE_OPEN, 5, "x3"),
+    ]:
+        await store.write_alert(alert)
+    assert [(a.alert_id, a.revision) for a in await store.open_alerts()] == [("b", 1), ("c", 0)]

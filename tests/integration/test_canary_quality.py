@@ -57,6 +57,7 @@ async def drift(
             registry_target=stack.registry_target,
             sink_batch=5000,
             evaluate_every_s=3600,
+            evaluate_every_rows=0,
         ),
         kafka_settings,
         kafka_settings.bootstrap_servers,

@@ -129,6 +129,7 @@ async def running(
             "registry_target": f"127.0.0.1:{registry_port}",
             "sink_batch": 5000,
             "evaluate_every_s": 3600,
+            "evaluate_every_rows": 0,
             "window_last_n": 2000,
             # The tail of a test's stream reaches the detectors 2 s after its last batch.
             "online_reorder_idle_s": 2.0,
@@ -717,3 +718,32 @@ async def test_one_replica_at_a_time_runs_the_periodic_evaluation(
         return drift.service.evaluates()
 
     await until(back_to_one, 60)  # the group gives partition 0 back to the survivor
+
+
+async def test_a_restarted_drift_service_takes_up_the_alert_an_earlier_run_left_open(
+    kafka_settings: KafkaSettings, clickhouse: ClickHouse
+) -> None:
+    left = events_pb2.DriftAlert(
+        alert_id="left-open",
+        kind=events_pb2.DRIFT_KIND_DATA,
+        model=MODEL,
+        version="1",
+        severity=events_pb2.SEVERITY_WARNING,
+        state=events_pb2.ALERT_STATE_UPDATED,
+        revision=1,
+    )
+    left.time.FromDatetime(dt.datetime.now(dt.UTC))
+    left.opened.CopyFrom(left.time)
+    score = left.features.add(feature="x1", test="cusum", score=12.0, drifted=True)
+    score.first_alarm.CopyFrom(left.time)
+    score.last_alarm.CopyFrom(left.time)
+    async with running(kafka_settings, clickhouse, {}) as drift:
+        assert drift.service.alerts.open_alert(MODEL, "1", "data") is None
+        await drift.service.store.write_alert(left)
+    async with running(kafka_settings, clickhouse, {}) as drift:
+        # The next alarm of that kind updates "left-open" (revision 2), never opens another.
+        assert drift.service.alerts.open_alert(MODEL, "1", "data") == "left-open"
+        listed = await drift.alerts()
+        assert [(a.alert_id, a.state) for a in listed] == [
+            ("left-open", events_pb2.ALERT_STATE_UPDATED)
+        ]

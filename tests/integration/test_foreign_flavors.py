@@ -28,7 +28,7 @@ from tests import foreign_models as fm
 from tests.standalone import standalone
 
 OVERRIDES: dict[str, dict[str, object]] = {
-    "drift": {"sink_batch": 500, "evaluate_every_s": 3600},
+    "drift": {"sink_batch": 500, "evaluate_every_s": 3600, "evaluate_every_rows": 0},
     "retrainer": {"training": False},
     "shadow": {"compare_every_s": 3600},
 }

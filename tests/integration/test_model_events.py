@@ -42,6 +42,7 @@ class History:
             port=0,
             registry_target="127.0.0.1:1",  # never asked: no predictions flow here
             evaluate_every_s=3600,
+            evaluate_every_rows=0,
         )
         service = DriftService(settings, self.kafka, self.kafka.bootstrap_servers, self.clickhouse)
         await service.start()

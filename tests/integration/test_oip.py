@@ -35,7 +35,7 @@ from tests.retrain_data import MODEL, population, rows_of
 from tests.standalone import standalone
 
 OVERRIDES: dict[str, dict[str, object]] = {
-    "drift": {"evaluate_every_s": 3600},
+    "drift": {"evaluate_every_s": 3600, "evaluate_every_rows": 0},
     "retrainer": {"training": False},
     "shadow": {"compare_every_s": 3600},
 }

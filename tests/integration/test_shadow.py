@@ -36,7 +36,7 @@ from tests.retrain_data import MODEL, population, rows_of
 from tests.standalone import standalone
 
 OVERRIDES: dict[str, dict[str, object]] = {
-    "drift": {"sink_batch": 2000, "evaluate_every_s": 3600},
+    "drift": {"sink_batch": 2000, "evaluate_every_s": 3600, "evaluate_every_rows": 0},
     "gateway": {"controller_interval_s": 0.2, "request_timeout_s": 5},
     "retrainer": {"training": False},
     "shadow": {"compare_every_s": 3600},

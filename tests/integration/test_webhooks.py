@@ -89,6 +89,7 @@ class Webhooks:
             port=0,
             registry_target="127.0.0.1:1",  # never asked: no predictions flow here
             evaluate_every_s=3600,
+            evaluate_every_rows=0,
             webhooks=list(webhooks),
             webhook_timeout_s=2,
             webhook_max_attempts=3,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from driftloop.drift.alerts import Alerts
-from driftloop.drift.online import OnlineAlarm, VersionMonitor
+from driftloop.drift.online import ERROR, OnlineAlarm, VersionMonitor
 from driftloop.drift.report import Thresholds, build_report
 from driftloop.drift.windows import WindowData
 from driftloop.models.table import Table
@@ -222,3 +222,46 @@ async def test_streams_alarming_in_one_batch_join_the_alert_in_the_order_they_fi
     await alerts.from_online("m", "1", [(later, at(5530)), (earlier, at(4059))], 6000)
     (opened,) = published.of(events_pb2.DRIFT_KIND_DATA)
     assert [f.feature for f in opened.features] == ["x5", "x7"]
+
+
+async def test_a_restarted_service_takes_up_the_alerts_left_open_and_closes_them_later() -> None:
+    before = Published()
+    first = Alerts(before, debounce_s=0, quiet_events=100)
+    await first.from_online("m", "1", [(alarm("x1", 10), at(10))], 20)
+    await first.from_online("m", "1", [(alarm("x2", 30), at(30))], 40)
+    await first.from_online("m", "1", [(alarm(ERROR, 50, "concept"), at(50))], 60)
+    closed = Published()
+    finished = Alerts(closed, debounce_s=0, quiet_events=100)
+    await finished.from_online("m", "2", [(alarm("x1", 10), at(10))], 20)
+    await finished.from_online("m", "2", [], 500)  # quiet: closed
+    assert closed.events[-1].state == events_pb2.ALERT_STATE_CLOSED
+    latest = {e.alert_id: e for e in before.events + closed.events}  # each alert's last event
+
+    published = Published()
+    again = Alerts(published, debounce_s=0, quiet_events=100)
+    assert again.restore(latest.values()) == 2  # v1's data and concept; v2's stays closed
+    (data,) = [e for e in before.events if e.revision == 1]
+    assert again.open_alert("m", "1", "data") == data.alert_id
+    assert again.open_alert("m", "1", "concept") == before.events[-1].alert_id
+    assert again.open_alert("m", "2", "data") is None
+    # The detectors start again from nothing: a new stream's alarm updates the same alert.
+    await again.from_online("m", "1", [(alarm("x4", 5), at(5000))], 10)
+    (update,) = published.events
+    assert (update.alert_id, update.state, update.revision) == (
+        data.alert_id,
+        events_pb2.ALERT_STATE_UPDATED,
+        2,
+    )
+    assert [f.feature for f in update.features] == ["x1", "x2", "x4"]
+    assert update.features[0].first_alarm.ToDatetime(dt.UTC) == at(10)
+    # Quiet for quiet_events after the restart: the restored data alert closes, with its
+    # id; the concept alert waits for as many labelled outcomes.
+    await again.from_online("m", "1", [], 200)
+    assert len(published.events) == 2
+    assert published.events[-1].alert_id == data.alert_id
+    assert published.events[-1].state == events_pb2.ALERT_STATE_CLOSED
+    assert published.events[-1].revision == 3
+    assert again.open_alert("m", "1", "concept") is not None
+    await again.from_online("m", "1", [], 200, outcomes=150)
+    assert published.events[-1].kind == events_pb2.DRIFT_KIND_CONCEPT
+    assert published.events[-1].state == events_pb2.ALERT_STATE_CLOSED

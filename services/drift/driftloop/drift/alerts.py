@@ -131,6 +131,53 @@ class Alerts:
         # Alarms on streams already in an open alert: taken in, nothing published.
         self.absorbed = 0
 
+    def restore(self, alerts: Iterable[events_pb2.DriftAlert]) -> int:
+        """Take up alerts left open by an earlier run (each as its latest event), so that a
+        restart neither leaves them open for ever nor opens a second alert of the same kind.
+
+        The detectors restart from nothing, so every restored stream counts as having
+        alarmed at the detectors' event 0: it is back in control after `quiet_events`
+        events without an alarm, as after any alarm; a report that flags it again keeps it
+        open. Of several open alerts of one (model, version, kind), left by replicas that
+        each kept their own, the last opened is taken up. Returns how many were."""
+        taken = 0
+        for alert in alerts:
+            kind = KIND_NAMES.get(alert.kind)
+            if kind is None or alert.state == events_pb2.ALERT_STATE_CLOSED:
+                continue
+            key = (alert.model, alert.version, kind)
+            opened = alert.opened.ToDatetime(dt.UTC)
+            current = self._open.get(key)
+            if current is not None and current.opened > opened:
+                continue
+            state = _Open(alert.alert_id, opened, alert.severity, alert.revision)
+            for score in alert.features:
+                first = Evidence(
+                    score.feature,
+                    score.test,
+                    score.score,
+                    score.first_alarm.ToDatetime(dt.UTC),
+                    score.p_value,
+                )
+                last = Evidence(
+                    score.feature,
+                    score.test,
+                    score.score,
+                    score.last_alarm.ToDatetime(dt.UTC),
+                    score.p_value,
+                )
+                state.streams[score.feature] = _Stream(first, last, event=0)
+            if alert.window.HasField("start") and alert.window.HasField("end"):
+                state.window = (
+                    alert.window.start.ToDatetime(dt.UTC),
+                    alert.window.end.ToDatetime(dt.UTC),
+                )
+            state.rows = alert.window_rows
+            state.last_alarm = self._clock()
+            self._open[key] = state
+            taken += 1
+        return taken
+
     def open_alert(self, model: str, version: str, kind: str) -> str | None:
         """The id of the open alert of that kind, if any."""
         state = self._open.get((model, version, kind))

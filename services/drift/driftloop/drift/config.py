@@ -121,10 +121,11 @@ class DriftSettings(GrpcServerSettings):
         description="how often every active version's last-N window is evaluated, stored "
         "and alerted on",
     )
-    evaluate_every_rows: Annotated[int, Field(ge=0)] = Field(
-        default=0,
+    evaluate_every_rows: Annotated[int | None, Field(ge=0)] = Field(
+        default=None,
         description="the same round also starts once this many predictions were logged "
         "since the last (a burst can be over within evaluate_every_s); 0: on the clock only",
+        json_schema_extra={"default_text": "unset: window_last_n (a fresh window's worth)"},
     )
     window_last_n: Annotated[int, Field(ge=100, le=10_000_000)] = Field(
         default=10_000, description="rows of that window (and of reports asked without a window)"

@@ -157,7 +157,11 @@ class DriftService:
             settings.window_last_n,
             settings.window_min_rows,
             dt.timedelta(seconds=settings.time_window_s),
-            settings.evaluate_every_rows,
+            (
+                settings.window_last_n
+                if settings.evaluate_every_rows is None
+                else settings.evaluate_every_rows
+            ),
         )
         self._server = GrpcServer("drift", settings)
         self._server.add_service(
@@ -261,6 +265,9 @@ class DriftService:
         return self._server.port
 
     async def start(self) -> int:
+        restored = self.alerts.restore(await self.store.open_alerts())
+        if restored:
+            log.info("took up %d alert(s) an earlier run left open", restored)
         await self._producer.start()
         await self.consumer.start()
         await self.model_events.start()

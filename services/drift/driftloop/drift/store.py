@@ -164,6 +164,19 @@ class DriftStore:
             events_pb2.DriftAlert.FromString(base64.b64decode(record)) for (record,) in result.rows
         ]
 
+    async def open_alerts(self) -> list[events_pb2.DriftAlert]:
+        """Every alert whose latest event is not its close, as that event (what a restarted
+        drift service takes up again), the oldest opened first."""
+        result = await self._ch.query(
+            "SELECT argMax(record, (revision, time)) FROM "
+            f"{self._ch.table('drift_alerts')} FINAL GROUP BY alert_id "
+            "HAVING argMax(state, (revision, time)) != 'closed' "
+            "ORDER BY min(opened), alert_id"
+        )
+        return [
+            events_pb2.DriftAlert.FromString(base64.b64decode(record)) for (record,) in result.rows
+        ]
+
     async def active_versions(self, since: dt.datetime) -> list[tuple[str, str]]:
         """The (model, version) pairs that served live traffic since then."""
         result = await self._ch.query(
