@@ -152,19 +152,12 @@ class Alerts:
                 continue
             state = _Open(alert.alert_id, opened, alert.severity, alert.revision)
             for score in alert.features:
-                first = Evidence(
-                    score.feature,
-                    score.test,
-                    score.score,
-                    score.first_alarm.ToDatetime(dt.UTC),
-                    score.p_value,
-                )
-                last = Evidence(
-                    score.feature,
-                    score.test,
-                    score.score,
-                    score.last_alarm.ToDatetime(dt.UTC),
-                    score.p_value,
+                first, last = (
+                    Evidence(score.feature, score.test, score.score, when, score.p_value)
+                    for when in (
+                        score.first_alarm.ToDatetime(dt.UTC),
+                        score.last_alarm.ToDatetime(dt.UTC),
+                    )
                 )
                 state.streams[score.feature] = _Stream(first, last, event=0)
             if alert.window.HasField("start") and alert.window.HasField("end"):
