@@ -23,12 +23,16 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class ArtifactStore(Protocol):
-    def put(self, data: bytes) -> str: ...
+class ArtifactSource(Protocol):
+    """Where loading reads an artifact from (a store, or one local file)."""
 
     def get(self, digest: str) -> bytes: ...
 
     def verified_path(self, digest: str) -> Path: ...
+
+
+class ArtifactStore(ArtifactSource, Protocol):
+    def put(self, data: bytes) -> str: ...
 
 
 class LocalArtifactStore:

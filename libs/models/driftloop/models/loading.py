@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from driftloop.kit.errors import FailedPrecondition
 from driftloop.models import linear, onnx_flavor, python_flavor, river_flavor, sklearn_flavor
-from driftloop.models.artifacts import ArtifactStore
+from driftloop.models.artifacts import ArtifactSource
 from driftloop.models.schema import Model, OutputKind, Schema
 
 FLAVORS = (
@@ -32,7 +32,7 @@ class VersionSpec:
     pickle_trusted: bool = False
 
 
-def load_model(spec: VersionSpec, store: ArtifactStore) -> Model:
+def load_model(spec: VersionSpec, store: ArtifactSource) -> Model:
     """Verify the artifact's SHA-256 and build the model; never loads a failed artifact."""
     if spec.flavor == linear.FLAVOR:
         model = linear.LinearModel.from_bytes(store.get(spec.artifact_sha256))

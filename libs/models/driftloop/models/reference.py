@@ -52,15 +52,12 @@ class Reference:
 
 
 class LocalArtifact:
-    """The ArtifactStore of one local file, to load an artifact before it is uploaded."""
+    """The ArtifactSource of one local file, to load an artifact before it is uploaded."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data = path.read_bytes()
         self.sha256 = sha256_of(self.data)
-
-    def put(self, data: bytes) -> str:
-        raise NotImplementedError("a local artifact is read-only")
 
     def get(self, digest: str) -> bytes:
         return self.data
