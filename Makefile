@@ -23,7 +23,7 @@ PROMETHEUS := $(GO_BIN)/prometheus
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bench-drift-sink bench-drift-window bench-gateway bench-inference bench-inference-sklearn bench-loop bench-online bench-training help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
+.PHONY: bench-drift-sink bench-drift-window bench-gateway bench-inference bench-inference-sklearn bench-loop bench-online bench-scaling bench-training help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -93,7 +93,7 @@ lint: $(BIN)/.synced ## ruff
 typecheck: $(BIN)/.synced ## mypy --strict on our code
 	$(BIN)/mypy libs services tests bench/harness.py bench/inference_vs_mlserver.py bench/gateway_vs_direct.py \
 	    bench/drift_window_vs_evidently.py bench/drift_rule_table.py bench/online_vs_river.py bench/drift_sink.py \
-	    bench/training_vs_sklearn.py bench/loop_timing.py
+	    bench/training_vs_sklearn.py bench/loop_timing.py bench/scaling.py
 
 .PHONY: settings-doc
 settings-doc: $(BIN)/.synced ## rewrite the README's configuration table from the settings classes
@@ -152,3 +152,6 @@ bench-training: setup bench/.venv-peers/.ready ## benchmark: training the linear
 
 bench-loop: setup ## benchmark: the closed loop, change -> promotion, by stage (3 runs of the demo scenario)
 	$(BIN)/python bench/loop_timing.py --runs 3
+
+bench-scaling: setup ## benchmark: how cost grows (drift round, window report, sink, gateway), table + docs/img/scaling.png
+	$(BIN)/python bench/scaling.py $(BENCH_SCALING_ARGS)

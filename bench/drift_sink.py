@@ -32,19 +32,21 @@ from tests import drift_streams  # noqa: E402
 RECORDS = int(os.environ.get("BENCH_SINK_RECORDS", "200000"))
 
 
-async def produce(settings: KafkaSettings, bootstrap: str) -> None:
+async def produce(settings: KafkaSettings, bootstrap: str, records: int = RECORDS) -> None:
+    """`records` seeded predictions (20 features) to the predictions topic, keyed by
+    request id (so spread over its partitions)."""
     trained = drift_streams.train()
-    chunk = min(20_000, RECORDS)
+    chunk = min(20_000, records)
     producer = EventProducer(settings, bootstrap, linger_ms=20)
     await producer.start()
     topic = TopicNames(settings.topic_prefix).predictions
     try:
-        for first in range(0, RECORDS, chunk):
+        for first in range(0, records, chunk):
             data = drift_streams.table(chunk, seed=first)
             stream = drift_streams.stream(trained, data, model="bench", version="1", first=first)
             for event in stream.predictions:
                 await producer.enqueue(topic, event.request_id, event)
-            print(f"  produced {first + chunk}/{RECORDS}", flush=True)
+            print(f"  produced {first + chunk}/{records}", flush=True)
         await producer.flush()
     finally:
         await producer.stop()

@@ -87,15 +87,8 @@ async def count(clickhouse: ClickHouse) -> int:
     return int(result.scalar())
 
 
-async def run_sink(
-    engine: str, bootstrap: str, prefix: str, records: int, clickhouse: ClickHouse
-) -> dict[str, float]:
-    """The drift service's sink (LogSink with online detection) driven by `engine`."""
-    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
-    names = TopicNames(prefix)
-    producer = EventProducer(settings, bootstrap)
-    await producer.start()
-    progress = Progress(records)
+def log_sink(clickhouse: ClickHouse) -> LogSink:
+    """The drift service's sink with online detection (alerts and alarms go nowhere)."""
 
     async def no_alerts(alert: Any) -> None:
         return None
@@ -111,7 +104,20 @@ async def run_sink(
         no_record,
         ReorderBuffer(1_000_000, 100_000, 10.0),
     )
-    sink = LogSink(PredictionLog(clickhouse), detection)
+    return LogSink(PredictionLog(clickhouse), detection)
+
+
+async def run_sink(
+    engine: str, bootstrap: str, prefix: str, records: int, clickhouse: ClickHouse
+) -> dict[str, float]:
+    """The drift service's sink (LogSink with online detection) driven by `engine`."""
+    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
+    names = TopicNames(prefix)
+    producer = EventProducer(settings, bootstrap)
+    await producer.start()
+    progress = Progress(records)
+
+    sink = log_sink(clickhouse)
 
     async def handler(batch: Sequence[Record]) -> None:
         await sink(batch)
