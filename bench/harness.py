@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import time
 from pathlib import Path
 
 from driftloop.kafka.local_broker import LocalBroker
+from driftloop.kit.healthcheck import SERVING, health
 
 
 def framed(message: bytes) -> bytes:
@@ -51,6 +53,23 @@ def h2load(port: int, path: str, body: Path, requests: int, in_flight: int) -> t
     return float(rate[1]), mean
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) used so far by a process and its descendants,
+    from /proc: what a server spent, whoever else shares the machine's cores."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:  # it exited meanwhile
+            continue
+    return total
+
+
 async def start(command: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     handle = log.open("wb")
     return await asyncio.create_subprocess_exec(
@@ -71,6 +90,19 @@ async def wait_port(port: int, process: asyncio.subprocess.Process, what: str) -
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not open port {port}") from None
             await asyncio.sleep(0.2)
+
+
+async def wait_serving(port: int, process: asyncio.subprocess.Process, what: str) -> None:
+    """Wait until a driftloop service answers its health check with SERVING: while it waits
+    for its own dependencies its port is open but answers health checks only."""
+    await wait_port(port, process, what)
+    deadline = time.monotonic() + 120
+    while (state := await health(f"127.0.0.1:{port}")) != SERVING:
+        if process.returncode is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} is still {state} on port {port}")
+        await asyncio.sleep(0.2)
 
 
 async def stop_all(processes: list[asyncio.subprocess.Process], broker: LocalBroker) -> None:
