@@ -5,7 +5,13 @@ from collections.abc import Callable
 
 import pytest
 
-from driftloop.kafka.codecs import DecodeError, decode_label, decode_model_event, decode_prediction
+from driftloop.kafka.codecs import (
+    DecodeError,
+    decode_label,
+    decode_many,
+    decode_model_event,
+    decode_prediction,
+)
 from driftloop.v1 import events_pb2
 
 
@@ -145,3 +151,48 @@ def test_a_model_event_needs_a_model_name_and_a_kind() -> None:
         decode_model_event(events_pb2.ModelEvent(model="churn").SerializeToString())
     with pytest.raises(DecodeError, match="not a valid model name"):
         decode_model_event(b"")
+
+
+def test_a_batch_gets_the_verdict_and_reason_each_record_gets_alone() -> None:
+    good = prediction()
+    for index in range(20):
+        good.features[f"x{index}"].number = index / 3
+    good.features["plan"].category = "é" * 256  # 256 characters, 512 bytes: storable
+    repeated = prediction().SerializeToString() + (
+        # key "x", first -inf then 1.0: the map keeps the last, which is storable
+        bytes.fromhex("420e0a0178120909000000000000f0ff")
+        + bytes.fromhex("420e0a0178120909000000000000f03f")
+    )
+    bad = [
+        prediction(request_id="").SerializeToString(),
+        prediction(model="bad model").SerializeToString(),
+        prediction(version="01").SerializeToString(),
+        prediction(entity_key="k" * 257).SerializeToString(),
+        b"\xff\xff\xff\xff not protobuf",
+    ]
+    for mutate in (
+        lambda e: setattr(e.output, "value", float("nan")),
+        lambda e: e.output.probabilities.__setitem__("1", float("inf")),
+        lambda e: setattr(e.features["x"], "number", float("-inf")),
+        lambda e: setattr(e.features["bad name"], "number", 1.0),
+        lambda e: setattr(e.features["c"], "category", "c" * 300),
+        lambda e: e.ClearField("time"),
+    ):
+        event = prediction()
+        event.features["y"].number = 2.0
+        mutate(event)
+        bad.append(event.SerializeToString())
+    raws = [good.SerializeToString(), repeated, *bad, good.SerializeToString()]
+
+    def alone(raw: bytes) -> object:
+        try:
+            return decode_prediction(raw)
+        except DecodeError as error:
+            return f"refused: {error}"
+
+    batch = [
+        f"refused: {value}" if isinstance(value, DecodeError) else value
+        for value in decode_many(decode_prediction, raws)
+    ]
+    assert batch == [alone(raw) for raw in raws]
+    assert sum(isinstance(value, str) for value in batch) == len(bad)

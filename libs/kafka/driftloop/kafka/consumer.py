@@ -1,8 +1,9 @@
 """At-least-once batch consumption with manual commits and a dead-letter path.
 
-`BatchConsumer` polls a batch, decodes each record with its topic's decoder, sends the
-records it cannot decode to dead-letter (and waits for the ack), hands the rest to the
-handler, and commits the offsets only after the handler returned. The handler's effects
+`BatchConsumer` polls a batch, decodes each partition's records with its topic's decoder
+(`codecs.decode_many`: a batch decoder takes them at once), sends the records it cannot
+decode to dead-letter (and waits for the ack), hands the rest to the handler, and commits
+the offsets only after the handler returned. The handler's effects
 must be idempotent, because a crash between the side effect and the commit re-delivers
 the batch.
 
@@ -32,7 +33,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import Message
 
 from driftloop.kafka.clients import make_consumer
-from driftloop.kafka.codecs import DecodeError, Decoder
+from driftloop.kafka.codecs import DecodeError, Decoder, decode_many
 from driftloop.kafka.dead_letter import DeadLetters, RawMessage, RawRecord
 from driftloop.kafka.lag import PartitionLag
 from driftloop.kafka.metrics import BATCH_RETRIES
@@ -288,12 +289,25 @@ class BatchConsumer:
                     (partition.topic, partition.partition), messages[0].offset, highwater
                 )
         for partition, messages in batch.items():
-            decode = self._decoders[partition.topic]
-            for message in messages:
+            raws = [message.value or b"" for message in messages]
+            # A partition's values at once (a batch decoder checks them together).
+            values = decode_many(self._decoders[partition.topic], raws)
+            for message, raw, value in zip(messages, raws, values, strict=True):
                 offsets[partition] = message.offset + 1
-                record = await decode_record(message, decode, self._dead_letters, message.timestamp)
-                if record is not None:
-                    accepted.append(record)
+                if isinstance(value, DecodeError):
+                    await self._dead_letters.publish(message, str(value), "decode")
+                    continue
+                accepted.append(
+                    Record(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.timestamp,
+                        value,
+                        raw,
+                    )
+                )
         if accepted and not await handle_until_done(
             self._handler,
             accepted,

@@ -118,6 +118,11 @@ class LabelJoin:
     def _hold(self, waiting: Waiting[T], key: str, item: T) -> None:
         waiting[key] = (self._clock(), item)
         waiting.move_to_end(key)  # a replayed request id is as new as its last arrival
+        if len(waiting) <= self._max:
+            # Expired entries may wait for `expire` (each batch calls it): `_take` refuses
+            # them on its own, and looking at the oldest on every hold cost more than
+            # the rest of the join.
+            return
         self._expire(waiting)
         over = len(waiting) - self._max
         if over > 0:

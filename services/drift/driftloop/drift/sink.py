@@ -47,10 +47,16 @@ class LogSink:
     async def __call__(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
         predictions, labels = split_events(record.value for record in records)
-        # Building a batch's columns is a second of Python for 50,000 records: off the event
-        # loop, which in standalone mode also serves the gateway.
+        # Each prediction's bytes as consumed (a record built by hand may have none).
+        raws = [
+            record.raw or record.value.SerializeToString()
+            for record in records
+            if isinstance(record.value, PredictionEvent)
+        ]
+        # Building a batch's columns is a fraction of a second for 50,000 records: off the
+        # event loop all the same, which in standalone mode also serves the gateway.
         table, labels_table = await asyncio.to_thread(
-            lambda: (prediction_table(predictions), label_table(labels))
+            lambda: (prediction_table(predictions, raws), label_table(labels))
         )
         written = await self._prediction_log.write_tables(table, labels_table)
         metrics.SINK_RECORDS.labels("prediction").inc(written[0])
