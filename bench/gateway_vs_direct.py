@@ -8,25 +8,37 @@ Broker, registry, inference and gateway run as their own processes; the model is
   pre-encoded request sent on a schedule (not when the previous answer arrives), by a
   Python client that sends raw bytes (its own cost is in both paths alike);
 - saturation throughput with h2load (-c 1 -m 16), as for the inference benchmark;
-- shadow mirroring at 100% against no shadow, at the same fixed rate: live p99 ratio.
-Goals (peers.md): p50 <= direct + 0.4 ms, p99 <= direct + 1.5 ms, saturation >= 0.5x
+- shadow mirroring at 100% against no shadow, at the same fixed rate and at saturation:
+  live p99 ratio (at saturation from h2load's per-request log).
+Goals (issue 14): p50 <= direct + 0.4 ms, p99 <= direct + 1.5 ms, saturation >= 0.5x
 direct, shadow-on p99 <= 1.1x shadow-off.
+
+--profile DIR samples the gateway and inference processes with py-spy (as root: it needs
+ptrace) during the first fixed-rate run and the first saturation run through the gateway,
+writes the raw stacks to DIR and prints each process's top frames by own and by
+inclusive time. Sampling disturbs the figures of that run a little (py-spy runs
+--nonblocking and competes for the same cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 
 from driftloop.client import ClientSettings, DriftloopClient
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs, free_port
@@ -34,7 +46,7 @@ from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, inference_pb2, registry_pb2
-from harness import framed, h2load, start, stop_all, wait_port
+from harness import framed, h2load, start, stop_all, wait_serving
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -71,6 +83,83 @@ async def fixed_rate(
         if failures:
             raise RuntimeError(f"{failures} requests to {method} failed")
         return latencies
+
+
+@contextlib.asynccontextmanager
+async def sampled(
+    out: Path | None, phase: str, pids: dict[str, int], native: bool = False, rate: int = 200
+) -> AsyncIterator[None]:
+    """py-spy records each named process while the block runs (nothing when `out` is None);
+    on exit, each process's top frames are printed. Without `native` the processes are not
+    paused to be sampled (--nonblocking); with it they are, and C frames (grpc's Cython,
+    protobuf) show."""
+    if out is None:
+        yield
+        return
+    mode = ["--native"] if native else ["--nonblocking"]
+    spies = {}
+    for name, pid in pids.items():
+        raw = out / f"{name}-{phase}.txt"
+        spies[name] = (
+            raw,
+            await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")),  # the environment's
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(rate),
+                "--format",
+                "raw",
+                "--function",
+                *mode,
+                "--output",
+                str(raw),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            ),
+        )
+    await asyncio.sleep(1)  # py-spy attaches
+    try:
+        yield
+    finally:
+        for _, spy in spies.values():
+            if spy.returncode is None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        for name, (raw, spy) in spies.items():
+            _, error = await spy.communicate()
+            if raw.exists():
+                print_top(raw, f"{name}, {phase}")
+            else:
+                print(f"\npy-spy recorded nothing for {name} ({phase}): {error.decode().strip()}")
+
+
+def print_top(raw: Path, title: str, n: int = 12) -> None:
+    """The top frames of a py-spy raw file ("frame;frame;leaf count" per line): by own
+    samples (the leaf) and by inclusive samples (anywhere on the stack, once per stack)."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    print(f"\n{title}: {total} samples ({raw})")
+    for label, counter in (("own", own), ("inclusive", inclusive)):
+        print(f"  top by {label} time:")
+        for frame, samples in counter.most_common(n):
+            print(f"    {100 * samples / max(total, 1):5.1f}%  {frame}")
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User plus system CPU seconds each named process has spent so far."""
+    times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
+    return {name: t.user + t.system for name, t in times.items()}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -111,8 +200,7 @@ async def main(args: argparse.Namespace) -> int:
             ("registry", "inference", "gateway"),
             strict=True,
         ):
-            await wait_port(port, process, name)
-        await asyncio.sleep(2)  # the gateway replays the routing topic before it serves
+            await wait_serving(port, process, name)
         names = [f"f{i}" for i in range(FEATURES)]
         schema = Schema(tuple(Feature(name, "number") for name in names))
         rng = np.random.default_rng(3)
@@ -181,24 +269,42 @@ async def main(args: argparse.Namespace) -> int:
             f"{args.repeat} runs per path",
             flush=True,
         )
-        for _ in range(args.repeat):
+        pids = {"gateway": processes[2].pid, "inference": processes[1].pid}
+        for run in range(args.repeat):
             for name, (target, method, body, _, _) in paths.items():
-                latency[name] += await fixed_rate(target, method, body, args.rate, args.seconds)
+                profile = args.profile if run == 0 and name == "gateway" else None
+                async with sampled(profile, f"rate{args.rate:g}", pids, args.native):
+                    latency[name] += await fixed_rate(target, method, body, args.rate, args.seconds)
         saturation = {name: 0.0 for name in paths}
-        for _ in range(args.repeat):
+        # CPU seconds each process spent per request at saturation, by path: a figure that
+        # a busy machine disturbs far less than a rate.
+        cpu: dict[str, dict[str, float]] = {name: {} for name in paths}
+        for run in range(args.repeat):
             for name, (_, method, _, port, file) in paths.items():
-                saturation[name] = max(
-                    saturation[name], h2load(port, method, file, args.requests, 16)[0]
-                )
-        print("[4/4] shadow at 100% against no shadow (gateway, fixed rate)", flush=True)
+                profile = args.profile if run == 0 and name == "gateway" else None
+                async with sampled(profile, "saturation", pids, args.native):
+                    before = cpu_seconds(pids)
+                    rate, _ = h2load(port, method, file, args.requests, 16)
+                    after = cpu_seconds(pids)
+                saturation[name] = max(saturation[name], rate)
+                for who in pids:
+                    spent = (after[who] - before[who]) / args.requests
+                    cpu[name][who] = min(cpu[name].get(who, spent), spent)
+        print(
+            "[4/4] shadow at 100% against no shadow (gateway, fixed rate, saturation)", flush=True
+        )
         shadow_off: list[float] = []
         shadow_on: list[float] = []
-        target, method, body, _, _ = paths["gateway"]
+        saturated_off: list[float] = []
+        saturated_on: list[float] = []
+        target, method, body, port, file = paths["gateway"]
         for _ in range(args.repeat):
             shadow_off += await fixed_rate(target, method, body, args.rate, args.seconds)
+            h2load(port, method, file, args.requests, 16, saturated_off)
             policy.shadow.CopyFrom(events_pb2.ShadowPlan(versions=[version], sample_bp=10_000))
             policy = await client.set_routing_policy(policy, policy.revision)
             shadow_on += await fixed_rate(target, method, body, args.rate, args.seconds)
+            h2load(port, method, file, args.requests, 16, saturated_on)
             policy.ClearField("shadow")
             policy = await client.set_routing_policy(policy, policy.revision)
         await client.close()
@@ -206,6 +312,7 @@ async def main(args: argparse.Namespace) -> int:
         d50, d99 = percentile(latency["direct"], 50), percentile(latency["direct"], 99)
         g50, g99 = percentile(latency["gateway"], 50), percentile(latency["gateway"], 99)
         off99, on99 = percentile(shadow_off, 99), percentile(shadow_on, 99)
+        sat_off99, sat_on99 = percentile(saturated_off, 99), percentile(saturated_on, 99)
         print(
             "\n| measure | direct to inference | through the gateway | difference / ratio | goal |"
         )
@@ -228,7 +335,17 @@ async def main(args: argparse.Namespace) -> int:
             f"| {on99 / off99:.2f}x | <= 1.1x |"
         )
         print(
-            f"\nmean latency: direct {statistics.fmean(latency['direct']):.3f} ms, "
+            f"| gateway p99 at saturation, shadow 100% vs off | {sat_off99:.3f} ms (off) "
+            f"| {sat_on99:.3f} ms (on) | {sat_on99 / sat_off99:.2f}x | <= 1.1x |"
+        )
+        print(
+            "\nCPU per request at saturation (microseconds): "
+            f"direct: inference {cpu['direct']['inference'] * 1e6:.0f}; "
+            f"through the gateway: gateway {cpu['gateway']['gateway'] * 1e6:.0f} "
+            f"+ inference {cpu['gateway']['inference'] * 1e6:.0f}"
+        )
+        print(
+            f"mean latency: direct {statistics.fmean(latency['direct']):.3f} ms, "
             f"gateway {statistics.fmean(latency['gateway']):.3f} ms; "
             f"samples per path: {len(latency['direct'])}"
         )
@@ -247,4 +364,19 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--requests", type=int, default=20_000, help="requests per saturation run")
     parser.add_argument("--repeat", type=int, default=2)
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles of the gateway and inference into DIR and print the top "
+        "frames (first gateway run at the fixed rate and at saturation)",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="with --profile: C frames too (py-spy pauses the processes to sample them)",
+    )
+    arguments = parser.parse_args()
+    if arguments.profile:
+        arguments.profile.mkdir(parents=True, exist_ok=True)
+    sys.exit(asyncio.run(main(arguments)))

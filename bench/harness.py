@@ -17,11 +17,21 @@ def framed(message: bytes) -> bytes:
     return b"\0" + len(message).to_bytes(4, "big") + message
 
 
-def h2load(port: int, path: str, body: Path, requests: int, in_flight: int) -> tuple[float, float]:
-    """(requests per second, mean latency in ms) from one h2load run."""
+def h2load(
+    port: int,
+    path: str,
+    body: Path,
+    requests: int,
+    in_flight: int,
+    latencies: list[float] | None = None,
+) -> tuple[float, float]:
+    """(requests per second, mean latency in ms) from one h2load run; `latencies`, when
+    given, receives each request's latency in ms (from h2load's per-request log)."""
+    log_file = body.with_suffix(".h2load.log")
     out = subprocess.run(
         [
             "h2load",
+            *(["--log-file", str(log_file)] if latencies is not None else []),
             "-n",
             str(requests),
             "-c",
@@ -50,6 +60,10 @@ def h2load(port: int, path: str, body: Path, requests: int, in_flight: int) -> t
     )
     assert rate is not None and latency is not None, out
     mean = float(latency[5]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[latency[6]]
+    if latencies is not None:
+        lines = log_file.read_text().splitlines()
+        latencies += [int(line.split("\t")[2]) / 1000 for line in lines]
+        log_file.unlink()
     return float(rate[1]), mean
 
 
