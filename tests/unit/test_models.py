@@ -13,9 +13,10 @@ from scipy.optimize import minimize
 from driftloop.kit.errors import DataLoss, InvalidArgument, NotFound
 from driftloop.models.artifacts import LocalArtifactStore, sha256_of
 from driftloop.models.baseline import bin_counts
+from driftloop.models.convert import row_from_proto, row_to_proto
 from driftloop.models.linear import LinearModel, fit_logistic, fit_ridge
 from driftloop.models.loading import VersionSpec, load_model
-from driftloop.models.schema import Feature, Schema
+from driftloop.models.schema import MAX_CATEGORY_CHARS, Feature, Schema
 from driftloop.models.table import read_table
 from driftloop.models.training import TrainingSpec, train_linear
 from tests.datasets import churn, without
@@ -187,18 +188,44 @@ def test_schema_validation_names_the_field() -> None:
         (good | {"plan": 3.0}, "row.plan", "expected a category"),
         (good | {"age": math.nan}, "row.age", "NaN is not allowed"),
         (good | {"income": math.inf}, "row.income", "infinity"),
+        (good | {"age": -math.inf}, "row.age", "infinity"),
+        (good | {"age": True}, "row.age", "expected a number"),
+        (good | {"plan": None}, "row.plan", "expected a category"),
+        (good | {"plan": "p" * (MAX_CATEGORY_CHARS + 1)}, "row.plan", "longer than"),
+        ({"age": 30.0, "plan": "pro"}, "row.income", "missing feature"),
+        ({"age": 30.0, "plan": "pro", "colour": 1.0}, "row.income", "missing feature"),
     ]
     for row, field, reason in cases:
         with pytest.raises(InvalidArgument) as error:
             schema.validate([row], max_rows=10, path="row")
         assert error.value.field == field
         assert reason in error.value.reason
+    # Numbers of other types than float, and a category at the length limit, are valid.
+    for fine in (
+        {"age": 30, "income": np.float64(2.5)},
+        {"age": -0.0, "income": 0.0},
+        {"plan": "p" * MAX_CATEGORY_CHARS},
+    ):
+        schema.validate_row(good | fine)
     with pytest.raises(InvalidArgument, match="more than the limit of 2"):
         schema.validate([good] * 3, max_rows=2)
     bad: dict[str, Any] = good | {"age": None}
     with pytest.raises(InvalidArgument) as error:
         schema.validate([good, bad], max_rows=10)
     assert error.value.field == "rows[1].age"
+
+
+def test_rows_from_protobuf_keep_every_value_and_its_kind() -> None:
+    message = row_to_proto({"a": 1.5, "zero": 0.0, "negative_zero": -0.0, "plan": "pro"})
+    message.features["nan"].number = math.nan
+    message.features["empty"].category = ""
+    message.features["unset"].SetInParent()
+    row = row_from_proto(message)
+    assert row.keys() == {"a", "zero", "negative_zero", "plan", "nan", "empty", "unset"}
+    assert row["a"] == 1.5 and row["plan"] == "pro" and row["empty"] == ""
+    assert row["zero"] == 0.0 and math.copysign(1.0, row["negative_zero"]) == -1.0
+    assert isinstance(row["zero"], float) and math.isnan(row["nan"])
+    assert row["unset"] is None  # validation names it: "expected a number, got a NoneType"
 
 
 def test_tables_read_from_csv_and_parquet_hash_the_same(tmp_path: Path) -> None:

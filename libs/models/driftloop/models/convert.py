@@ -64,13 +64,22 @@ def schema_from_proto(message: common_pb2.InputSchema, field: str = "schema") ->
 
 
 def row_from_proto(row: common_pb2.Row) -> dict[str, float | str]:
-    """Feature values by name; an unset value is kept as None for validation to name."""
+    """Feature values by name; an unset value is kept as None for validation to name.
+
+    On every request's path, so written for the common case: a number. Reading `number`
+    first answers it in one attribute read (a category or an unset value reads 0.0, and a
+    set 0.0 or -0.0 has presence, being a oneof member), where `WhichOneof` and a second
+    read cost twice that; iterating the keys and indexing the map skips the Python
+    generator of its `items()` view. Half the cost per feature of the plain version."""
     values: dict[str, Any] = {}
-    for name, value in row.features.items():
-        kind = value.WhichOneof("kind")
-        values[name] = (
-            value.number if kind == "number" else value.category if kind == "category" else None
-        )
+    features = row.features
+    for name in features:
+        value = features[name]
+        number = value.number
+        if number or value.HasField("number"):  # NaN is truthy
+            values[name] = number
+        else:
+            values[name] = value.category if value.HasField("category") else None
     return values
 
 
@@ -84,12 +93,19 @@ def row_to_proto(row: Row) -> common_pb2.Row:
     return message
 
 
-def prediction_to_proto(prediction: Prediction, kind: OutputKind) -> common_pb2.Output:
-    output = common_pb2.Output(
-        kind=OUTPUT_KINDS[kind], value=prediction.value, label=prediction.label
-    )
+def prediction_to_proto(
+    prediction: Prediction, kind: OutputKind, into: common_pb2.Output | None = None
+) -> common_pb2.Output:
+    """The prediction as an Output; written into `into` when given (a response's own field,
+    which a message built apart would be copied into)."""
+    output = common_pb2.Output() if into is None else into
+    output.kind = OUTPUT_KINDS[kind]
+    output.value = prediction.value
+    output.label = prediction.label
     if prediction.probabilities:
-        output.probabilities.update(prediction.probabilities)
+        probabilities = output.probabilities
+        for label, probability in prediction.probabilities.items():
+            probabilities[label] = probability
     return output
 
 

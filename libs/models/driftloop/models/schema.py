@@ -30,9 +30,14 @@ class Feature:
 class Schema:
     features: tuple[Feature, ...]
     by_name: dict[str, Feature] = field(init=False, compare=False, repr=False)
+    # (name, is a number) per feature: what the valid row's one pass reads.
+    _kinds: tuple[tuple[str, bool], ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {feature.name: feature for feature in self.features})
+        object.__setattr__(
+            self, "_kinds", tuple((f.name, f.kind == "number") for f in self.features)
+        )
         if len(self.by_name) != len(self.features):
             raise ValueError("feature names must be unique")
 
@@ -50,6 +55,32 @@ class Schema:
             self.validate_row(row, f"{path}[{index}]" if len(rows) > 1 or path != "row" else path)
 
     def validate_row(self, row: Row, path: str = "row") -> None:
+        """Raise InvalidArgument naming the first offending field of `row`.
+
+        A valid row, the common case on every request's path, is told in one pass
+        (`_plainly_valid`); any doubt goes to the full checks, which find the first fault
+        and name it (a third of the cost per row when nothing is wrong)."""
+        if not self._plainly_valid(row):
+            self._check_row(row, path)
+
+    def _plainly_valid(self, row: Row) -> bool:
+        """Exactly the schema's features, each a finite float or a short string of its kind.
+
+        Accepts only rows `_check_row` accepts: a missing feature reads None, which is
+        neither; a NaN (allowed or not), an int, a bool or an infinity is left to it."""
+        if len(row) != len(self._kinds):
+            return False
+        get = row.get
+        for name, number in self._kinds:
+            value = get(name)
+            if number:
+                if type(value) is not float or value - value != 0.0:  # NaN and inf give NaN
+                    return False
+            elif type(value) is not str or len(value) > MAX_CATEGORY_CHARS:
+                return False
+        return True
+
+    def _check_row(self, row: Row, path: str) -> None:
         missing = [name for name in self.by_name if name not in row]
         if missing:
             raise InvalidArgument(f"{path}.{missing[0]}", "missing feature" + _also(missing))

@@ -77,8 +77,12 @@ class ModelHost:
 
     async def model(self, name: str, ref: str) -> tuple[Hosted, Model]:
         """The ready model for `name` at version or alias `ref` (loading it if needed)."""
-        version = await self.resolve(name, ref)
-        hosted = self._hosted.get((name, version))
+        # Only valid version numbers are hosted, and they resolve to themselves: the common
+        # case is answered without awaiting `resolve`.
+        hosted = self._hosted.get((name, ref))
+        version = ref if hosted is not None else await self.resolve(name, ref)
+        if hosted is None:
+            hosted = self._hosted.get((name, version))
         if hosted is not None and hosted.model is not None:
             hosted.last_used = time.monotonic()
             return hosted, hosted.model

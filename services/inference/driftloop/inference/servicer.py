@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import Counter
+
 from driftloop.inference import metrics
 from driftloop.inference.host import Hosted, ModelHost
 from driftloop.kit.errors import InvalidArgument
@@ -53,6 +55,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, host: ModelHost, max_batch_rows: int) -> None:
         self._host = host
         self._max_rows = max_batch_rows
+        self._rows_counters: dict[str, Counter] = {}
+
+    def _rows_counter(self, model: str) -> Counter:
+        """The model's rows counter, looked up by label once (a label lookup per request
+        costs three times the increment). Only served models get here, so few names."""
+        counter = self._rows_counters.get(model)
+        if counter is None:
+            counter = self._rows_counters[model] = metrics.ROWS.labels(model)
+        return counter
 
     async def _one(
         self, request: inference_pb2.InferenceRequest, path: str = "row"
@@ -67,13 +78,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         else:
             prediction = await hosted.coalescer.predict(row)
         latency_us = (time.perf_counter_ns() - started) // 1000
-        metrics.ROWS.labels(name).inc()
-        return inference_pb2.InferenceResponse(
-            request_id=request.request_id,
-            model=common_pb2.ModelRef(model=name, version=hosted.version),
-            output=prediction_to_proto(prediction, model.output_kind),
-            latency_us=latency_us,
+        self._rows_counter(name).inc()
+        # Fields set in place: a message passed to a constructor is copied into it.
+        response = inference_pb2.InferenceResponse(
+            request_id=request.request_id, latency_us=latency_us
         )
+        response.model.model = name
+        response.model.version = hosted.version
+        prediction_to_proto(prediction, model.output_kind, response.output)
+        return response
 
     async def Predict(
         self, request: inference_pb2.InferenceRequest, context: Any
@@ -94,12 +107,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         started = time.perf_counter_ns()
         predictions = await _predict(model, rows)
         latency_us = (time.perf_counter_ns() - started) // 1000
-        metrics.ROWS.labels(name).inc(len(rows))
-        return inference_pb2.InferenceBatchResponse(
-            model=common_pb2.ModelRef(model=name, version=hosted.version),
-            outputs=[prediction_to_proto(p, model.output_kind) for p in predictions],
-            latency_us=latency_us,
-        )
+        self._rows_counter(name).inc(len(rows))
+        response = inference_pb2.InferenceBatchResponse(latency_us=latency_us)
+        response.model.model = name
+        response.model.version = hosted.version
+        outputs = response.outputs
+        for prediction in predictions:
+            prediction_to_proto(prediction, model.output_kind, outputs.add())
+        return response
 
     async def PredictStream(
         self, requests: AsyncIterator[inference_pb2.InferenceRequest], context: Any
