@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -44,6 +45,26 @@ class InferencePool:
     async def predict(
         self, request: inference_pb2.InferenceRequest, budget_s: float
     ) -> inference_pb2.InferenceResponse:
+        response: inference_pb2.InferenceResponse = await self._failover(
+            "Predict", request, budget_s
+        )
+        return response
+
+    async def predict_batch(
+        self, request: inference_pb2.InferenceBatchRequest, budget_s: float
+    ) -> inference_pb2.InferenceBatchResponse:
+        response: inference_pb2.InferenceBatchResponse = await self._failover(
+            "PredictBatch", request, budget_s
+        )
+        return response
+
+    async def _failover(
+        self,
+        method: str,
+        request: inference_pb2.InferenceRequest | inference_pb2.InferenceBatchRequest,
+        budget_s: float,
+    ) -> Any:
+        """`method`'s answer from the first endpoint that gives one within the budget."""
         deadline = time.monotonic() + budget_s
         last: grpc.aio.AioRpcError | None = None
         for endpoint in self._order():
@@ -51,10 +72,7 @@ class InferencePool:
             if remaining <= 0:
                 break
             try:
-                response: inference_pb2.InferenceResponse = await endpoint.stub.Predict(
-                    request, timeout=remaining
-                )
-                return response
+                return await getattr(endpoint.stub, method)(request, timeout=remaining)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in RETRYABLE:
                     raise

@@ -7,6 +7,7 @@ import logging
 
 from google.protobuf.message import Message
 
+from driftloop.client.coalescing import InferenceCoalescer
 from driftloop.client.inference_pool import InferencePool
 from driftloop.client.registry import RegistryClient, ServiceCall
 from driftloop.gateway import metrics
@@ -84,8 +85,12 @@ class GatewayService:
         self.served = ServedPolicies(self.book, champions)
         versions = RegistryVersions(registry)
         loader = InferenceLoader(self.pool, token)
+        # Calls to inference share PredictBatch calls when they pile up (coalescing.py).
+        self._inference = InferenceCoalescer(
+            self.pool, max_in_flight=settings.inference_calls_in_flight
+        )
         self.serving = PredictionService(
-            self.pool,
+            self._inference,
             self.prediction_log,
             self.shadow_mirror,
             self.recorder,
@@ -179,6 +184,7 @@ class GatewayService:
             await asyncio.gather(self._controller, return_exceptions=True)
         self._ready.clear()
         await self._server.stop(grace)
+        await self._inference.close()
         await self.prediction_log.stop()
         await self.shadow_mirror.stop()
         await self._model_events.stop()

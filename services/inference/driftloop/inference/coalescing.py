@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from driftloop.kit.futures import settle
 from driftloop.models.schema import Model, Prediction, Row
 
 MAX_ROWS = 64
@@ -65,24 +66,10 @@ class Coalescer:
                 )
         except Exception as error:  # noqa: BLE001  # a flavor may raise anything: the request's error
             if len(batch) == 1:
-                _settle(batch[0][1], error=error)
+                settle(batch[0][1], error=error)
                 return
             for one in batch:
                 await self._call([one])
             return
         for (_, future), prediction in zip(batch, predictions, strict=True):
-            _settle(future, prediction)
-
-
-def _settle(
-    future: asyncio.Future[Prediction],
-    prediction: Prediction | None = None,
-    error: BaseException | None = None,
-) -> None:
-    if future.done():  # its caller gave up (a deadline, a cancelled stream)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        assert prediction is not None
-        future.set_result(prediction)
+            settle(future, prediction)
