@@ -60,6 +60,7 @@ from driftloop.clickhouse.backend import EmbeddedBackend  # noqa: E402
 from driftloop.clickhouse.client import ClickHouse  # noqa: E402
 from driftloop.clickhouse.prediction_log import PredictionLog  # noqa: E402
 from driftloop.client import ClientSettings, DriftloopClient  # noqa: E402
+from driftloop.client.errors import FailedPrecondition  # noqa: E402
 from driftloop.drift.alerts import Alerts  # noqa: E402
 from driftloop.drift.baselines import VersionInfo  # noqa: E402
 from driftloop.drift.config import DriftSettings  # noqa: E402
@@ -77,7 +78,7 @@ from driftloop.kit.settings import KafkaSettings  # noqa: E402
 from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto  # noqa: E402
 from driftloop.models.training import TrainedModel  # noqa: E402
 from driftloop.v1 import events_pb2, gateway_pb2, registry_pb2  # noqa: E402
-from harness import start, wait_port  # noqa: E402
+from harness import start, wait_serving  # noqa: E402
 from tests import drift_streams  # noqa: E402
 
 TOKEN = "bench-token"
@@ -85,6 +86,8 @@ PARTS = ("round", "window", "sink", "gateway")
 PARTITIONS = 6
 # Rows written through PredictionLog.write at most; more are copies made in ClickHouse.
 SEED_ROWS = 20_000
+# The small window reported on beside each window size (the cost of a version's history).
+HISTORY_PROBE = 10_000
 
 
 @dataclass
@@ -142,23 +145,27 @@ async def seed(
 
 
 async def copy_rows(
-    clickhouse: ClickHouse, model: str, copies: range, *, version_from_copy: bool, shift_s: int
+    clickhouse: ClickHouse,
+    model: str,
+    copies: range,
+    *,
+    version: str | None = None,
+    shift_s: int = 0,
+    limit: int = 0,
 ) -> None:
-    """Copies of `model`'s version-1 rows made inside ClickHouse: copy n gets request ids
-    suffixed -n, features jittered by 0.01 sigma, and either version n (same times) or
-    times n * shift_s seconds later (same version)."""
+    """Copies of `model`'s version-1 rows made inside ClickHouse: copy n has request ids
+    suffixed -n, features jittered by 0.01 sigma, times n * shift_s seconds later, and
+    `version` (None: version n); `limit` rows at most (0: all)."""
     table = clickhouse.table("predictions")
-    version = "toString(n.number)" if version_from_copy else "p.version"
-    later = "0" if version_from_copy else f"n.number * {shift_s}"
     await clickhouse.command(
         f"INSERT INTO {table} SELECT p.* REPLACE ("
         "concat(p.request_id, '-', toString(n.number)) AS request_id, "
-        f"p.time + toIntervalSecond({later}) AS time, "
-        f"{version} AS version, "
+        f"p.time + toIntervalSecond(n.number * {shift_s}) AS time, "
+        f"{'toString(n.number)' if version is None else '{version:String}'} AS version, "
         "mapApply((k, v) -> (k, v + randNormal(0, 0.01)), p.numbers) AS numbers) "
         f"FROM {table} AS p CROSS JOIN numbers({copies.start}, {len(copies)}) AS n "
-        "WHERE p.model = {model:String} AND p.version = '1'",
-        {"model": model},
+        "WHERE p.model = {model:String} AND p.version = '1'" + (f" LIMIT {limit}" if limit else ""),
+        {"model": model, "version": version or ""},
     )
 
 
@@ -196,9 +203,7 @@ async def round_curve(
     have = 1
     for count in sorted(versions):
         if count > have:
-            await copy_rows(
-                clickhouse, "round", range(have + 1, count + 1), version_from_copy=True, shift_s=0
-            )
+            await copy_rows(clickhouse, "round", range(have + 1, count + 1))
             have = count
         rounds = evaluator(clickhouse, trained)
         started = time.perf_counter()
@@ -219,26 +224,37 @@ async def round_curve(
 async def window_curve(
     clickhouse: ClickHouse, trained: TrainedModel, sizes: list[int], repeats: int
 ) -> Curve:
-    """Report time over the last N rows of one version (old traffic: no round sees it)."""
+    """Report time over a window of N rows: version N of model `window` holds exactly N
+    rows (old traffic: no round sees it), and the report is on its last N. Beside it, the
+    report on the newest 10k rows of the same version: what a version's history costs a
+    small window."""
     curve = Curve("window report", "rows", ("report_s",))
     log = PredictionLog(clickhouse)
-    largest = max(sizes)
-    seeded = min(SEED_ROWS, largest)
+    seeded = min(SEED_ROWS, max(sizes))
     await seed(log, trained, "window", "1", seeded, drift_streams.T0)
-    copies = math.ceil(largest / seeded) - 1
-    if copies:
-        await copy_rows(
-            clickhouse, "window", range(1, copies + 1), version_from_copy=False, shift_s=seeded
-        )
     rounds = evaluator(clickhouse, trained)
-    for rows in sorted(sizes):
+
+    async def report(version: str, rows: int) -> float:
         window = Window(last_n=rows)
-        report = await rounds.report("window", "1", window)  # warm: parts cached alike
+        report = await rounds.report("window", version, window)  # warm: parts cached alike
         if report.rows != rows:
             raise RuntimeError(f"the report saw {report.rows} rows, expected {rows}")
-        times = [await timed(rounds.report("window", "1", window)) for _ in range(repeats)]
-        seconds = statistics.median(times)
-        curve.add(rows, report_s=seconds, per_row_us=seconds / rows * 1e6)
+        runs = repeats if rows <= 100_000 else 1  # a million rows take seconds each
+        return statistics.median(
+            [await timed(rounds.report("window", version, window)) for _ in range(runs)]
+        )
+
+    for rows in sorted(sizes):
+        version = str(rows)
+        copies = range(math.ceil(rows / seeded))
+        await copy_rows(clickhouse, "window", copies, version=version, shift_s=seeded, limit=rows)
+        seconds = await report(version, rows)
+        curve.add(
+            rows,
+            report_s=seconds,
+            per_row_us=seconds / rows * 1e6,
+            newest_10k_s=await report(version, min(rows, HISTORY_PROBE)),
+        )
     return curve
 
 
@@ -345,6 +361,7 @@ class SinkChild:
         self.assigned: list[int] = []
         self.seen = 0
         self.result: dict[str, Any] = {}
+        self.ended = False  # its output closed: it exited
         self.changed = asyncio.Event()
 
     async def listen(self) -> None:
@@ -361,6 +378,8 @@ class SinkChild:
             else:
                 self.seen = said["seen"]
             self.changed.set()
+        self.ended = True
+        self.changed.set()
 
     def tell(self, word: str) -> None:
         assert self.process.stdin is not None
@@ -368,17 +387,22 @@ class SinkChild:
 
 
 async def wait_for(children: list[SinkChild], ready: Callable[[], bool], what: str) -> None:
+    """Until `ready()` holds, on what the sink processes say (a process ending first, or
+    three minutes, is an error)."""
     deadline = time.monotonic() + 180
-    while not ready():
+    while True:
         for child in children:
-            if child.process.returncode is not None:
-                raise RuntimeError(f"a sink process exited ({child.process.returncode}) {what}")
             child.changed.clear()
+        if ready():
+            return
+        if any(child.ended for child in children):
+            codes = [child.process.returncode for child in children]
+            raise RuntimeError(f"a sink process ended (exit codes {codes}) {what}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RuntimeError(f"timed out {what}")
         waits = [asyncio.ensure_future(child.changed.wait()) for child in children]
-        await asyncio.wait(waits, timeout=min(remaining, 1.0), return_when="FIRST_COMPLETED")
+        await asyncio.wait(waits, timeout=remaining, return_when="FIRST_COMPLETED")
         for waiting in waits:
             waiting.cancel()
 
@@ -478,17 +502,25 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+@dataclass
+class Calls:
+    """What a run of gateway calls gave: latencies (ms) of the answered, failures by code."""
+
+    latencies: list[float] = field(default_factory=list)
+    failed: dict[str, int] = field(default_factory=dict)
+
+
 async def spread_rate(
     target: str, bodies: list[bytes], rate: float, seconds: float, retry: bool = False
-) -> list[float]:
-    """Latencies (ms) of gateway calls sent on a fixed schedule (open loop), the bodies
-    taken in turn. `retry`: a failed call is repeated until it succeeds (a policy the
-    gateway has not replayed yet), else it is an error."""
+) -> Calls:
+    """Gateway calls sent on a fixed schedule (open loop), the bodies taken in turn (at
+    least one each when `retry`). `retry`: a failed call is repeated, for up to a minute,
+    until it succeeds (a policy the gateway has not replayed yet, a model not loaded)."""
+    calls = Calls()
     async with grpc.aio.insecure_channel(target) as channel:
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
             "/driftloop.v1.Gateway/Predict"
         )
-        latencies: list[float] = []
 
         async def one(body: bytes) -> None:
             deadline = time.monotonic() + 60
@@ -496,12 +528,14 @@ async def spread_rate(
                 started = time.perf_counter()
                 try:
                     await call(body, timeout=10)
-                except grpc.aio.AioRpcError:
-                    if not retry or time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-                    continue
-                latencies.append((time.perf_counter() - started) * 1000)
+                except grpc.aio.AioRpcError as error:
+                    if retry and time.monotonic() < deadline:
+                        await asyncio.sleep(0.2)
+                        continue
+                    code = error.code().name
+                    calls.failed[code] = calls.failed.get(code, 0) + 1
+                    return
+                calls.latencies.append((time.perf_counter() - started) * 1000)
                 return
 
         tasks = []
@@ -512,13 +546,15 @@ async def spread_rate(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(bodies[n % len(bodies)])))
         await asyncio.gather(*tasks)
-        return latencies
+    return calls
 
 
 async def add_models(
     client: DriftloopClient, digest: str, base: registry_pb2.ModelVersion, names: list[str]
 ) -> None:
-    """Register a version of each model (same artifact) and route it as stable."""
+    """Register a version of each model (same artifact) and route it as stable, 8 at a
+    time (the gateway has inference load each new stable version before it takes the
+    policy; a load that timed out on a busy machine is asked again, twice at most)."""
 
     async def one(name: str) -> None:
         record = registry_pb2.ModelVersion()
@@ -526,12 +562,17 @@ async def add_models(
         record.model = name
         record.artifact_sha256 = digest
         version = (await client.register(record)).version
-        await client.set_routing_policy(
-            events_pb2.RoutingPolicy(model=name, stable_version=version), 0
-        )
+        policy = events_pb2.RoutingPolicy(model=name, stable_version=version)
+        for attempt in range(3):
+            try:
+                await client.set_routing_policy(policy, 0)
+                return
+            except FailedPrecondition:
+                if attempt == 2:
+                    raise
 
-    for first in range(0, len(names), 25):
-        await asyncio.gather(*(one(name) for name in names[first : first + 25]))
+    for first in range(0, len(names), 8):
+        await asyncio.gather(*(one(name) for name in names[first : first + 8]))
 
 
 async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) -> Curve:
@@ -564,7 +605,7 @@ async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) ->
             ("registry", "inference", "gateway"),
             strict=True,
         ):
-            await wait_port(port, process, name)
+            await wait_serving(port, process, name)
         gateway = processes[2]
         client = DriftloopClient(
             ClientSettings(
@@ -605,14 +646,24 @@ async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) ->
             # Every model answered once (policy replayed, model loaded), then a warm-up.
             await spread_rate(target, bodies, args.rate, 1.0, retry=True)
             await spread_rate(target, bodies, args.rate, 2.0)
-            latencies = await spread_rate(target, bodies, args.rate, args.seconds)
-            values = np.asarray(latencies)
+            calls = await spread_rate(target, bodies, args.rate, args.seconds)
+            if not calls.latencies:
+                raise RuntimeError(f"no gateway call was answered: {calls.failed}")
+            if calls.failed:
+                print(f"    failed calls: {calls.failed}", flush=True)
+            values = np.asarray(calls.latencies)
             curve.add(
                 count,
                 rss_mb=rss_mb(gateway.pid),
                 p50_ms=float(np.percentile(values, 50)),
                 p99_ms=float(np.percentile(values, 99)),
+                failed=sum(calls.failed.values()),
             )
+    except Exception:
+        for name in ("retrainer", "inference", "gateway"):
+            tail = (work / f"{name}.log").read_text(errors="replace").splitlines()[-5:]
+            print(f"--- {name}.log, last lines:", *tail, sep="\n", file=sys.stderr)
+        raise
     finally:
         if client is not None:
             await client.close()
@@ -643,12 +694,14 @@ COLUMNS = {
     "per_version_ms": ("per version", "{:.1f} ms"),
     "report_s": ("report (read + statistics)", "{:.3f} s"),
     "per_row_us": ("per row", "{:.2f} µs"),
+    "newest_10k_s": ("newest 10k rows of the same version", "{:.3f} s"),
     "records_per_s": ("records/s", "{:,.0f}"),
     "records_per_cpu_s": ("records per CPU-second", "{:,.0f}"),
     "seconds": ("time for the topic", "{:.1f} s"),
     "rss_mb": ("gateway RSS", "{:.0f} MB"),
     "p50_ms": ("p50", "{:.2f} ms"),
     "p99_ms": ("p99", "{:.2f} ms"),
+    "failed": ("failed calls", "{:.0f}"),
 }
 
 
@@ -757,8 +810,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--versions", type=ints, default=[1, 10, 100])
     parser.add_argument("--round-rows", type=int, default=5_000, help="live rows per version")
     parser.add_argument("--window-rows", type=ints, default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--repeats", type=int, default=3, help="report runs per window size")
-    parser.add_argument("--sink-records", type=int, default=200_000)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="report runs per window size (1 above 100k rows)"
+    )
+    parser.add_argument("--sink-records", type=int, default=100_000)
     parser.add_argument("--consumers", type=ints, default=[1, 2])
     parser.add_argument("--models", type=ints, default=[1, 100, 1_000])
     parser.add_argument("--rate", type=float, default=300.0, help="gateway req/s")
