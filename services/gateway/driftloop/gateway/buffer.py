@@ -71,8 +71,9 @@ class EventBuffer:
     def queued(self) -> int:
         return len(self._queue) + self._in_flight
 
-    def offer(self, key: str, event: Message) -> bool:
-        """Queue an event for the topic; False (and counted) when the buffer is full."""
+    def offer(self, key: str, event: Message | bytes) -> bool:
+        """Queue an event (or its encoding) for the topic; False (and counted) when the
+        buffer is full."""
         self.counts.offered += 1
         if len(self._queue) >= self._capacity:
             self.counts.dropped_full += 1
@@ -81,7 +82,7 @@ class EventBuffer:
                 self._warned = True
                 log.error("%s buffer full: dropping records until Kafka catches up", self._name)
             return False
-        self._queue.append((key, event.SerializeToString()))
+        self._queue.append((key, event if isinstance(event, bytes) else event.SerializeToString()))
         self._idle.clear()
         self._ready.set()
         return True

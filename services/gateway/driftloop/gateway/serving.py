@@ -33,6 +33,7 @@ from driftloop.gateway import metrics, routing
 from driftloop.gateway.buffer import EventBuffer
 from driftloop.gateway.canary import TrafficRecorder
 from driftloop.gateway.champions import ServedPolicies, no_policy
+from driftloop.gateway.wire import with_features
 from driftloop.kit.errors import DriftloopError, ErrorCode, FailedPrecondition, InvalidArgument
 from driftloop.kit.grpc_client import upstream_error
 from driftloop.kit.names import MAX_KEY_CHARS, MAX_REQUEST_ID
@@ -138,9 +139,9 @@ class PredictionService:
                 latency_ms = _ms(started)
                 model = request.model.model
                 self._recorder.record(model, chosen.version, False, latency_ms, 0.0)
+                event = self._event(request, chosen, entity_key, latency_ms, error.code.value)
                 self._prediction_log.offer(
-                    request.request_id,
-                    self._event(request, chosen, entity_key, latency_ms, error.code.value),
+                    request.request_id, with_features(event, request.row.SerializeToString())
                 )
             raise
         return response, _ms(started)
@@ -164,7 +165,8 @@ class PredictionService:
     ) -> None:
         event = self._event(request, chosen, entity_key, latency_ms)
         event.output.CopyFrom(response.output)
-        self._prediction_log.offer(request.request_id, event)
+        row = request.row.SerializeToString()  # once, for the log and the mirror (wire.py)
+        self._prediction_log.offer(request.request_id, with_features(event, row))
         shadows = routing.shadow_versions(policy, request.request_id)
         if shadows:
             mirror = events_pb2.ShadowRequest(
@@ -177,8 +179,7 @@ class PredictionService:
                 shadow_versions=shadows,
             )
             mirror.time.CopyFrom(event.time)
-            mirror.features.MergeFrom(request.row.features)
-            self._mirror.offer(request.request_id, mirror)
+            self._mirror.offer(request.request_id, with_features(mirror, row))
 
     @staticmethod
     def _event(
@@ -188,7 +189,7 @@ class PredictionService:
         latency_ms: float,
         error: str = "",
     ) -> events_pb2.PredictionEvent:
-        """The log record of one call to one version (no output yet)."""
+        """The log record of one call to one version (no output, no features yet)."""
         event = events_pb2.PredictionEvent(
             request_id=request.request_id,
             model=request.model.model,
@@ -200,7 +201,6 @@ class PredictionService:
             error=error,
         )
         event.time.FromNanoseconds(time.time_ns())  # GetCurrentTime goes by a datetime: 5x
-        event.features.MergeFrom(request.row.features)
         return event
 
 
