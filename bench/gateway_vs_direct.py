@@ -134,25 +134,67 @@ async def sampled(
                 print(f"\npy-spy recorded nothing for {name} ({phase}): {error.decode().strip()}")
 
 
+# Where a sample's time goes, by the first frame from the leaf up that names a component
+# (C frames of libc, the interpreter and asyncio's C module run on behalf of their caller).
+# Without --native, grpc's Cython coroutines are invisible: their time shows as asyncio's
+# Handle._run.
+COMPONENTS = (
+    ("aiokafka", "aiokafka"),
+    ("cygrpc", "grpc core and Cython"),
+    ("grpc/", "grpc.aio (Python)"),
+    ("_message", "protobuf (upb)"),
+    ("driftloop", "driftloop code"),
+    ("gateway/", "driftloop code"),
+    ("kit/", "driftloop code"),
+    ("client/", "driftloop code"),
+    ("kafka/", "driftloop code"),
+    ("prometheus_client", "prometheus_client"),
+    ("asyncio", "asyncio loop"),
+    ("selectors", "asyncio loop"),
+    ("threading", "other threads"),
+)
+
+
+def component(frames: list[str]) -> str:
+    """The component a stack's leaf time belongs to (see COMPONENTS)."""
+    if frames[-1].startswith(("epoll_wait", "EpollSelector.select")):
+        return "idle"
+    for frame in reversed(frames):
+        for mark, name in COMPONENTS:
+            if mark in frame:
+                return name
+    return "other"
+
+
 def print_top(raw: Path, title: str, n: int = 12) -> None:
-    """The top frames of a py-spy raw file ("frame;frame;leaf count" per line): by own
-    samples (the leaf) and by inclusive samples (anywhere on the stack, once per stack)."""
+    """The busy samples of a py-spy raw file ("frame;frame;leaf count" per line) by
+    component, and the top frames by own samples (the leaf) and by inclusive samples
+    (anywhere on the stack, once per stack). Waiting in epoll is idle, not counted."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
+    parts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         frames = stack.split(";")
-        total += int(count)
+        part = component(frames)
+        parts[part] += int(count)
+        if part == "idle":
+            continue
         own[frames[-1]] += int(count)
         for frame in set(frames):
             inclusive[frame] += int(count)
-    print(f"\n{title}: {total} samples ({raw})")
+    total = sum(parts.values()) - parts.pop("idle", 0)
+    print(f"\n{title}: {total} busy samples ({raw})")
+    print(
+        "  "
+        + ", ".join(f"{name} {100 * k / max(total, 1):.0f}%" for name, k in parts.most_common())
+    )
     for label, counter in (("own", own), ("inclusive", inclusive)):
-        print(f"  top by {label} time:")
-        for frame, samples in counter.most_common(n):
+        print(f"  top by {label} time (frames on 90% of stacks or more left out):")
+        shown = [(f, k) for f, k in counter.most_common() if k < 0.9 * total][:n]
+        for frame, samples in shown:
             print(f"    {100 * samples / max(total, 1):5.1f}%  {frame}")
 
 
