@@ -23,7 +23,7 @@ PROMETHEUS := $(GO_BIN)/prometheus
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bench-drift-sink bench-drift-window bench-gateway bench-inference bench-inference-sklearn bench-loop bench-online bench-scaling bench-training help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
+.PHONY: bench-drift-sink bench-drift-window bench-gateway bench-inference bench-inference-path bench-inference-sklearn bench-loop bench-online bench-scaling bench-training help setup run test test-unit test-integration lint typecheck lock proto proto-check kafka-jars clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -129,6 +129,9 @@ bench/.venv-peers/.ready: bench/peers/mlserver_side.py bench/peers/evidently_sid
 bench-inference: setup bench/.venv-peers/.ready ## benchmark: inference service vs MLServer (h2load)
 	@command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client
 	$(BIN)/python bench/inference_vs_mlserver.py
+
+bench-inference-path: setup ## benchmark: the inference service's own CPU per Predict vs a bare grpc.aio handler, in-process
+	$(BIN)/python bench/inference_request_path.py
 
 bench-inference-sklearn: setup bench/.venv-peers/.ready ## benchmark: the sklearn flavor vs MLServer's scikit-learn runtime, same pipeline
 	@command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client
