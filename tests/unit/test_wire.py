@@ -1,17 +1,21 @@
-"""The bulk wire reader of PredictionEvent feature maps gives what upb's message has, for
-every encoding protobuf allows: seeded random events (numbers, NaN, categories, empty
-values, long names, non-ASCII), repeated keys, a FeatureValue in two pieces, both oneof
-members in one value, unknown fields and groups."""
+"""The bulk wire reader of PredictionEvents gives what upb's message has, for every
+encoding protobuf allows: seeded random events (numbers, NaN, categories, empty values,
+long names, non-ASCII, negative times, enum numbers this version lacks), repeated keys,
+a FeatureValue or a submessage in two pieces, both oneof members in one value, unknown
+fields and groups."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 from collections.abc import Mapping
 
 from driftloop.clickhouse.prediction_log import prediction_table
-from driftloop.kafka.wire import feature_maps, read_features
+from driftloop.kafka.wire import prediction_columns, read_features
 from driftloop.v1 import common_pb2, events_pb2
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def upb_maps(
@@ -91,10 +95,10 @@ def test_the_maps_are_upbs_for_any_encoding() -> None:
     events = random_events(1500, seed=3)
     raws = [event.SerializeToString() for event in events] + ODD
     events += [events_pb2.PredictionEvent.FromString(raw) for raw in ODD]
-    numbers, categories, unread = feature_maps(raws)
-    assert not unread.any()
+    read = prediction_columns(raws)
+    assert not read.unread.any()
     for row, event in enumerate(events):
-        got_numbers, got_categories = numbers[row].as_py(), categories[row].as_py()
+        got_numbers, got_categories = read.numbers[row].as_py(), read.categories[row].as_py()
         assert len(dict(got_numbers)) == len(got_numbers)  # each key once
         assert same((dict(got_numbers), dict(got_categories)), upb_maps(event.features)), row
 
@@ -113,10 +117,57 @@ def test_what_it_cannot_read_is_marked_and_the_table_is_still_exact() -> None:
         assert same((dict(got[0]), dict(got[1])), upb_maps(event.features))
 
 
-def test_the_table_from_messages_equals_the_table_from_their_bytes() -> None:
-    events = random_events(300, seed=5)
-    raws = [event.SerializeToString() for event in events]
-    # repr: NaN features compare equal as text
-    assert repr(prediction_table(events).to_pylist()) == repr(
-        prediction_table(events, raws).to_pylist()
-    )
+def reference_row(event: events_pb2.PredictionEvent) -> dict[str, object]:
+    """A row through the message API, field by field."""
+    numbers, categories = upb_maps(event.features)
+    output = event.output
+    return {
+        "request_id": event.request_id,
+        "time": event.time.seconds * 1_000_000 + event.time.nanos // 1000,
+        "model": event.model,
+        "version": event.version,
+        "role": {0: "unspecified", 1: "live", 2: "shadow"}.get(event.role, "unspecified"),
+        "variant": event.variant,
+        "entity_key": event.entity_key,
+        "numbers": sorted(numbers.items()),
+        "categories": sorted(categories.items()),
+        "output_kind": {1: "binary", 2: "multiclass", 3: "regression"}.get(
+            output.kind, "unspecified"
+        ),
+        "output_value": output.value,
+        "output_label": output.label,
+        "output_probabilities": sorted(output.probabilities.items()),
+        "latency_us": event.latency_us,
+        "error": event.error,
+    }
+
+
+def test_every_column_is_the_messages_from_messages_or_from_their_bytes() -> None:
+    rng = random.Random(9)
+    events = random_events(400, seed=5)
+    for index, event in enumerate(events):
+        event.request_id = f"é{index}"
+        event.time.seconds = rng.choice([-2_208_988_800, 0, 1_700_000_000 + index])
+        event.time.nanos = rng.choice([0, 999_999_999, 1234])
+        # 7, 9: numbers this version does not know
+        event.role = common_pb2.Role.ValueType(rng.choice([0, 1, 2, 7]))
+        event.variant, event.entity_key, event.error = "stable", f"k{index % 9}", ""
+        event.output.kind = common_pb2.OutputKind.ValueType(rng.choice([0, 1, 2, 3, 9]))
+        event.output.value = rng.gauss(0, 1)
+        event.output.label = rng.choice(["", "yes", "ja"])
+        if index % 3:
+            event.output.probabilities["yes"] = 0.25
+            event.output.probabilities["no"] = 0.75
+        event.latency_us = rng.choice([0, 1, 2**32 - 1])
+    # time and output each sent in two pieces (they merge): read again from the message
+    merged = events[0].SerializeToString() + bytes.fromhex("12020810") + bytes.fromhex("4a020801")
+    events.append(events_pb2.PredictionEvent.FromString(merged))
+    raws = [event.SerializeToString() for event in events[:-1]] + [merged]
+    want = [reference_row(event) for event in events]
+    for table in (prediction_table(events), prediction_table(events, raws)):
+        rows = table.to_pylist()
+        for row in rows:
+            row["time"] = (row["time"] - EPOCH) // dt.timedelta(microseconds=1)
+            for name in ("numbers", "categories", "output_probabilities"):
+                row[name] = sorted(row[name])
+        assert repr(rows) == repr(want)  # repr: NaN equals NaN as text

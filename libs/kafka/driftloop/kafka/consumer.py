@@ -292,8 +292,9 @@ class BatchConsumer:
             raws = [message.value or b"" for message in messages]
             # A partition's values at once (a batch decoder checks them together).
             values = decode_many(self._decoders[partition.topic], raws)
+            if messages:
+                offsets[partition] = messages[-1].offset + 1
             for message, raw, value in zip(messages, raws, values, strict=True):
-                offsets[partition] = message.offset + 1
                 if isinstance(value, DecodeError):
                     await self._dead_letters.publish(message, str(value), "decode")
                     continue

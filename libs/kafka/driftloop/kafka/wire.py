@@ -1,25 +1,27 @@
-"""The feature maps of a batch of PredictionEvents read straight from their protobuf wire
-bytes, for every event at once: numpy over the batch, no Python per feature.
+"""PredictionEvents read straight from their protobuf wire bytes, a whole batch at once:
+numpy over the batch, no Python per field or per feature.
 
-Why: upb parses a 400-byte event in about 5 µs, but reading its 20-entry feature map back
-through the Python API costs about 1 µs per entry (`features[name]`, `WhichOneof`, the
-value), which was most of the sink's cost per record. Here each step of the protobuf
-wire format (a tag, a length, a value) is one numpy operation over every field of every
-event that is at that step, so the cost per event is a few array elements.
+Why: upb parses a 400-byte event in about 5 µs, but reading it back through the Python
+API costs about 1 µs per feature map entry (`features[name]`, `WhichOneof`, the value)
+and about 0.2 µs per field, which made the drift sink's Arrow columns about 20 µs per
+record. Here each step of the protobuf wire format (a tag, a length, a value) is one
+numpy operation over every field of every event at that step, so the cost per event is
+a few array elements.
 
 The wire format (protobuf encoding): a message is a sequence of fields, each a varint tag
 (field number << 3 | wire type) and a value: a varint (type 0), 8 bytes (1), a varint
 length and that many bytes (2), 4 bytes (5). `map<string, FeatureValue> features = 8` is
 a repeated field 8 whose values are entries {key = 1, value = 2}; a FeatureValue is
-{number = 1 (double) | category = 2 (string)}. Unknown fields and other fields are
-skipped. Where the encoding allows more than one spelling of a message, protobuf's rules
-apply: a field given twice keeps the last value, a map key given twice keeps the last
-entry, and a oneof keeps the member set last.
+{number = 1 (double) | category = 2 (string)}. Fields we do not read, and unknown ones,
+are skipped. Where the encoding allows more than one spelling of a message, protobuf's
+rules apply: a field given twice keeps the last value, a map key given twice keeps the
+last entry, and a oneof keeps the member set last; a submessage given twice merges, which
+no encoder writes: such an event is marked unread, for the caller to read otherwise.
 
-`read_features` gives every entry as the wire has it (a repeated key twice, and every
-member of a FeatureValue given several times): the checks of `codecs` run on these, a
-superset of what upb keeps, so no bad value escapes them. `feature_maps` gives the
-columns of the stored event, protobuf's last-wins rules applied.
+`read_features` gives every feature entry as the wire has them (a repeated key twice):
+the decoder's checks (driftloop.kafka.codecs) run on these, a superset of what upb keeps,
+so no bad value escapes them. `prediction_columns` gives the stored columns, protobuf's
+last-wins rules applied.
 """
 
 from __future__ import annotations
@@ -126,51 +128,25 @@ def _step(
     return number, wire_type, start, stop, bad
 
 
+Spans = tuple[IntArray, IntArray, IntArray]
+
+
 def scan(
     buf: npt.NDArray[np.uint8],
     starts: IntArray,
     ends: IntArray,
-    wanted: tuple[tuple[int, int], ...],
-) -> tuple[Fields, npt.NDArray[np.bool_]]:
-    """The `wanted` fields ((number, wire type) pairs) of the messages at
-    buf[starts[i]:ends[i]], message by message in wire order within each, and which
-    messages this cannot read (malformed, or holding a group, a wire type nothing of ours
-    uses): their fields are left out. `buf` must have spare bytes after the last message
-    (a varint is read ahead before its end is checked)."""
-    broken = np.zeros(starts.size, dtype=bool)
-    owner = np.flatnonzero(starts < ends)
-    pos, end = starts[owner], ends[owner]
-    found: list[tuple[IntArray, ...]] = []
-    while owner.size:
-        number, wire_type, start, stop, bad = _step(buf, pos, end)
-        broken[owner[bad]] = True
-        keep = np.zeros(pos.size, dtype=bool)
-        for field, kind in wanted:
-            keep |= (number == field) & (wire_type == kind)
-        keep &= ~bad
-        found.append((owner[keep], number[keep], wire_type[keep], start[keep], stop[keep]))
-        more = ~bad & (stop < end)
-        owner, pos, end = owner[more], stop[more], end[more]
-    if not found:
-        empty = np.zeros(0, dtype=np.int64)
-        return Fields(empty, empty, empty, empty, empty), broken
-    columns = [np.concatenate(parts) for parts in zip(*found, strict=True)]
-    # Message order, then wire order within each message (a stable sort on the owner).
-    order = np.argsort(columns[0], kind="stable")
-    fields = Fields(*(column[order] for column in columns))
-    return (fields.where(~broken[fields.owner]) if broken.any() else fields), broken
+    singles: tuple[tuple[int, int], ...],
+    repeated: tuple[int, int] | None = None,
+) -> tuple[list[Spans], Fields, npt.NDArray[np.bool_]]:
+    """One pass over the messages at buf[starts[i]:ends[i]] (`buf` with spare bytes after
+    the last one: a varint is read ahead before its end is checked), giving:
 
-
-def last_fields(
-    buf: npt.NDArray[np.uint8],
-    starts: IntArray,
-    ends: IntArray,
-    wanted: tuple[tuple[int, int], ...],
-) -> tuple[list[tuple[IntArray, IntArray, IntArray]], npt.NDArray[np.bool_]]:
-    """Per wanted field ((number, wire type)) of the messages at buf[starts[i]:ends[i]]:
-    the span of its last occurrence in each message (start = end = 0 where absent) and
-    how many times it occurs; and which messages this cannot read. As `scan`, but a field
-    given once is the usual case of a submessage's fields: no sort."""
+    - per field of `singles` ((number, wire type) pairs): in each message the span of
+      its last occurrence (start = end = 0 where absent) and how many times it occurs
+      (protobuf keeps the last of a field given twice, and merges a message given twice);
+    - every occurrence of the `repeated` field, message by message in wire order;
+    - which messages this cannot read (malformed, or holding a group, a wire type nothing
+      of ours uses): their fields are left out."""
     size = starts.size
     spans = [
         (
@@ -178,22 +154,33 @@ def last_fields(
             np.zeros(size, dtype=np.int64),
             np.zeros(size, dtype=np.int64),
         )
-        for _ in wanted
+        for _ in singles
     ]
     broken = np.zeros(size, dtype=bool)
     owner = np.flatnonzero(starts < ends)
     pos, end = starts[owner], ends[owner]
+    found: list[tuple[IntArray, ...]] = []
     while owner.size:
         number, wire_type, start, stop, bad = _step(buf, pos, end)
         broken[owner[bad]] = True
-        for (field, kind), (first, last, count) in zip(wanted, spans, strict=True):
+        for (field, kind), (first, last, count) in zip(singles, spans, strict=True):
             mine = (number == field) & (wire_type == kind) & ~bad
             first[owner[mine]] = start[mine]
             last[owner[mine]] = stop[mine]
             count[owner[mine]] += 1
+        if repeated is not None:
+            keep = (number == repeated[0]) & (wire_type == repeated[1]) & ~bad
+            found.append((owner[keep], number[keep], wire_type[keep], start[keep], stop[keep]))
         more = ~bad & (stop < end)
         owner, pos, end = owner[more], stop[more], end[more]
-    return spans, broken
+    if not found:
+        empty = np.zeros(0, dtype=np.int64)
+        return spans, Fields(empty, empty, empty, empty, empty), broken
+    columns = [np.concatenate(parts) for parts in zip(*found, strict=True)]
+    # Message order, then wire order within each message (a stable sort on the owner).
+    order = np.argsort(columns[0], kind="stable")
+    fields = Fields(*(column[order] for column in columns))
+    return spans, (fields.where(~broken[fields.owner]) if broken.any() else fields), broken
 
 
 def _strings(buf: npt.NDArray[np.uint8], start: IntArray, end: IntArray) -> pa.StringArray:
@@ -231,10 +218,16 @@ def read_features(raws: Sequence[bytes]) -> FeatureEntries:
     oneof member set last, each member's last value. An entry whose value is given twice
     (the two merge) marks its event unread: no encoder writes that."""
     buf, starts, ends = _buffer(raws)
-    entries, unread = scan(buf, starts, ends, ((FEATURES_FIELD, 2),))
-    (keys, values), broken = last_fields(buf, entries.start, entries.end, ((1, 2), (2, 2)))
+    _, entries, unread = scan(buf, starts, ends, (), (FEATURES_FIELD, 2))
+    return _feature_entries(buf, entries, unread)
+
+
+def _feature_entries(
+    buf: npt.NDArray[np.uint8], entries: Fields, unread: npt.NDArray[np.bool_]
+) -> FeatureEntries:
+    (keys, values), _, broken = scan(buf, entries.start, entries.end, ((1, 2), (2, 2)))
     unread[entries.owner[broken | (values[2] > 1)]] = True
-    (numbers, categories), broken = last_fields(buf, values[0], values[1], ((1, 1), (2, 2)))
+    (numbers, categories), _, broken = scan(buf, values[0], values[1], ((1, 1), (2, 2)))
     unread[entries.owner[broken]] = True
     has_number, has_category = numbers[2] > 0, categories[2] > 0
     is_number = has_number & (~has_category | (numbers[0] > categories[0]))
@@ -242,7 +235,7 @@ def read_features(raws: Sequence[bytes]) -> FeatureEntries:
     number = np.full(entries.owner.size, np.nan)
     number[has_number] = _doubles(buf, numbers[0][has_number])
     return FeatureEntries(
-        len(raws),
+        unread.size,
         unread,
         entries.owner,
         _strings(buf, keys[0], keys[1]),
@@ -260,39 +253,116 @@ def _doubles(buf: npt.NDArray[np.uint8], start: IntArray) -> npt.NDArray[np.floa
     return rows[start].view("<f8").reshape(-1).astype(np.float64, copy=False)
 
 
-def feature_maps(raws: Sequence[bytes]) -> tuple[pa.MapArray, pa.MapArray, npt.NDArray[np.bool_]]:
-    """The events' feature maps as the stored columns numbers Map(String, Float64) and
-    categories Map(String, String), and the events this could not read (their maps left
-    empty). A key given twice keeps its last entry (in that entry's place: upb keeps a
-    map in a hash table, so no order of the keys is the event's own)."""
-    entries = read_features(raws)
-    keep = _latest_per_key(entries)
-    numbers = keep & entries.is_number
-    categories = keep & entries.is_category
-    return (
-        _map(
-            entries.rows,
-            entries.row[numbers],
-            entries.key.filter(numbers),
-            pa.array(entries.number[numbers], pa.float64()),
+def _integers(buf: npt.NDArray[np.uint8], spans: Spans) -> IntArray:
+    """The varint fields' values as int64 (0 where absent): a negative int32 or int64 is
+    its 64-bit two's complement on the wire."""
+    start, _, count = spans
+    values = np.zeros(start.size, dtype=np.int64)
+    present = count > 0
+    values[present] = _varints(buf, start[present])[0].view(np.int64)
+    return values
+
+
+@dataclass(frozen=True)
+class PredictionColumns:
+    """The columns of a batch of PredictionEvents (`unread`: the events this could not
+    read, whose columns hold defaults): strings as Arrow arrays, enums as their numbers,
+    `time_us` microseconds since the epoch, the maps as Map arrays."""
+
+    unread: npt.NDArray[np.bool_]
+    request_id: pa.StringArray
+    time_us: IntArray
+    model: pa.StringArray
+    version: pa.StringArray
+    role: IntArray
+    variant: pa.StringArray
+    entity_key: pa.StringArray
+    numbers: pa.MapArray
+    categories: pa.MapArray
+    output_kind: IntArray
+    output_value: npt.NDArray[np.float64]
+    output_label: pa.StringArray
+    output_probabilities: pa.MapArray
+    latency_us: IntArray
+    error: pa.StringArray
+
+
+# PredictionEvent's fields (events.proto) with their wire types.
+_EVENT_FIELDS = ((1, 2), (2, 2), (3, 2), (4, 2), (5, 0), (6, 2), (7, 2), (9, 2), (10, 0), (11, 2))
+# Output's kind, value and label; its probabilities (map<string, double>) are field 4.
+_OUTPUT_FIELDS = ((1, 0), (2, 1), (3, 2))
+
+
+def prediction_columns(raws: Sequence[bytes]) -> PredictionColumns:
+    """The stored columns of the events, by protobuf's rules: a field given twice keeps
+    the last, a map key given twice its last entry (in that entry's place: upb keeps a map
+    in a hash table, so no order of the keys is the event's own). A submessage (time,
+    output) given twice merges: its event is marked unread, as no encoder writes that."""
+    buf, starts, ends = _buffer(raws)
+    fields, entries, unread = scan(buf, starts, ends, _EVENT_FIELDS, (FEATURES_FIELD, 2))
+    (request_id, time, model, version, role, variant, entity_key, output, latency, error) = fields
+    unread[(time[2] > 1) | (output[2] > 1)] = True
+    (seconds, nanos), _, broken = scan(buf, time[0], time[1], ((1, 0), (2, 0)))
+    unread |= broken
+    (kind, value, label), probabilities, broken = scan(
+        buf, output[0], output[1], _OUTPUT_FIELDS, (4, 2)
+    )
+    unread |= broken
+    (keys, values), _, broken = scan(buf, probabilities.start, probabilities.end, ((1, 2), (2, 1)))
+    unread[probabilities.owner[broken]] = True
+    output_value = np.zeros(starts.size)
+    output_value[value[2] > 0] = _doubles(buf, value[0][value[2] > 0])
+    probability = np.zeros(probabilities.owner.size)
+    probability[values[2] > 0] = _doubles(buf, values[0][values[2] > 0])
+    features = _feature_entries(buf, entries, unread)
+    keep = _latest_per_key(features.row, features.key)
+    numbers = keep & features.is_number
+    categories = keep & features.is_category
+    probability_keys = _strings(buf, keys[0], keys[1])
+    latest = _latest_per_key(probabilities.owner, probability_keys)
+    return PredictionColumns(
+        unread=unread,
+        request_id=_strings(buf, request_id[0], request_id[1]),
+        time_us=_integers(buf, seconds) * 1_000_000
+        + _integers(buf, nanos).astype(np.int32) // 1000,
+        model=_strings(buf, model[0], model[1]),
+        version=_strings(buf, version[0], version[1]),
+        role=_integers(buf, role).astype(np.int32).astype(np.int64),
+        variant=_strings(buf, variant[0], variant[1]),
+        entity_key=_strings(buf, entity_key[0], entity_key[1]),
+        numbers=_map(
+            starts.size,
+            features.row[numbers],
+            features.key.filter(numbers),
+            pa.array(features.number[numbers], pa.float64()),
         ),
-        _map(
-            entries.rows,
-            entries.row[categories],
-            entries.key.filter(categories),
-            entries.category.filter(categories),
+        categories=_map(
+            starts.size,
+            features.row[categories],
+            features.key.filter(categories),
+            features.category.filter(categories),
         ),
-        entries.unread,
+        output_kind=_integers(buf, kind).astype(np.int32).astype(np.int64),
+        output_value=output_value,
+        output_label=_strings(buf, label[0], label[1]),
+        output_probabilities=_map(
+            starts.size,
+            probabilities.owner[latest],
+            probability_keys.filter(latest),
+            pa.array(probability[latest], pa.float64()),
+        ),
+        latency_us=_integers(buf, latency).astype(np.uint32).astype(np.int64),
+        error=_strings(buf, error[0], error[1]),
     )
 
 
-def _latest_per_key(entries: FeatureEntries) -> npt.NDArray[np.bool_]:
-    """Per entry: whether it is the last of its row with its key (a repeated map key keeps
-    its last entry)."""
-    if entries.row.size == 0:
+def _latest_per_key(row: IntArray, key: pa.StringArray) -> npt.NDArray[np.bool_]:
+    """Per map entry: whether it is the last of its row with its key (a repeated map key
+    keeps its last entry)."""
+    if row.size == 0:
         return np.zeros(0, dtype=bool)
-    codes = pc.dictionary_encode(entries.key).indices.to_numpy(zero_copy_only=False)
-    pair = entries.row * (int(codes.max()) + 1) + codes
+    codes = pc.dictionary_encode(key).indices.to_numpy(zero_copy_only=False)
+    pair = row * (int(codes.max()) + 1) + codes
     # The last occurrence of each (row, key): the first in reversed order.
     _, first_reversed = np.unique(pair[::-1], return_index=True)
     keep = np.zeros(pair.size, dtype=bool)

@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,7 @@ _COLUMNS = (
     "output_label",
 )
 RecordAlarm = Callable[[str, str, OnlineAlarm], Awaitable[object]]
+ArrowColumn = TypeVar("ArrowColumn", pa.Array, pa.ChunkedArray)
 
 
 class OnlineDetection:
@@ -125,13 +127,13 @@ class OnlineDetection:
             arrived = pa.table(
                 {
                     TIME: pa.array(micros[live], pa.int64()),
-                    REQUEST_ID: predictions.column("request_id").take(live),
+                    REQUEST_ID: _rows(predictions.column("request_id"), live),
                     PARTITION: np.asarray(prediction_partitions, dtype=np.int32)[live],
-                    "model": predictions.column("model").take(live),
-                    "version": predictions.column("version").take(live),
-                    "output_value": predictions.column("output_value").take(live),
-                    "numbers": predictions.column("numbers").take(live),
-                    "categories": predictions.column("categories").take(live),
+                    "model": _rows(predictions.column("model"), live),
+                    "version": _rows(predictions.column("version"), live),
+                    "output_value": _rows(predictions.column("output_value"), live),
+                    "numbers": _rows(predictions.column("numbers"), live),
+                    "categories": _rows(predictions.column("categories"), live),
                 }
             )
             released = self.order.push(arrived, self._assigned())
@@ -182,9 +184,9 @@ class OnlineDetection:
             timed: list[tuple[OnlineAlarm, int]] = []
             if key in served_rows:
                 rows = np.asarray(served_rows[key])
-                matrix = feature_matrix(numbers.take(rows), monitor.features)
+                matrix = feature_matrix(_rows(numbers, rows), monitor.features)
                 codes = category_codes(
-                    categories.take(rows), monitor.categorical, monitor.categories
+                    _rows(categories, rows), monitor.categorical, monitor.categories
                 )
                 before = self.events.get(key, 0)
                 for alarm in monitor.observe(matrix, outputs[rows].astype(np.float64), codes):
@@ -238,6 +240,14 @@ class OnlineDetection:
         monitor = VersionMonitor(info.baseline, info.output_kind, self._false_alarm_events)
         self._monitors[(model, version)] = monitor
         return monitor
+
+
+def _rows(column: ArrowColumn, rows: npt.NDArray[np.intp]) -> ArrowColumn:
+    """The column's `rows` (ascending): the column itself when they are all of them, the
+    usual case (a copy of a 50,000-row map column is not free)."""
+    if rows.size == len(column):
+        return column
+    return column.take(rows)
 
 
 def _utc(micros: int) -> dt.datetime:
