@@ -272,6 +272,111 @@ def labelled_window_query(
     return sql, params
 
 
+def window_statistics_query(
+    clickhouse: ClickHouse,
+    traffic: Traffic,
+    numeric: Sequence[str],
+    points: Sequence[npt.NDArray[np.float64]],
+    categorical: Mapping[str, Sequence[str]],
+    output: npt.NDArray[np.float64] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The one query of a window's drift statistics against a frozen baseline, and its
+    parameters: one row, whatever the window's size (`labelled_window_query`'s rows
+    aggregated where they are; only the labelled rows come out one by one, for the
+    performance and the root causes).
+
+    `points[i]` are the sorted, distinct points at which numeric feature i's window is
+    counted (its bin edges and reference sample); `output` those of the output (as
+    stream `o`). Columns: rows, first_us and last_us (the first and last row's time in
+    microseconds); per numeric stream i: size{i} its count of finite values x and, at
+    each point v_k (k = 1..d), first{i} and last{i}, the first and last position of v_k's
+    run of equal values once the finite values and the points are sorted together. Then
+    #{x < v_k} = first - k and #{x <= v_k} = last - k, ties included: the k - 1 points
+    below v_k sort before its run, and its run holds v_k once and the equal values.
+    Per categorical feature j: k{j} the count of each frozen category, then of any other
+    value ('' is missing: not counted). The labelled rows, ordered by time then
+    request_id: output_label, output_value, truth_label, truth_value, truth_is_label,
+    then n0.. and c0.. as `feature_columns` reads them.
+
+    Why a sort per stream rather than a rank per row: ClickHouse has no binary search
+    of a value in an array, and a search spelled out in SQL (one lookup of a constant
+    array per step) costs ~1 s of query planning for 20 streams, as the planner copies
+    the 2,000-point constant at every use. The points travel as hex of little-endian
+    float64: exact, and decoded once, where a 2,000-number Array parameter costs
+    milliseconds of parsing per use."""
+    features, params = feature_columns(numeric, list(categorical))
+    streams = [(f"n{i}", str(i), p) for i, p in enumerate(points)]
+    if output is not None:
+        streams.append(("output_value", "o", output))
+    aggregates = ["count() AS rows", "min(time_us) AS first_us", "max(time_us) AS last_us"]
+    results = ["rows", "first_us", "last_us"]
+    for value, key, at in streams:
+        params[f"v{key}"] = np.ascontiguousarray(at, dtype="<f8").tobytes().hex()
+        aggregates.append(f"groupArrayIf({value}, isFinite({value})) AS w{key}")
+        results += _run_positions(key, len(at))
+    for j, categories in enumerate(categorical.values()):
+        params[f"k{j}"] = list(categories)
+        count = len(categories)
+        aggregates.append(
+            f"countResample(0, {count + 1}, 1)(if(c{j} = '', -1, "
+            f"if((indexOf({{k{j}:Array(String)}}, c{j}) AS _i{j}) > 0, _i{j} - 1, {count}))) "
+            f"AS k{j}"
+        )
+        results.append(f"k{j}")
+    labelled = [
+        "output_label",
+        "output_value",
+        "truth_label",
+        "truth_value",
+        "truth_is_label",
+        *(f"n{i}" for i in range(len(numeric))),
+        *(f"c{j}" for j in range(len(categorical))),
+    ]
+    rows = ", ".join(["time_us", "request_id", *labelled])
+    aggregates.append(f"arraySort(groupArrayIf(({rows}), labelled)) AS _labelled")
+    results += [f"arrayMap(t -> t.{i + 3}, _labelled) AS l_{n}" for i, n in enumerate(labelled)]
+    window, window_params = labelled_window_query(
+        clickhouse, traffic, ["output_value", "output_label", *features]
+    )
+    params |= window_params
+    names = [result.rsplit(" AS ", 1)[-1] for result in results]
+    kept = [name for name in names if not name.startswith("_")]
+    sql = (
+        f"SELECT {', '.join(kept)} FROM (SELECT {', '.join(results)} FROM ("
+        f"SELECT {', '.join(aggregates)} FROM ({window})))"
+    )
+    return sql, params
+
+
+def _run_positions(key: str, points: int) -> list[str]:
+    """The select expressions of stream `key`'s first{key} and last{key} (and size{key})
+    from its finite values w{key} and its `points` sorted distinct points (hex v{key}).
+
+    The values and points are sorted together (_m); a run of equal values starts where a
+    value differs from the one before and ends where it differs from the one after, and
+    arrayFill / arrayReverseFill carry each run's first / last position over the run.
+    The same positions, ordered by value (_p, a sort of positions), are kept where they
+    are a point's (position > size), in the points' order: the points are distinct."""
+    merged = (
+        f"arrayConcat(w{key}, arrayMap(i -> reinterpretAsFloat64(substring("
+        f"unhex({{v{key}:String}}), i * 8 + 1, 8)), range({points})))"
+    )
+    positions = f"arrayEnumerate(_c{key})"
+    starts = f"arrayMap((a, b) -> a != b, _m{key}, arrayPushFront(arrayPopBack(_m{key}), nan))"
+    ends = f"arrayMap((a, b) -> a != b, _m{key}, arrayPushBack(arrayPopFront(_m{key}), nan))"
+    points_only = f"(run, i) -> i > size{key}"
+    return [
+        f"length(w{key}) AS size{key}",
+        f"{merged} AS _c{key}",
+        f"arraySort(_c{key}) AS _m{key}",
+        f"arraySort((i, v) -> v, {positions}, _c{key}) AS _p{key}",
+        f"arrayFilter({points_only}, arrayFill((p, start) -> start, {positions}, {starts}), "
+        f"_p{key}) AS first{key}",
+        f"arrayFilter({points_only}, arrayReverseFill((p, end) -> end, {positions}, {ends}), "
+        f"_p{key}) AS last{key}",
+    ]
+
+
 class PredictionLog:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from driftloop.drift import metrics
 from driftloop.drift.alerts import STATE_NAMES, Alerts
 from driftloop.drift.baselines import BaselineSource
-from driftloop.drift.report import Report, Thresholds, build_report
+from driftloop.drift.report import Report, Thresholds, report_of_stats
 from driftloop.drift.store import DriftStore
 from driftloop.drift.windows import Window, WindowReader
 from driftloop.kit.errors import DriftloopError
@@ -59,19 +59,14 @@ class Evaluator:
             self._enough.set()
 
     async def report(self, model: str, version: str, window: Window) -> Report:
-        """The drift report of a version over a window (NOT_FOUND for an unknown version)."""
+        """The drift report of a version over a window (NOT_FOUND for an unknown version):
+        ClickHouse counts the window against the baseline, Python only reads the counts."""
         started = time.perf_counter()
         info = await self._baselines.get(model, version)
         baseline = info.baseline
-        data = await self._reader.read(
-            info.model,
-            info.version,
-            window,
-            [item.feature for item in baseline.numeric],
-            [item.feature for item in baseline.categorical],
-        )
+        data = await self._reader.statistics(info.model, info.version, window, baseline)
         report = await asyncio.to_thread(
-            build_report,
+            report_of_stats,
             info.model,
             info.version,
             window.kind,

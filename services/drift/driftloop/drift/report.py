@@ -28,18 +28,16 @@ import numpy as np
 import numpy.typing as npt
 
 from driftloop.drift.outcomes import CLASSIFIERS, errors
-from driftloop.drift.windows import WindowData
+from driftloop.drift.windows import StreamCounts, WindowData, WindowStats, summarize
 from driftloop.models.baseline import Baseline, CategoricalBaseline, NumericBaseline
 from driftloop.stats import (
     benjamini_hochberg,
-    bin_counts,
     bin_index,
-    category_counts,
     chi2_margin_test,
     js_distance,
     kl,
+    ks_from_counts,
     ks_margin_p_value,
-    ks_statistic,
     psi,
     total_variation,
 )
@@ -164,6 +162,23 @@ def build_report(
     data: WindowData,
     thresholds: Thresholds,
 ) -> Report:
+    """The report of a window's columns in memory (see `report_of_stats`)."""
+    return report_of_stats(
+        model, version, window_kind, output_kind, baseline, summarize(baseline, data), thresholds
+    )
+
+
+def report_of_stats(
+    model: str,
+    version: str,
+    window_kind: str,
+    output_kind: str,
+    baseline: Baseline,
+    data: WindowStats,
+    thresholds: Thresholds,
+) -> Report:
+    """The report of a window's counts against the baseline: its cost grows with the
+    features, bins, reference sample and labelled rows, not with the window's rows."""
     negligible = thresholds.negligible
     numeric = [
         _numeric(item, data.numbers[item.feature], negligible)
@@ -177,8 +192,8 @@ def build_report(
     ]
     features = _control_fdr([r for r in [*numeric, *categorical] if r is not None], thresholds)
     prediction = None
-    if baseline.output is not None and baseline.output.sample:
-        result = _numeric(baseline.output, data.output_value, negligible, OUTPUT)
+    if baseline.output is not None and baseline.output.sample and data.output is not None:
+        result = _numeric(baseline.output, data.output, negligible, OUTPUT)
         if result is not None:
             reject = result.p_value < thresholds.fdr_alpha
             prediction = _with_decision(result, result.p_value, reject, thresholds)
@@ -220,14 +235,15 @@ def materiality(result: StreamResult, thresholds: Thresholds) -> str:
 
 
 def _numeric(
-    item: NumericBaseline, values: FloatArray, negligible: float, stream: str | None = None
+    item: NumericBaseline, window: StreamCounts, negligible: float, stream: str | None = None
 ) -> StreamResult | None:
-    finite = values[np.isfinite(values)]
-    if finite.size < MIN_VALUES:
+    if window.size < MIN_VALUES:
         return None
-    counts = bin_counts(finite, item.edges)
+    counts = window.bins
     reference = np.asarray(item.frequencies, dtype=np.float64)
-    d = ks_statistic(np.asarray(item.sample, dtype=np.float64), finite)
+    sample = np.asarray(item.sample, dtype=np.float64)
+    # Exact, ties included: the same D as driftloop.stats.ks_statistic on the values.
+    d = ks_from_counts(sample, window.below, window.at_or_below, window.size)
     return StreamResult(
         stream=stream or item.feature,
         psi=psi(reference, counts),
@@ -235,7 +251,7 @@ def _numeric(
         kl=kl(counts, reference),
         test="ks",
         statistic=d,
-        p_value=ks_margin_p_value(d, finite.size, len(item.sample), negligible),
+        p_value=ks_margin_p_value(d, window.size, len(item.sample), negligible),
         shares=counts / counts.sum(),
         reference=reference,
         effect=d,
@@ -243,12 +259,10 @@ def _numeric(
 
 
 def _categorical(
-    item: CategoricalBaseline, values: npt.NDArray[np.object_], negligible: float
+    item: CategoricalBaseline, counts: npt.NDArray[np.int64], negligible: float
 ) -> StreamResult | None:
-    present = values[values != ""]
-    if present.size < MIN_VALUES:
+    if counts.sum() < MIN_VALUES:
         return None
-    counts = category_counts(present.tolist(), item.categories)
     # The unseen bucket had no reference mass; smoothing keeps it finite.
     reference = np.asarray([*item.frequencies, 0.0], dtype=np.float64)
     result = chi2_margin_test(reference, counts, negligible)
@@ -293,15 +307,15 @@ def _with_decision(
     )
 
 
-def _labelled_errors(output_kind: str, data: WindowData) -> FloatArray:
-    mask = data.labelled
+def _labelled_errors(output_kind: str, data: WindowStats) -> FloatArray:
+    rows = data.labelled
     return errors(
         output_kind,
-        data.output_label[mask],
-        data.output_value[mask],
-        data.truth_label[mask],
-        data.truth_value[mask],
-        data.truth_is_label[mask],
+        rows.output_label,
+        rows.output_value,
+        rows.truth_label,
+        rows.truth_value,
+        rows.truth_is_label,
     )
 
 
@@ -342,7 +356,7 @@ def _performance(
 
 def _root_causes(
     baseline: Baseline,
-    data: WindowData,
+    data: WindowStats,
     features: list[StreamResult],
     errors_: FloatArray,
     performance_dropped: bool,
@@ -359,12 +373,12 @@ def _root_causes(
         link = float("nan")
         if finite.any():
             if result.stream in edges:
-                values = data.numbers[result.stream][labelled]
+                values = labelled.numbers[result.stream]
                 bins = bin_index(values, edges[result.stream])
             else:
                 names = categories[result.stream]
                 index = {name: i for i, name in enumerate(names)}
-                column = data.categories[result.stream][labelled]
+                column = labelled.categories[result.stream]
                 bins = np.asarray([index.get(v, len(names)) for v in column], dtype=np.intp)
             link = _link(result, bins[finite], errors_[finite])
         causes.append(RootCause(result.stream, result.psi, link))

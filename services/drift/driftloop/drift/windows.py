@@ -1,9 +1,14 @@
-"""Reading a window of one model version's traffic out of ClickHouse, as numpy columns.
+"""A window of one model version's traffic: its columns, or its counts against the
+version's frozen baseline.
 
 A window is the last N live predictions of a version, or a fixed time window. ClickHouse
 selects and de-duplicates the rows (FINAL) and joins their labels (the prediction log's
-labelled-window query, driftloop.clickhouse.prediction_log); the statistics then
-run on the columns in numpy (driftloop.stats), against the version's frozen baseline.
+labelled-window query, driftloop.clickhouse.prediction_log). A drift report needs only
+counts of the window (`WindowStats`): per numeric stream, its finite values per frozen
+bin and below / at or below each reference sample point; per category, its values per
+frozen category; and the labelled rows. `WindowReader.statistics` has ClickHouse compute
+them where the rows are (one query, a row of arrays back, whatever the window's size);
+`summarize` computes the same counts from columns in memory (`WindowReader.read`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,19 @@ import numpy as np
 import numpy.typing as npt
 
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.clickhouse.prediction_log import Traffic, feature_columns, labelled_window_query
+from driftloop.clickhouse.prediction_log import (
+    Traffic,
+    feature_columns,
+    labelled_window_query,
+    window_statistics_query,
+)
 from driftloop.kit.errors import InvalidArgument
+from driftloop.models.baseline import Baseline, NumericBaseline
+from driftloop.stats import bin_counts, category_counts, ks_counts
 
 FloatArray = npt.NDArray[np.float64]
 TextArray = npt.NDArray[np.object_]
+Counts = npt.NDArray[np.int64]
 # More rows than this in one window is a request for a different tool (memory bound).
 MAX_WINDOW_ROWS = 5_000_000
 
@@ -67,9 +80,172 @@ class WindowData:
         return int(self.output_value.size)
 
 
+@dataclass(frozen=True)
+class StreamCounts:
+    """A numeric stream's finite window values counted against its frozen baseline: per
+    bin (right-closed, driftloop.stats.bin_counts), and below / at or below each point of
+    the reference sample (driftloop.stats.ks_counts: the exact KS statistic's input)."""
+
+    bins: Counts
+    below: Counts
+    at_or_below: Counts
+
+    @property
+    def size(self) -> int:
+        return int(self.bins.sum())
+
+
+@dataclass(frozen=True)
+class LabelledRows:
+    """The window's rows that have their label, ordered by time then request_id: what
+    performance and root causes need (NaN marks a missing number, '' a missing category)."""
+
+    output_label: TextArray
+    output_value: FloatArray
+    truth_label: TextArray
+    truth_value: FloatArray
+    truth_is_label: npt.NDArray[np.bool_]
+    numbers: dict[str, FloatArray]
+    categories: dict[str, TextArray]
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """All a drift report reads of a window: counts of the baseline's streams (numbers with
+    a reference sample; categories: each frozen category, then the unseen) and the
+    labelled rows."""
+
+    start: dt.datetime
+    end: dt.datetime
+    rows: int
+    numbers: dict[str, StreamCounts]
+    categories: dict[str, Counts]
+    output: StreamCounts | None
+    labelled: LabelledRows
+
+
+def summarize(baseline: Baseline, data: WindowData) -> WindowStats:
+    """The window's counts against the baseline, from its columns in memory."""
+    mask = data.labelled
+    numbers = {
+        item.feature: _stream_counts(item, data.numbers[item.feature])
+        for item in baseline.numeric
+        if item.sample and item.feature in data.numbers
+    }
+    categories = {
+        item.feature: category_counts(
+            data.categories[item.feature][data.categories[item.feature] != ""].tolist(),
+            item.categories,
+        )
+        for item in baseline.categorical
+        if item.feature in data.categories
+    }
+    output = baseline.output
+    return WindowStats(
+        start=data.start,
+        end=data.end,
+        rows=data.rows,
+        numbers=numbers,
+        categories=categories,
+        output=_stream_counts(output, data.output_value) if output and output.sample else None,
+        labelled=LabelledRows(
+            output_label=data.output_label[mask],
+            output_value=data.output_value[mask],
+            truth_label=data.truth_label[mask],
+            truth_value=data.truth_value[mask],
+            truth_is_label=data.truth_is_label[mask],
+            numbers={name: data.numbers[name][mask] for name in numbers},
+            categories={name: data.categories[name][mask] for name in categories},
+        ),
+    )
+
+
+def _stream_counts(item: NumericBaseline, values: FloatArray) -> StreamCounts:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        none = np.zeros(len(item.sample), dtype=np.int64)
+        return StreamCounts(np.zeros(len(item.edges) + 1, dtype=np.int64), none, none)
+    below, at_or_below = ks_counts(item.sample, finite)
+    return StreamCounts(bin_counts(finite, item.edges), below, at_or_below)
+
+
+def _counts_at(item: NumericBaseline, first: Any, last: Any, size: int) -> StreamCounts:
+    """A stream's counts from `window_statistics_query`'s run positions at its points
+    (the sorted distinct edges and sample): #{x < v_k} = first_k - k, #{x <= v_k} =
+    last_k - k; a bin's count is the difference of two "at or below" counts."""
+    points = _points(item)
+    k = np.arange(1, points.size + 1, dtype=np.int64)
+    below = np.asarray(first, dtype=np.int64) - k
+    at_or_below = np.asarray(last, dtype=np.int64) - k
+    sample = np.searchsorted(points, np.asarray(item.sample, dtype=np.float64))
+    edges = at_or_below[np.searchsorted(points, np.asarray(item.edges, dtype=np.float64))]
+    return StreamCounts(
+        bins=np.diff(np.concatenate([[0], edges, [size]])).astype(np.int64),
+        below=below[sample],
+        at_or_below=at_or_below[sample],
+    )
+
+
+def _points(item: NumericBaseline) -> FloatArray:
+    return np.unique(np.asarray([*item.edges, *item.sample], dtype=np.float64))
+
+
 class WindowReader:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse
+
+    async def statistics(
+        self, model: str, version: str, window: Window, baseline: Baseline
+    ) -> WindowStats:
+        """The window's counts against `baseline`, computed by ClickHouse in one query
+        (`window_statistics_query`): the same numbers as `summarize` of `read`."""
+        numeric = [item for item in baseline.numeric if item.sample]
+        output = baseline.output if baseline.output and baseline.output.sample else None
+        categorical = {item.feature: item.categories for item in baseline.categorical}
+        sql, params = window_statistics_query(
+            self._ch,
+            _traffic(model, version, window),
+            [item.feature for item in numeric],
+            [_points(item) for item in numeric],
+            categorical,
+            None if output is None else _points(output),
+        )
+        data = {
+            name: column[0] for name, column in (await self._ch.query_columns(sql, params)).items()
+        }
+        rows = int(data["rows"])
+        if window.last_n:
+            times = [data["first_us"], data["last_us"]] if rows else []
+            start, end = _span(np.asarray(times, dtype=np.float64))
+        else:
+            assert window.start is not None and window.end is not None
+            start, end = window.start, window.end
+
+        def stream(item: NumericBaseline, key: str) -> StreamCounts:
+            return _counts_at(
+                item, data[f"first{key}"], data[f"last{key}"], int(data[f"size{key}"])
+            )
+
+        return WindowStats(
+            start=start,
+            end=end,
+            rows=rows,
+            numbers={item.feature: stream(item, str(i)) for i, item in enumerate(numeric)},
+            categories={
+                name: np.asarray(data[f"k{j}"], dtype=np.int64)
+                for j, name in enumerate(categorical)
+            },
+            output=None if output is None else stream(output, "o"),
+            labelled=LabelledRows(
+                output_label=_texts(data["l_output_label"]),
+                output_value=_floats(data["l_output_value"]),
+                truth_label=_texts(data["l_truth_label"]),
+                truth_value=_floats(data["l_truth_value"]),
+                truth_is_label=np.asarray(data["l_truth_is_label"], dtype=bool),
+                numbers={item.feature: _floats(data[f"l_n{i}"]) for i, item in enumerate(numeric)},
+                categories={name: _texts(data[f"l_c{j}"]) for j, name in enumerate(categorical)},
+            ),
+        )
 
     async def read(
         self,
@@ -80,13 +256,8 @@ class WindowReader:
         categorical: list[str],
     ) -> WindowData:
         features, feature_params = feature_columns(numeric, categorical)
-        traffic = (
-            Traffic(model, (version,), last_n=window.last_n)
-            if window.last_n
-            else Traffic(model, (version,), window.start, window.end)
-        )
         sql, params = labelled_window_query(
-            self._ch, traffic, ["output_value", "output_label", *features]
+            self._ch, _traffic(model, version, window), ["output_value", "output_label", *features]
         )
         params |= feature_params
         data = await self._ch.query_columns(sql, params)
@@ -110,8 +281,18 @@ class WindowReader:
         )
 
 
+def _traffic(model: str, version: str, window: Window) -> Traffic:
+    if window.last_n:
+        return Traffic(model, (version,), last_n=window.last_n)
+    return Traffic(model, (version,), window.start, window.end)
+
+
 def _floats(values: npt.NDArray[Any]) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
+
+
+def _texts(values: npt.NDArray[Any]) -> TextArray:
+    return np.asarray(values, dtype=object)
 
 
 def _span(times_us: FloatArray) -> tuple[dt.datetime, dt.datetime]:

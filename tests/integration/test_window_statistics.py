@@ -1,0 +1,134 @@
+"""The window's drift statistics computed inside ClickHouse (WindowReader.statistics, one
+query) give the same report, number for number, as the window's rows read out and
+counted in memory (WindowReader.read, build_report), on the real engine: missing and
+infinite numbers, categories (missing, unseen), rows written out of order and twice, a
+partly labelled window, last-N and time windows."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftloop.clickhouse.client import ClickHouse
+from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.drift.report import Report, Thresholds, build_report, report_of_stats
+from driftloop.drift.windows import Window, WindowReader
+from driftloop.models.baseline import Baseline
+from driftloop.models.training import TrainedModel
+from tests import drift_streams
+
+MODEL = "counted"
+ROWS = 3_000
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    return drift_streams.with_plan(drift_streams.train())
+
+
+async def write_window(clickhouse: ClickHouse, trained: TrainedModel) -> None:
+    """3,000 predictions, x3 shifted by 0.5 sigma: x5 missing on every 7th row, x7 +inf
+    on every 97th and -inf on every 89th, the plan missing on every 11th and unseen
+    ("enterprise") on every 13th; labels for the first 2,000 requests; written shuffled,
+    and the first 500 twice (a re-delivery)."""
+    data = drift_streams.table(ROWS, seed=77, shift={"x3": 0.5})
+    stream = drift_streams.stream(trained, data, model=MODEL, version="1")
+    plans = drift_streams.plans(ROWS, seed=78)
+    for row, event in enumerate(stream.predictions):
+        if row % 7 == 0:
+            del event.features["x5"]
+        if row % 97 == 0:
+            event.features["x7"].number = float("inf")
+        if row % 89 == 0:
+            event.features["x7"].number = float("-inf")
+        if row % 11 == 0:
+            continue
+        event.features["plan"].category = "enterprise" if row % 13 == 0 else str(plans[row])
+    order = np.random.default_rng(79).permutation(ROWS)
+    shuffled = [stream.predictions[i] for i in order]
+    log = PredictionLog(clickhouse)
+    for first in range(0, ROWS, 1_000):
+        await log.write(predictions=shuffled[first : first + 1_000])
+    await log.write(predictions=stream.predictions[:500], labels=stream.labels[:2_000])
+
+
+def plain(report: Report) -> dict[str, Any]:
+    """The report as plain values (arrays as lists), to compare two reports exactly."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, list):
+            return [convert(item) for item in value]
+        if isinstance(value, dict):
+            return {key: convert(item) for key, item in value.items()}
+        return value
+
+    result: dict[str, Any] = convert(report)
+    return result
+
+
+async def both_reports(
+    clickhouse: ClickHouse, baseline: Baseline, window: Window
+) -> tuple[Report, Report]:
+    reader = WindowReader(clickhouse)
+    thresholds = Thresholds()
+    counted = await reader.statistics(MODEL, "1", window, baseline)
+    in_clickhouse = report_of_stats(
+        MODEL, "1", window.kind, "binary", baseline, counted, thresholds
+    )
+    rows = await reader.read(
+        MODEL,
+        "1",
+        window,
+        [item.feature for item in baseline.numeric],
+        [item.feature for item in baseline.categorical],
+    )
+    in_memory = build_report(MODEL, "1", window.kind, "binary", baseline, rows, thresholds)
+    return in_clickhouse, in_memory
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        Window(last_n=2_000),
+        Window(last_n=10_000),
+        Window(
+            start=drift_streams.T0 + dt.timedelta(seconds=500),
+            end=drift_streams.T0 + dt.timedelta(seconds=2_500),
+        ),
+    ],
+    ids=["last-2000", "last-more-than-written", "time"],
+)
+async def test_the_report_from_clickhouse_counts_equals_the_report_of_the_rows(
+    clickhouse: ClickHouse, trained: TrainedModel, window: Window
+) -> None:
+    await write_window(clickhouse, trained)
+    in_clickhouse, in_memory = await both_reports(clickhouse, trained.baseline, window)
+    assert plain(in_clickhouse) == plain(in_memory)
+    # The window is what it should be, and the statistics saw the edge cases.
+    expected_rows = {"last_n": min(window.last_n, ROWS), "time": 2_000}[window.kind]
+    assert in_clickhouse.rows == expected_rows
+    assert in_clickhouse.labelled > 0
+    assert "x3" in {f.stream for f in in_clickhouse.drifted_features}
+    assert {f.stream for f in in_clickhouse.features} >= {"x5", "x7", "plan"}
+    assert in_clickhouse.prediction is not None
+
+
+async def test_an_empty_window_and_a_baseline_without_references_agree_too(
+    clickhouse: ClickHouse, trained: TrainedModel
+) -> None:
+    await write_window(clickhouse, trained)
+    empty = Window(start=drift_streams.T0 - dt.timedelta(days=1), end=drift_streams.T0)
+    in_clickhouse, in_memory = await both_reports(clickhouse, trained.baseline, empty)
+    assert plain(in_clickhouse) == plain(in_memory)
+    assert in_clickhouse.rows == 0 and not in_clickhouse.features
+    in_clickhouse, in_memory = await both_reports(clickhouse, Baseline(), Window(last_n=100))
+    assert plain(in_clickhouse) == plain(in_memory)
+    assert in_clickhouse.baseline_missing and in_clickhouse.rows == 100
