@@ -73,6 +73,7 @@ ODD = [
     entry(b"a", number(1.0) + category("q")),  # both members: the last set
     entry(b"b", category("q") + number(2.5)) + b"\x98\x06\x05",  # and an unknown field
     b"\x42\x00",  # an empty entry: key '', no value
+    b"\x42\x0e\x12\x09" + number(4.0) + b"\x0a\x01d",  # the value before the key
     b"\x42\x05\x12\x03\x98\x06\x05" + entry(b"c", number(-1.0)),  # a value: unknown field
 ]
 

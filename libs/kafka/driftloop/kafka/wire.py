@@ -225,25 +225,95 @@ def read_features(raws: Sequence[bytes]) -> FeatureEntries:
 def _feature_entries(
     buf: npt.NDArray[np.uint8], entries: Fields, unread: npt.NDArray[np.bool_]
 ) -> FeatureEntries:
-    (keys, values), _, broken = scan(buf, entries.start, entries.end, ((1, 2), (2, 2)))
-    unread[entries.owner[broken | (values[2] > 1)]] = True
-    (numbers, categories), _, broken = scan(buf, values[0], values[1], ((1, 1), (2, 2)))
-    unread[entries.owner[broken]] = True
-    has_number, has_category = numbers[2] > 0, categories[2] > 0
-    is_number = has_number & (~has_category | (numbers[0] > categories[0]))
-    is_category = has_category & ~is_number
-    number = np.full(entries.owner.size, np.nan)
-    number[has_number] = _doubles(buf, numbers[0][has_number])
+    size = entries.owner.size
+    key_start, key_end = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+    is_number, is_category = np.zeros(size, dtype=bool), np.zeros(size, dtype=bool)
+    number_at = np.zeros(size, dtype=np.int64)
+    category_start = np.zeros(size, dtype=np.int64)
+    category_end = np.zeros(size, dtype=np.int64)
+    usual = _usual_entries(buf, entries.start, entries.end)
+    # The usual spelling, read at fixed places.
+    at = entries.start[usual]
+    key_start[usual] = at + 2
+    key_end[usual] = at + 2 + buf[at + 1]
+    value = key_end[usual] + 2
+    length = entries.end[usual] - value
+    kind = buf[np.minimum(value, buf.size - 1)]
+    is_number[usual] = (length == 9) & (kind == 0x09)
+    is_category[usual] = (length >= 2) & (kind == 0x12)
+    number_at[usual] = value + 1
+    category_start[usual] = value + 2
+    category_end[usual] = np.where(is_category[usual], entries.end[usual], value + 2)
+    # Any other spelling: field by field.
+    other = np.flatnonzero(~usual)
+    if other.size:
+        (keys, values), _, broken = scan(
+            buf, entries.start[other], entries.end[other], ((1, 2), (2, 2))
+        )
+        unread[entries.owner[other[broken | (values[2] > 1)]]] = True
+        (numbers, categories), _, broken = scan(buf, values[0], values[1], ((1, 1), (2, 2)))
+        unread[entries.owner[other[broken]]] = True
+        has_number, has_category = numbers[2] > 0, categories[2] > 0
+        number_wins = has_number & (~has_category | (numbers[0] > categories[0]))
+        key_start[other], key_end[other] = keys[0], keys[1]
+        is_number[other] = number_wins
+        is_category[other] = has_category & ~number_wins
+        number_at[other] = np.where(has_number, numbers[0], -1)
+        category_start[other], category_end[other] = categories[0], categories[1]
+    number = np.full(size, np.nan)
+    read = number_at >= 0
+    read[usual] = is_number[usual]
+    number[read] = _doubles(buf, number_at[read])
     return FeatureEntries(
         unread.size,
         unread,
         entries.owner,
-        _strings(buf, keys[0], keys[1]),
+        _strings(buf, key_start, key_end),
         is_number,
         is_category,
         number,
-        _strings(buf, categories[0], categories[1]),
+        _strings(buf, category_start, category_end),
     )
+
+
+def _usual_entries(
+    buf: npt.NDArray[np.uint8], start: IntArray, end: IntArray
+) -> npt.NDArray[np.bool_]:
+    """Which map entries are spelled as every encoder writes them: key (tag 0x0a, a
+    one-byte length), then value (tag 0x12, a one-byte length) ending the entry, holding
+    nothing, a number (tag 0x09 and 8 bytes) or a category (tag 0x12, a one-byte length)
+    ending the value. These are read at fixed places, a handful of array operations for
+    all of them; the rest field by field."""
+    last = buf.size - 1
+
+    def byte(at: IntArray) -> npt.NDArray[np.uint8]:
+        return buf[np.minimum(at, last)]
+
+    key_length = byte(start + 1).astype(np.int64)
+    value_tag = start + 2 + key_length
+    value_length = byte(value_tag + 1).astype(np.int64)
+    value = value_tag + 2
+    inner = byte(value)
+    category_length = byte(value + 1).astype(np.int64)
+    usual: npt.NDArray[np.bool_] = (
+        (end - start >= 4)
+        & (byte(start) == 0x0A)
+        & (key_length < 0x80)
+        & (byte(value_tag) == 0x12)
+        & (value_length < 0x80)
+        & (value + value_length == end)
+        & (
+            (value_length == 0)
+            | ((value_length == 9) & (inner == 0x09))
+            | (
+                (value_length >= 2)
+                & (inner == 0x12)
+                & (category_length < 0x80)
+                & (value + 2 + category_length == end)
+            )
+        )
+    )
+    return usual
 
 
 def _doubles(buf: npt.NDArray[np.uint8], start: IntArray) -> npt.NDArray[np.float64]:
