@@ -14,11 +14,15 @@ registration):
   (b) the whole window report, build_report: PSI, JS, KL, exact KS against the reference
       sample, Benjamini-Hochberg across features, the drift decision;
   (c) unless --no-clickhouse: the current rows inserted as prediction events into
-      embedded ClickHouse (chDB), then WindowReader.read (last 100k) + build_report.
+      embedded ClickHouse (chDB), then WindowReader.read (last 100k) + build_report;
+  (d) the same window counted inside ClickHouse (WindowReader.statistics: one query,
+      one row of counts back) + report_of_stats, as the drift service's rounds do;
+      (c) and (d) alternate, and (d) must equal (b) exactly.
 Cross-check: PSI, JS, KL and KS of driftloop against an independent computation (plain
 numpy counts and smoothing, scipy's jensenshannon, ks_2samp, kstwobign); the largest
 absolute difference must be below 1e-9. Prints the times, the ratios (goals: PSI+JS
->= 100x faster than Evidently, with KS >= 25x) and which features each tool flags.
+>= 100x faster than Evidently, with KS >= 25x, (d) >= 50x) and which features each tool
+flags.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,7 @@ from scipy import spatial, stats  # noqa: E402
 from driftloop.clickhouse.backend import EmbeddedBackend  # noqa: E402
 from driftloop.clickhouse.client import ClickHouse  # noqa: E402
 from driftloop.clickhouse.prediction_log import PredictionLog  # noqa: E402
-from driftloop.drift.report import Report, Thresholds, build_report  # noqa: E402
+from driftloop.drift.report import Report, Thresholds, build_report, report_of_stats  # noqa: E402
 from driftloop.drift.windows import Window, WindowData, WindowReader  # noqa: E402
 from driftloop.models.baseline import Baseline, numeric_baseline  # noqa: E402
 from driftloop.models.table import Table  # noqa: E402
@@ -168,10 +173,23 @@ def run_evidently(work: Path, repeats: int) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class ThroughClickHouse:
+    insert_s: float
+    read_s: float  # (c) WindowReader.read
+    total_s: float  # (c) read + build_report
+    report: Report
+    counted_s: float  # (d) WindowReader.statistics + report_of_stats
+    counted_cpu_s: float
+    read_cpu_s: float  # (c), process CPU (chDB's threads included)
+    counted_report: Report
+
+
 async def through_clickhouse(
     work: Path, current: Table, baseline: Baseline, repeats: int
-) -> tuple[float, float, float, Report]:
-    """(c): insert the current rows as prediction events, then read + report, median."""
+) -> ThroughClickHouse:
+    """(c): insert the current rows as prediction events, then read + report; (d) the
+    window counted in ClickHouse + report_of_stats; alternating, medians."""
     trained = drift_streams.train()
     events = drift_streams.stream(trained, current, model="bench", version="1").predictions
     backend = EmbeddedBackend(work / "clickhouse")
@@ -184,17 +202,36 @@ async def through_clickhouse(
             await log.write(predictions=events[first : first + 20_000])
         insert = time.perf_counter() - started
         reader = WindowReader(clickhouse)
-        reads, totals = [], []
-        report = None
+        window = Window(last_n=current.rows)
+        reads, totals, read_cpus, counted, counted_cpus = [], [], [], [], []
+        report = counted_report = None
         for _ in range(repeats):
-            started = time.perf_counter()
-            data = await reader.read("bench", "1", Window(last_n=current.rows), NAMES, [])
+            started, cpu = time.perf_counter(), time.process_time()
+            data = await reader.read("bench", "1", window, NAMES, [])
             read = time.perf_counter() - started
             report = report_of(baseline, data)
             reads.append(read)
             totals.append(time.perf_counter() - started)
+            read_cpus.append(time.process_time() - cpu)
+            started, cpu = time.perf_counter(), time.process_time()
+            stats = await reader.statistics("bench", "1", window, baseline)
+            counted_report = report_of_stats(
+                "bench", "1", "last_n", "binary", baseline, stats, Thresholds()
+            )
+            counted.append(time.perf_counter() - started)
+            counted_cpus.append(time.process_time() - cpu)
         assert report is not None and report.rows == current.rows
-        return insert, statistics.median(reads), statistics.median(totals), report
+        assert counted_report is not None and counted_report.rows == current.rows
+        return ThroughClickHouse(
+            insert_s=insert,
+            read_s=statistics.median(reads),
+            total_s=statistics.median(totals),
+            report=report,
+            counted_s=statistics.median(counted),
+            counted_cpu_s=statistics.median(counted_cpus),
+            read_cpu_s=statistics.median(read_cpus),
+            counted_report=counted_report,
+        )
     finally:
         await clickhouse.close()
 
@@ -240,7 +277,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     report = report_of(baseline, data)
     worst = cross_check(baseline, data, report)
 
-    clickhouse: tuple[float, float, float, Report] | None = None
+    clickhouse: ThroughClickHouse | None = None
     if args.clickhouse:
         print("[3/3] driftloop through embedded ClickHouse (insert, then read + report)")
         clickhouse = asyncio.run(through_clickhouse(work, current_table, baseline, args.repeats))
@@ -258,27 +295,44 @@ def run(args: argparse.Namespace, work: Path) -> int:
     line("driftloop (a) PSI+JS on frozen bins", stats_s, "goal >= 100x")
     line("driftloop (b) build_report: PSI/JS/KL + KS + BH", report_s, "goal >= 25x")
     if clickhouse is not None:
-        _, read_s, total_s, _ = clickhouse
-        line("driftloop (c) ClickHouse read + build_report", total_s)
-        print(f"  {'   of which WindowReader.read':<50} {read_s * 1000:11.1f}")
+        line("driftloop (c) ClickHouse read + build_report", clickhouse.total_s)
+        print(f"  {'   of which WindowReader.read':<50} {clickhouse.read_s * 1000:11.1f}")
+        print(
+            f"  {'   process CPU (chDB threads included)':<50} {clickhouse.read_cpu_s * 1000:11.1f}"
+        )
+        line("driftloop (d) counted in ClickHouse + report", clickhouse.counted_s, "goal >= 50x")
+        print(
+            f"  {'   process CPU (chDB threads included)':<50} "
+            f"{clickhouse.counted_cpu_s * 1000:11.1f}"
+        )
+        faster = clickhouse.total_s / clickhouse.counted_s
+        print(f"  {'   (c) / (d), same run, alternating':<50} {faster:10.2f}x")
     print(f"  {'one-time: freeze the baseline from the reference':<50} {freeze_s * 1000:11.1f}")
     if clickhouse is not None:
-        rate = rows / clickhouse[0]
+        rate = rows / clickhouse.insert_s
         print(
-            f"  {'one-time: insert the window (PredictionLog.write)':<50} {clickhouse[0]:10.1f}s"
-            f"  ({rate:,.0f} rows/s)"
+            f"  {'one-time: insert the window (PredictionLog.write)':<50} "
+            f"{clickhouse.insert_s:10.1f}s  ({rate:,.0f} rows/s)"
         )
 
     print("\n  cross-check, max |driftloop - independent| over 20 features (must be < 1e-9):")
     for key, value in worst.items():
         print(f"    {key:<11} {value:.2e}")
+    exact = True
     if clickhouse is not None:
-        ch_report = clickhouse[3]
-        same = max(
-            max(abs(a.psi - b.psi), abs(a.js - b.js), abs(a.statistic - b.statistic))
-            for a, b in zip(report.features, ch_report.features, strict=True)
-        )
-        print(f"    (c) vs (b)  {same:.2e}  (same window read back from ClickHouse)")
+        for name, other in (("(c)", clickhouse.report), ("(d)", clickhouse.counted_report)):
+            same = max(
+                max(
+                    abs(a.psi - b.psi),
+                    abs(a.js - b.js),
+                    abs(a.kl - b.kl),
+                    abs(a.statistic - b.statistic),
+                    abs(a.p_value - b.p_value),
+                )
+                for a, b in zip(report.features, other.features, strict=True)
+            )
+            exact = exact and same == 0.0
+            print(f"    {name} vs (b)  {same:.2e}  (must be 0: the same window in ClickHouse)")
 
     ours = flagged(report)
     theirs = sorted(name for name, column in peer["columns"].items() if column["drifted"])
@@ -287,7 +341,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"    driftloop (KS vs negligible after BH at 0.01; PSI >= 0.1 or D >= 0.08): {ours}")
     print(f"    Evidently ({', '.join(methods)}): {theirs}")
     if clickhouse is not None:
-        print(f"    driftloop (c): {flagged(clickhouse[3])}")
+        print(f"    driftloop (c): {flagged(clickhouse.report)}")
+        print(f"    driftloop (d): {flagged(clickhouse.counted_report)}")
     shifted = next(r for r in report.features if r.stream == SHIFTED)
     others = [r for r in report.features if r.stream != SHIFTED]
     print(
@@ -306,9 +361,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
     )
     ok = (
         max(worst.values()) < 1e-9
+        and exact
         and ours == [SHIFTED]
         and evidently_s / stats_s >= 100
         and evidently_s / report_s >= 25
+        and (clickhouse is None or evidently_s / clickhouse.counted_s >= 50)
     )
     print(f"  goals met: {ok}")
     return 0 if ok else 1
