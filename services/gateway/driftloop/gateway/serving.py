@@ -200,7 +200,8 @@ class PredictionService:
             latency_us=min(int(latency_ms * 1000), MAX_LATENCY_US),
             error=error,
         )
-        event.time.FromNanoseconds(time.time_ns())  # GetCurrentTime goes by a datetime: 5x
+        # Microseconds, as GetCurrentTime gives (by way of a datetime, 5x slower).
+        event.time.FromMicroseconds(time.time_ns() // 1000)
         return event
 
 
