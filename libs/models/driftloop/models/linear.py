@@ -67,22 +67,6 @@ class Preprocessing:
             parts.append((values[:, None] == np.asarray(categories)[None, :]).astype(np.float64))
         return np.hstack(parts) if parts else np.zeros((table.rows, 0))
 
-    def rows_matrix(self, rows: Sequence[Row]) -> FloatArray:
-        out = np.zeros((len(rows), self.width))
-        for i, row in enumerate(rows):
-            out[i] = self.vector(row)
-        return out
-
-    def vector(self, row: Row) -> list[float]:
-        x: list[float] = []
-        for name, mean, scale in self.numeric:
-            value = float(row[name])
-            x.append(0.0 if value != value else (value - mean) / scale)
-        for name, categories in self.categorical:
-            category = row[name]
-            x.extend(1.0 if category == known else 0.0 for known in categories)
-        return x
-
 
 class LinearModel:
     """A trained linear model: weights (classes x width) and intercepts (classes)."""
@@ -141,10 +125,11 @@ class LinearModel:
         return scores
 
     def predict(self, rows: Sequence[Row]) -> list[Prediction]:
-        if len(rows) == 1:
-            return [self._output(self._scores_one(rows[0]))]
-        z = self.preprocessing.rows_matrix(rows) @ self.weights.T + self.intercepts
-        return [self._output(list(row)) for row in z]
+        # Row by row, however many: a row's answer is then the same to the last bit alone
+        # or in a batch (the gateway coalesces requests into PredictBatch, and a shadow
+        # identical to live must agree exactly), and for 2 to 1,000 rows of 20 features
+        # it is twice as fast as building a matrix of the rows and multiplying.
+        return [self._output(self._scores_one(row)) for row in rows]
 
     def predict_table(self, table: Table) -> FloatArray:
         """Scores for a whole table: P(positive) (binary), class probabilities, or values."""
