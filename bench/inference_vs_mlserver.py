@@ -224,6 +224,9 @@ async def main(args: argparse.Namespace) -> int:
                 registry_target=f"127.0.0.1:{registry_port}",
                 inference_target=f"127.0.0.1:{inference_port}",
                 admin_token=TOKEN,  # type: ignore[arg-type]  # pydantic converts to SecretStr
+                # Registering with reference data computes the baseline: on a loaded
+                # machine that took longer than the default 30 s.
+                timeout_s=180,
             )
         )
         version = await register(client)
