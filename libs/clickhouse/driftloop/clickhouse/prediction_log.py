@@ -289,10 +289,10 @@ def window_statistics_query(
     counted (its bin edges and reference sample); `output` those of the output (as
     stream `o`). Columns: rows, first_us and last_us (the first and last row's time in
     microseconds); per numeric stream i: size{i} its count of finite values x and, at
-    each point v_k (k = 1..d), first{i} and last{i}, the first and last position of v_k's
-    run of equal values once the finite values and the points are sorted together. Then
-    #{x < v_k} = first - k and #{x <= v_k} = last - k, ties included: the k - 1 points
-    below v_k sort before its run, and its run holds v_k once and the equal values.
+    each point v_k (k = 1..d), first{i}: the first position of v_k's run of equal values
+    once the finite values and the points are sorted together. Then #{x < v_k} =
+    first - k, ties included: the k - 1 points below v_k sort before its run. (#{x <= v}
+    is #{x < v+}, v+ the next float after v: the caller adds those points.)
     Per categorical feature j: k{j} the count of each frozen category, then of any other
     value ('' is missing: not counted). The labelled rows, ordered by time then
     request_id: output_label, output_value, truth_label, truth_value, truth_is_label,
@@ -349,31 +349,27 @@ def window_statistics_query(
 
 
 def _run_positions(key: str, points: int) -> list[str]:
-    """The select expressions of stream `key`'s first{key} and last{key} (and size{key})
-    from its finite values w{key} and its `points` sorted distinct points (hex v{key}).
+    """The select expressions of stream `key`'s first{key} (and size{key}) from its
+    finite values w{key} and its `points` sorted distinct points (hex v{key}).
 
     The values and points are sorted together (_m); a run of equal values starts where a
-    value differs from the one before and ends where it differs from the one after, and
-    arrayFill / arrayReverseFill carry each run's first / last position over the run.
-    The same positions, ordered by value (_p, a sort of positions), are kept where they
-    are a point's (position > size), in the points' order: the points are distinct."""
+    value differs from the one before, and arrayFill carries each run's first position
+    over the run. The same positions, ordered by value (_p, a sort of positions), are
+    kept where they are a point's (position > size), in the points' order: the points
+    are distinct."""
     merged = (
         f"arrayConcat(w{key}, arrayMap(i -> reinterpretAsFloat64(substring("
         f"unhex({{v{key}:String}}), i * 8 + 1, 8)), range({points})))"
     )
     positions = f"arrayEnumerate(_c{key})"
     starts = f"arrayMap((a, b) -> a != b, _m{key}, arrayPushFront(arrayPopBack(_m{key}), nan))"
-    ends = f"arrayMap((a, b) -> a != b, _m{key}, arrayPushBack(arrayPopFront(_m{key}), nan))"
-    points_only = f"(run, i) -> i > size{key}"
     return [
         f"length(w{key}) AS size{key}",
         f"{merged} AS _c{key}",
         f"arraySort(_c{key}) AS _m{key}",
         f"arraySort((i, v) -> v, {positions}, _c{key}) AS _p{key}",
-        f"arrayFilter({points_only}, arrayFill((p, start) -> start, {positions}, {starts}), "
-        f"_p{key}) AS first{key}",
-        f"arrayFilter({points_only}, arrayReverseFill((p, end) -> end, {positions}, {ends}), "
-        f"_p{key}) AS last{key}",
+        f"arrayFilter((run, i) -> i > size{key}, arrayFill((p, start) -> start, {positions}, "
+        f"{starts}), _p{key}) AS first{key}",
     ]
 
 

@@ -169,25 +169,33 @@ def _stream_counts(item: NumericBaseline, values: FloatArray) -> StreamCounts:
     return StreamCounts(bin_counts(finite, item.edges), below, at_or_below)
 
 
-def _counts_at(item: NumericBaseline, first: Any, last: Any, size: int) -> StreamCounts:
-    """A stream's counts from `window_statistics_query`'s run positions at its points
-    (the sorted distinct edges and sample): #{x < v_k} = first_k - k, #{x <= v_k} =
-    last_k - k; a bin's count is the difference of two "at or below" counts."""
+def _counts_at(item: NumericBaseline, first: Any, size: int) -> StreamCounts:
+    """A stream's counts from `window_statistics_query`'s run positions at its points:
+    #{x < v_k} = first_k - k at the k-th point. The points are the sample, and the next
+    float after each sample point and edge: #{x <= s} = #{x < s+}, as no float lies
+    between s and s+; a bin's count is the difference of two "at or below" counts."""
     points = _points(item)
     k = np.arange(1, points.size + 1, dtype=np.int64)
     below = np.asarray(first, dtype=np.int64) - k
-    at_or_below = np.asarray(last, dtype=np.int64) - k
-    sample = np.searchsorted(points, np.asarray(item.sample, dtype=np.float64))
-    edges = at_or_below[np.searchsorted(points, np.asarray(item.edges, dtype=np.float64))]
+    sample = np.asarray(item.sample, dtype=np.float64)
+    edges = np.asarray(item.edges, dtype=np.float64)
+    at_edges = below[np.searchsorted(points, _after(edges))]
     return StreamCounts(
-        bins=np.diff(np.concatenate([[0], edges, [size]])).astype(np.int64),
-        below=below[sample],
-        at_or_below=at_or_below[sample],
+        bins=np.diff(np.concatenate([[0], at_edges, [size]])).astype(np.int64),
+        below=below[np.searchsorted(points, sample)],
+        at_or_below=below[np.searchsorted(points, _after(sample))],
     )
 
 
 def _points(item: NumericBaseline) -> FloatArray:
-    return np.unique(np.asarray([*item.edges, *item.sample], dtype=np.float64))
+    sample = np.asarray(item.sample, dtype=np.float64)
+    edges = np.asarray(item.edges, dtype=np.float64)
+    return np.unique(np.concatenate([sample, _after(sample), _after(edges)]))
+
+
+def _after(values: FloatArray) -> FloatArray:
+    """The next float after each value."""
+    return np.nextafter(values, np.inf)
 
 
 class WindowReader:
@@ -222,9 +230,7 @@ class WindowReader:
             start, end = window.start, window.end
 
         def stream(item: NumericBaseline, key: str) -> StreamCounts:
-            return _counts_at(
-                item, data[f"first{key}"], data[f"last{key}"], int(data[f"size{key}"])
-            )
+            return _counts_at(item, data[f"first{key}"], int(data[f"size{key}"]))
 
         return WindowStats(
             start=start,
