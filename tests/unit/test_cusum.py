@@ -189,3 +189,17 @@ def test_threshold_for_inverts_the_two_sided_run_length(events: float) -> None:
     h = threshold_for(DEFAULT_K, events)
     assert arl0(DEFAULT_K, h) / 2 == pytest.approx(events, rel=1e-9)
     assert threshold_for(DEFAULT_K, events * 10) > h
+
+
+def test_a_stream_alarming_thousands_of_times_in_one_batch_equals_the_recursion() -> None:
+    # A value far off, every event: an alarm every few events, 10,000 in the batch (the
+    # restart after each alarm once recursed, and ran out of depth at about a thousand).
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(30_000, 3))
+    z[:, 1] += 6.0
+    bank = CusumBank(3, 4.0, DEFAULT_K)
+    alarms = bank.update(z)
+    expected = reference(z, 4.0, DEFAULT_K)
+    assert len(alarms) > 5_000
+    assert identity(alarms) == identity(expected)
+    assert [a.statistic for a in alarms] == pytest.approx([a.statistic for a in expected])

@@ -111,48 +111,47 @@ class CusumBank:
         streams: npt.NDArray[np.intp],
     ) -> list[Alarm]:
         """Run one side over steps[offset:] for `streams`. An alarmed stream restarts from
-        zero after its alarm and runs on over the rest (alarms are rare: little recursion)."""
-        block = steps[offset:, streams]
-        rows = block.shape[0]
-        if rows == 0:
-            return []
-        cumulative = self._s[side, streams] + np.cumsum(block, axis=0)
-        s = cumulative - np.minimum(np.minimum.accumulate(cumulative, axis=0), 0.0)
-        crossed = s > self.h
-        fired = crossed.any(axis=0)
-        last = np.where(fired, crossed.argmax(axis=0), rows - 1)
-        # The last zero of the statistic up to `last`: where the change began, at the latest.
-        zero = (s == 0.0) & (np.arange(rows)[:, None] <= last)
-        has_zero = zero.any(axis=0)
-        last_zero = rows - 1 - zero[::-1].argmax(axis=0)
-        base = self.events + offset
-        self._zero_at[side, streams[has_zero]] = base + last_zero[has_zero] + 1
-        quiet = ~fired
-        self._s[side, streams[quiet]] = s[-1, quiet]
+        zero after its alarm and runs on over the rest: a stream that alarms again and
+        again (a feature stuck at one value alarms its spread every few events) is run
+        once per alarm, as work in a list, not by recursion, which ran out of depth at
+        about a thousand alarms in one batch."""
         alarms: list[Alarm] = []
-        for column in np.flatnonzero(fired):
-            stream = int(streams[column])
-            index = base + int(last[column])
-            alarms.append(
-                Alarm(
-                    stream=stream,
-                    index=index,
-                    start=int(self._zero_at[side, stream]),
-                    direction=direction,
-                    statistic=float(s[last[column], column]),
+        work = [(offset, streams)]
+        while work:
+            offset, streams = work.pop()
+            block = steps[offset:, streams]
+            rows = block.shape[0]
+            if rows == 0:
+                continue
+            cumulative = self._s[side, streams] + np.cumsum(block, axis=0)
+            s = cumulative - np.minimum(np.minimum.accumulate(cumulative, axis=0), 0.0)
+            crossed = s > self.h
+            fired = crossed.any(axis=0)
+            last = np.where(fired, crossed.argmax(axis=0), rows - 1)
+            # The last zero of the statistic up to `last`: where the change began, at the
+            # latest.
+            zero = (s == 0.0) & (np.arange(rows)[:, None] <= last)
+            has_zero = zero.any(axis=0)
+            last_zero = rows - 1 - zero[::-1].argmax(axis=0)
+            base = self.events + offset
+            self._zero_at[side, streams[has_zero]] = base + last_zero[has_zero] + 1
+            quiet = ~fired
+            self._s[side, streams[quiet]] = s[-1, quiet]
+            for column in np.flatnonzero(fired):
+                stream = int(streams[column])
+                index = base + int(last[column])
+                alarms.append(
+                    Alarm(
+                        stream=stream,
+                        index=index,
+                        start=int(self._zero_at[side, stream]),
+                        direction=direction,
+                        statistic=float(s[last[column], column]),
+                    )
                 )
-            )
-            self._s[side, stream] = 0.0
-            self._zero_at[side, stream] = index + 1
-            alarms.extend(
-                self._run_side(
-                    side,
-                    direction,
-                    steps,
-                    offset + int(last[column]) + 1,
-                    streams[column : column + 1],
-                )
-            )
+                self._s[side, stream] = 0.0
+                self._zero_at[side, stream] = index + 1
+                work.append((offset + int(last[column]) + 1, streams[column : column + 1]))
         return alarms
 
 
