@@ -312,6 +312,8 @@ async def main(args: argparse.Namespace) -> int:
             flush=True,
         )
         pids = {"gateway": processes[2].pid, "inference": processes[1].pid}
+        assert broker.pid is not None
+        counted = {**pids, "broker": broker.pid}  # CPU is counted for the JVM too
         for run in range(args.repeat):
             for name, (target, method, body, _, _) in paths.items():
                 profile = args.profile if run == 0 and name == "gateway" else None
@@ -325,11 +327,11 @@ async def main(args: argparse.Namespace) -> int:
             for name, (_, method, _, port, file) in paths.items():
                 profile = args.profile if run == 0 and name == "gateway" else None
                 async with sampled(profile, "saturation", pids, args.native):
-                    before = cpu_seconds(pids)
+                    before = cpu_seconds(counted)
                     rate, _ = h2load(port, method, file, args.requests, 16)
-                    after = cpu_seconds(pids)
+                    after = cpu_seconds(counted)
                 saturation[name] = max(saturation[name], rate)
-                for who in pids:
+                for who in counted:
                     spent = (after[who] - before[who]) / args.requests
                     cpu[name][who] = min(cpu[name].get(who, spent), spent)
         print(
@@ -384,7 +386,8 @@ async def main(args: argparse.Namespace) -> int:
             "\nCPU per request at saturation (microseconds): "
             f"direct: inference {cpu['direct']['inference'] * 1e6:.0f}; "
             f"through the gateway: gateway {cpu['gateway']['gateway'] * 1e6:.0f} "
-            f"+ inference {cpu['gateway']['inference'] * 1e6:.0f}"
+            f"+ inference {cpu['gateway']['inference'] * 1e6:.0f} "
+            f"+ Kafka broker {cpu['gateway']['broker'] * 1e6:.0f}"
         )
         print(
             f"mean latency: direct {statistics.fmean(latency['direct']):.3f} ms, "
