@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: gRPC framing, h2load runs, process start-up."""
+"""Shared pieces of the benchmarks: gRPC framing, h2load runs, process start-up, the
+served linear model."""
 
 from __future__ import annotations
 
@@ -7,10 +8,28 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from driftloop.kafka.local_broker import LocalBroker
 from driftloop.kit.healthcheck import SERVING, health
+from driftloop.models.linear import LinearModel, Preprocessing
+from driftloop.models.schema import Feature, Schema
+
+
+def plain_linear(names: Sequence[str], coef: Sequence[float], intercept: float) -> LinearModel:
+    """A binary linear-flavor model over number features taken as they come (no scaling):
+    scikit-learn's LogisticRegression coefficients as driftloop serves them."""
+    return LinearModel(
+        Schema(tuple(Feature(name, "number") for name in names)),
+        "binary",
+        Preprocessing(tuple((name, 0.0, 1.0) for name in names), ()),
+        np.asarray([coef]),
+        np.asarray([intercept]),
+        ("0", "1"),
+    )
 
 
 def framed(message: bytes) -> bytes:

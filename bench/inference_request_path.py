@@ -34,10 +34,9 @@ from driftloop.inference.servicer import InferenceServicer
 from driftloop.kit.handlers import HandlerWrapper
 from driftloop.models.artifacts import LocalArtifactStore
 from driftloop.models.convert import row_to_proto
-from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.loading import VersionSpec
-from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, inference_pb2
+from harness import plain_linear
 
 FEATURES = 20
 METHOD = "/driftloop.v1.InferenceService/Predict"
@@ -85,15 +84,8 @@ async def main(args: argparse.Namespace) -> int:
 async def measure(args: argparse.Namespace, store: LocalArtifactStore) -> int:
     rng = np.random.default_rng(7)
     names = [f"f{i}" for i in range(FEATURES)]
-    schema = Schema(tuple(Feature(name, "number") for name in names))
-    model = LinearModel(
-        schema,
-        "binary",
-        Preprocessing(tuple((name, 0.0, 1.0) for name in names), ()),
-        rng.normal(size=(1, FEATURES)),
-        np.asarray([0.1]),
-        ("0", "1"),
-    )
+    model = plain_linear(names, list(rng.normal(size=FEATURES)), 0.1)
+    schema = model.schema
     spec = VersionSpec("churn", "1", "linear", store.put(model.to_bytes()), schema, "binary")
     host = ModelHost(OneVersion(spec), store)
     await host.load("churn", "1")

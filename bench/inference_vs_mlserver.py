@@ -41,10 +41,18 @@ import numpy as np
 from driftloop.client import ClientSettings, DriftloopClient
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs, free_port
 from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
-from driftloop.models.linear import LinearModel, Preprocessing
-from driftloop.models.schema import Feature, Row, Schema
+from driftloop.models.schema import Row
 from driftloop.v1 import common_pb2, inference_pb2, registry_pb2
-from harness import cpu_seconds, framed, h2load, start, stop_all, wait_port, wait_serving
+from harness import (
+    cpu_seconds,
+    framed,
+    h2load,
+    plain_linear,
+    start,
+    stop_all,
+    wait_port,
+    wait_serving,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_PYTHON = REPO / "bench" / ".venv-peers" / "bin" / "python"
@@ -86,15 +94,7 @@ async def linear_side(work: Path, ports: tuple[int, int, int]) -> tuple[Row, Reg
     await asyncio.to_thread(peer, "prepare", work, *ports)
     fitted = json.loads((work / "sklearn_coef.json").read_text())
     names = [f"f{i}" for i in range(FEATURES)]
-    schema = Schema(tuple(Feature(name, "number") for name in names))
-    same_model = LinearModel(
-        schema,
-        "binary",
-        Preprocessing(tuple((n, 0.0, 1.0) for n in names), ()),
-        np.asarray([fitted["coef"]]),
-        np.asarray([fitted["intercept"]]),
-        ("0", "1"),
-    )
+    same_model = plain_linear(names, fitted["coef"], fitted["intercept"])
 
     async def register(client: DriftloopClient) -> str:
         digest = await client.upload_artifact(same_model.to_bytes())
@@ -103,7 +103,7 @@ async def linear_side(work: Path, ports: tuple[int, int, int]) -> tuple[Row, Reg
                 model="churn",
                 flavor="linear",
                 artifact_sha256=digest,
-                schema=schema_to_proto(schema),
+                schema=schema_to_proto(same_model.schema),
                 output_kind=OUTPUT_KINDS["binary"],
             )
         )
@@ -331,7 +331,7 @@ def report(results: dict[str, dict[str, float]], linear: bool) -> None:
         f"| serial latency | {d['serial_mean_ms'] / m['serial_mean_ms']:.2f}x"
         f"{' (goal <= 0.5x)' if linear else ''} | "
         f"{c['serial_mean_ms'] / d['serial_mean_ms']:.2f}x of its rate "
-        f"(+{d['serial_mean_ms'] - c['serial_mean_ms']:.3f} ms per call) |"
+        f"({d['serial_mean_ms'] - c['serial_mean_ms']:+.3f} ms per call) |"
     )
     print(
         f"\nthe ceiling itself: {c['rps_16'] / m['rps_16']:.2f}x MLServer's throughput, "
