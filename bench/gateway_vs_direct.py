@@ -87,7 +87,7 @@ async def fixed_rate(
 
 @contextlib.asynccontextmanager
 async def sampled(
-    out: Path | None, phase: str, pids: dict[str, int], native: bool = False, rate: int = 200
+    out: Path | None, phase: str, pids: dict[str, int], native: bool = False
 ) -> AsyncIterator[None]:
     """py-spy records each named process while the block runs (nothing when `out` is None);
     on exit, each process's top frames are printed. Without `native` the processes are not
@@ -97,6 +97,7 @@ async def sampled(
         yield
         return
     mode = ["--native"] if native else ["--nonblocking"]
+    rate = 50 if native else 200  # a native sample pauses the process: at 200 Hz, calls time out
     spies = {}
     for name, pid in pids.items():
         raw = out / f"{name}-{phase}.txt"
