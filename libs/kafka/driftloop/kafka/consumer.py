@@ -290,8 +290,10 @@ class BatchConsumer:
                 )
         for partition, messages in batch.items():
             raws = [message.value or b"" for message in messages]
-            # A partition's values at once (a batch decoder checks them together).
-            values = decode_many(self._decoders[partition.topic], raws)
+            # A partition's values at once (a batch decoder checks them together), off the
+            # event loop: tens of thousands of records are a noticeable share of a second,
+            # and the loop keeps the group's heartbeats.
+            values = await asyncio.to_thread(decode_many, self._decoders[partition.topic], raws)
             if messages:
                 offsets[partition] = messages[-1].offset + 1
             for message, raw, value in zip(messages, raws, values, strict=True):
