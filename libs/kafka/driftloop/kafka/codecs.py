@@ -23,6 +23,7 @@ decoder's, word for word.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -189,20 +190,10 @@ class _PredictionDecoder:
         return decoded
 
     def _name(self, name: str) -> bool:
-        valid = self._names.get(name)
-        if valid is None:
-            valid = self._names[name] = NAME.fullmatch(name) is not None
-            if len(self._names) > _NAME_CACHE:
-                self._names.clear()
-        return valid
+        return _matches(self._names, NAME, name)
 
     def _version(self, version: str) -> bool:
-        valid = self._versions.get(version)
-        if valid is None:
-            valid = self._versions[version] = VERSION_NUMBER.fullmatch(version) is not None
-            if len(self._versions) > _NAME_CACHE:
-                self._versions.clear()
-        return valid
+        return _matches(self._versions, VERSION_NUMBER, version)
 
     def _fields_pass(self, event: events_pb2.PredictionEvent) -> bool:
         """Whether every check of `_decode_prediction` but the feature map's passes."""
@@ -242,6 +233,16 @@ class _PredictionDecoder:
 
 _NAME_CACHE = 10_000
 decode_prediction = _PredictionDecoder()
+
+
+def _matches(judged: dict[str, bool], pattern: re.Pattern[str], text: str) -> bool:
+    """Whether `pattern` matches all of `text`, remembered in `judged` (bounded)."""
+    valid = judged.get(text)
+    if valid is None:
+        valid = judged[text] = pattern.fullmatch(text) is not None
+        if len(judged) > _NAME_CACHE:
+            judged.clear()
+    return valid
 
 
 def decode_label(raw: bytes) -> events_pb2.LabelEvent:
