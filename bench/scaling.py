@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -735,9 +736,13 @@ def plot(curves: list[Curve], path: Path, subtitle: str) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.8))
-    axes = np.atleast_1d(axes)
-    for axis, curve in zip(axes, curves, strict=True):
+    columns = min(2, len(curves))
+    lines = math.ceil(len(curves) / columns)
+    figure, axes = pyplot.subplots(lines, columns, figsize=(5.2 * columns, 3.9 * lines))
+    axes = np.atleast_1d(axes).ravel()
+    for axis in axes[len(curves) :]:
+        axis.set_visible(False)
+    for axis, curve in zip(axes, curves, strict=False):
         xs = [x for x, _ in curve.points]
         if curve.title == "gateway":
             twin = axis.twinx()
@@ -794,12 +799,30 @@ async def main(args: argparse.Namespace) -> int:
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
         f"load {load:.1f} at start, {elapsed:.0f} s in all"
     )
+    write(curves, subtitle, args.out)
+    return 0
+
+
+def write(curves: list[Curve], subtitle: str, out: Path) -> None:
+    """The table printed and saved (.md), the figures saved (.json), the plot (.png)."""
     table = markdown(curves)
     print(f"\n{table}\n{subtitle}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(f"{table}\n{subtitle}\n")
-    plot(curves, args.out, subtitle)
-    print(f"written: {args.out} and {args.out.with_suffix('.md')}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(f"{table}\n{subtitle}\n")
+    saved = {"subtitle": subtitle, "curves": [dataclasses.asdict(curve) for curve in curves]}
+    out.with_suffix(".json").write_text(json.dumps(saved, indent=1) + "\n")
+    plot(curves, out, subtitle)
+    print(f"written: {out} and its .md and .json")
+
+
+def replot(out: Path) -> int:
+    """The table and plot again from the figures a run saved (no measuring)."""
+    saved = json.loads(out.with_suffix(".json").read_text())
+    curves = [
+        Curve(c["title"], c["x_name"], tuple(c["keys"]), [(x, f) for x, f in c["points"]])
+        for c in saved["curves"]
+    ]
+    write(curves, saved["subtitle"], out)
     return 0
 
 
@@ -822,6 +845,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=300.0, help="gateway req/s")
     parser.add_argument("--seconds", type=float, default=8.0, help="gateway measured run")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "scaling.png")
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw --out from its saved .json, measure nothing"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -846,7 +872,8 @@ if __name__ == "__main__":
             asyncio.run(sink_process(bootstrap, prefix, group, Path(folder)))
         sys.exit(0)
     try:
-        sys.exit(asyncio.run(main(parse(sys.argv[1:]))))
+        arguments = parse(sys.argv[1:])
+        sys.exit(replot(arguments.out) if arguments.replot else asyncio.run(main(arguments)))
     except KeyboardInterrupt:
         print("\ninterrupted: the processes it started are stopped", file=sys.stderr)
         sys.exit(130)
