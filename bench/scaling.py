@@ -5,7 +5,8 @@
   first round; report, drift_metrics insert, alerts) over 1, 10 and 100 versions, each
   with --round-rows live predictions, on embedded ClickHouse (chDB), in this process;
 - window report: the drift service's report entry point (Evaluator.report: the window
-  read from ClickHouse, then the report) over the last 10k, 100k and 1M rows of a version;
+  from ClickHouse, then the report) over a version holding exactly 10k, 100k and 1M rows,
+  and over the newest 10k rows of that version (what the version's history costs);
 - sink throughput: the drift service's sink (bench/peers/sink_side.py's LogSink with
   online detection, BatchConsumer) in 1 and 2 processes of one consumer group, on a topic
   of 6 partitions pre-filled with --sink-records predictions (20 features) on a local
@@ -15,15 +16,16 @@
   gateway's resident memory (VmRSS) and its p50/p99 latency.
 
     make bench-scaling                                  (BENCH_SCALING_ARGS="--quick" to shrink)
-    .venv/bin/python bench/scaling.py --quick           (smaller sizes, about a minute)
+    .venv/bin/python bench/scaling.py --quick           (smaller sizes)
     .venv/bin/python bench/scaling.py --parts round,window --window-rows 10000,100000
 
 Rows are seeded through the production write path (PredictionLog.write of
 PredictionEvents from tests/drift_streams) and multiplied inside ClickHouse (INSERT ...
 SELECT with new request ids, times or versions, and the features jittered by 0.01 sigma),
-so that a million rows take seconds to load. Prints a Markdown table (also written to
---out with the .md suffix) and draws the curves with matplotlib (--out, a PNG). Every
-process it starts is stopped on the way out, also on Ctrl-C or failure.
+so that a million rows take seconds to load. Prints Markdown tables (also written to
+--out with the .md suffix, the figures to .json) and draws the curves with matplotlib
+(--out, a PNG; --replot redraws it from the .json). Every process it starts is stopped
+on the way out, also on Ctrl-C or failure.
 """
 
 from __future__ import annotations
