@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import os
 import shutil
 import signal
 import statistics
@@ -46,7 +45,7 @@ from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, inference_pb2, registry_pb2
-from harness import framed, h2load, start, stop_all, wait_serving
+from harness import framed, h2load, stack_env, start, stop_all, wait_serving
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -221,20 +220,9 @@ async def main(args: argparse.Namespace) -> int:
     print("[1/4] starting Kafka, the registry, inference and the gateway", flush=True)
     await asyncio.to_thread(broker.start)
     registry_port, inference_port, gateway_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "DRIFTLOOP_CLICKHOUSE_PATH": str(work / "clickhouse"),
-        "DRIFTLOOP_ARTIFACTS_PATH": str(work / "artifacts"),
-        "DRIFTLOOP_ADMIN_TOKEN": TOKEN,
-        "DRIFTLOOP_RETRAINER_PORT": str(registry_port),
-        "DRIFTLOOP_INFERENCE_PORT": str(inference_port),
-        "DRIFTLOOP_GATEWAY_PORT": str(gateway_port),
-        "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
-        "DRIFTLOOP_GATEWAY_INFERENCE_TARGETS": f"127.0.0.1:{inference_port}",
-        "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
-        "DRIFTLOOP_LOG_LEVEL": "WARNING",
-    }
+    env = stack_env(
+        broker.bootstrap_servers, work, TOKEN, registry_port, inference_port, gateway_port
+    )
     processes = [
         await start([sys.executable, "-m", f"driftloop.{name}"], env, work / f"{name}.log")
         for name in ("retrainer", "inference", "gateway")

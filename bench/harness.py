@@ -138,8 +138,29 @@ async def wait_serving(port: int, process: asyncio.subprocess.Process, what: str
         await asyncio.sleep(0.2)
 
 
-async def stop_all(processes: list[asyncio.subprocess.Process], broker: LocalBroker) -> None:
-    """Terminate the benchmark's processes (kill what does not exit), stop the broker."""
+def stack_env(
+    bootstrap: str, work: Path, token: str, registry: int, inference: int, gateway: int
+) -> dict[str, str]:
+    """The environment of a registry, an inference service and a gateway run as their own
+    processes on these ports, with their state in `work`."""
+    return {
+        **os.environ,
+        "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DRIFTLOOP_CLICKHOUSE_PATH": str(work / "clickhouse"),
+        "DRIFTLOOP_ARTIFACTS_PATH": str(work / "artifacts"),
+        "DRIFTLOOP_ADMIN_TOKEN": token,
+        "DRIFTLOOP_RETRAINER_PORT": str(registry),
+        "DRIFTLOOP_INFERENCE_PORT": str(inference),
+        "DRIFTLOOP_GATEWAY_PORT": str(gateway),
+        "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": f"127.0.0.1:{registry}",
+        "DRIFTLOOP_GATEWAY_INFERENCE_TARGETS": f"127.0.0.1:{inference}",
+        "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{registry}",
+        "DRIFTLOOP_LOG_LEVEL": "WARNING",
+    }
+
+
+async def stop_processes(processes: list[asyncio.subprocess.Process]) -> None:
+    """Terminate each process still running; kill what has not exited within 30 s."""
     for process in processes:
         if process.returncode is None:
             process.terminate()
@@ -148,4 +169,10 @@ async def stop_all(processes: list[asyncio.subprocess.Process], broker: LocalBro
             await asyncio.wait_for(process.wait(), 30)
         except TimeoutError:
             process.kill()
+            await process.wait()
+
+
+async def stop_all(processes: list[asyncio.subprocess.Process], broker: LocalBroker) -> None:
+    """Terminate the benchmark's processes (kill what does not exit), stop the broker."""
+    await stop_processes(processes)
     await asyncio.to_thread(broker.stop)

@@ -81,7 +81,7 @@ from driftloop.kit.settings import KafkaSettings  # noqa: E402
 from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto  # noqa: E402
 from driftloop.models.training import TrainedModel  # noqa: E402
 from driftloop.v1 import events_pb2, gateway_pb2, registry_pb2  # noqa: E402
-from harness import start, wait_serving  # noqa: E402
+from harness import stack_env, start, stop_processes, wait_serving  # noqa: E402
 from tests import drift_streams  # noqa: E402
 
 TOKEN = "bench-token"
@@ -485,19 +485,6 @@ async def sink_curve(args: argparse.Namespace, bootstrap: str, work: Path) -> Cu
 # ---------------------------------------------------------------- gateway
 
 
-async def stop_processes(processes: list[asyncio.subprocess.Process]) -> None:
-    """Terminate each process still running; kill what has not exited within 30 s."""
-    for process in processes:
-        if process.returncode is None:
-            process.terminate()
-    for process in processes:
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -581,23 +568,12 @@ async def add_models(
 async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) -> Curve:
     curve = Curve("gateway", "models", ("rss_mb", "p99_ms"))
     registry_port, inference_port, gateway_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "DRIFTLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "DRIFTLOOP_CLICKHOUSE_PATH": str(work / "gateway-clickhouse"),
-        "DRIFTLOOP_ARTIFACTS_PATH": str(work / "artifacts"),
-        "DRIFTLOOP_ADMIN_TOKEN": TOKEN,
-        "DRIFTLOOP_RETRAINER_PORT": str(registry_port),
-        "DRIFTLOOP_INFERENCE_PORT": str(inference_port),
-        "DRIFTLOOP_GATEWAY_PORT": str(gateway_port),
-        "DRIFTLOOP_INFERENCE_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
-        "DRIFTLOOP_GATEWAY_INFERENCE_TARGETS": f"127.0.0.1:{inference_port}",
-        "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{registry_port}",
-        # Room for every model (default 16): round-robin traffic over more would have
-        # inference reload models all the time, and the gateway would not be measured.
-        "DRIFTLOOP_INFERENCE_MAX_LOADED": str(min(1000, max(args.models))),
-        "DRIFTLOOP_LOG_LEVEL": "WARNING",
-    }
+    stack = work / "stack"
+    stack.mkdir()
+    env = stack_env(bootstrap, stack, TOKEN, registry_port, inference_port, gateway_port)
+    # Room for every model (default 16): round-robin traffic over more would have
+    # inference reload models all the time, and the gateway would not be measured.
+    env["DRIFTLOOP_INFERENCE_MAX_LOADED"] = str(min(1000, max(args.models)))
     print("[gateway] starting the registry, inference and the gateway", flush=True)
     processes = [
         await start([sys.executable, "-m", f"driftloop.{name}"], env, work / f"{name}.log")
