@@ -72,6 +72,8 @@ class Progress:
         assert self.first is not None
         elapsed = time.perf_counter() - self.first
         counted = self.seen - self.counted_from
+        if not counted:
+            raise SystemExit("every record came in the first batch: raise BENCH_SINK_RECORDS")
         return {
             "rate": counted / elapsed,
             "cpu_per_100k": (cpu_seconds() - self.cpu_first) / counted * 100_000,
