@@ -297,7 +297,8 @@ def say(**fields: Any) -> None:
 async def sink_process(bootstrap: str, prefix: str, group: str, folder: Path) -> None:
     """One drift sink process of a consumer group, driven by lines on stdin: it reports
     its assignment until `go`, then consumes, reporting records seen per batch, until
-    `stop`; last, its first/last batch times and CPU seconds since the first batch."""
+    `stop`; last, the time of `go` and of its last batch's end, and its CPU seconds in
+    between."""
     from peers.sink_side import log_sink
 
     # aiokafka logs each rebalancing step (up to ERROR); a real failure raises.
@@ -311,15 +312,13 @@ async def sink_process(bootstrap: str, prefix: str, group: str, folder: Path) ->
     await producer.start()
     sink = log_sink(clickhouse)
     seen = 0
-    first = last = cpu_first = 0.0
+    first = last = cpu_first = cpu_last = 0.0
 
     async def handler(batch: Sequence[Record]) -> None:
-        nonlocal seen, first, last, cpu_first
-        if not seen:
-            first, cpu_first = time.time(), cpu_seconds()
+        nonlocal seen, last, cpu_last
         await sink(batch)
         seen += len(batch)
-        last = time.time()
+        last, cpu_last = time.time(), cpu_seconds()
         say(seen=seen)
 
     consumer = BatchConsumer(
@@ -346,11 +345,12 @@ async def sink_process(bootstrap: str, prefix: str, group: str, folder: Path) ->
                 say(assigned=assigned)
                 reported = assigned
             await asyncio.wait([line], timeout=0.05)
+        first, cpu_first = time.time(), cpu_seconds()  # `go`: the clocks start
         task = asyncio.create_task(consumer.run())
         await reader.readline()  # `stop` (or end of input)
         await consumer.stop()
         await task
-        say(done=True, seen=seen, first=first, last=last, cpu=cpu_seconds() - cpu_first)
+        say(done=True, seen=seen, first=first, last=last, cpu=cpu_last - cpu_first)
     finally:
         await producer.stop()
         await clickhouse.close()
