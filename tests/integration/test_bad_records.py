@@ -31,6 +31,7 @@ from driftloop.kafka.codecs import (
     decode_label,
     decode_model_event,
     decode_prediction,
+    log_decoders,
     parse_binary,
 )
 from driftloop.kafka.consumer import BatchConsumer
@@ -207,7 +208,7 @@ async def test_a_random_mix_through_the_broker_is_all_stored_or_dead_lettered(
 ) -> None:
     names = TopicNames(kafka_settings.topic_prefix)
     topics = {"predictions": names.predictions, "labels": names.labels}
-    decoders = {names.predictions: decode_prediction, names.labels: decode_label}
+    decoders = log_decoders(names.predictions, names.labels)
     mix = seeded_mix(seed=9, count=600)
     expected: dict[str, set[str]] = {"predictions": set(), "labels": set()}
     refused = 0

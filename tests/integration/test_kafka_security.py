@@ -27,7 +27,7 @@ from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.drift.faust_sink import FaustSink
 from driftloop.drift.sink import LogSink
-from driftloop.kafka.codecs import decode_label, decode_prediction
+from driftloop.kafka.codecs import log_decoders
 from driftloop.kafka.consumer import BatchConsumer
 from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.local_broker import LocalBroker, SaslSslListener, find_kafka_libs
@@ -168,7 +168,7 @@ async def test_the_prediction_log_round_trip_runs_through_sasl_ssl(
     log = PredictionLog(clickhouse)
     group = unique_name("secure-sink")
     handler = LogSink(log, None)
-    decoders = {names.predictions: decode_prediction, names.labels: decode_label}
+    decoders = log_decoders(names.predictions, names.labels)
     dead_letters = DeadLetters(producer, names.dead_letter, group)
     sink: BatchConsumer | FaustSink
     if engine == "faust":

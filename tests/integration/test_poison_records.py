@@ -22,7 +22,7 @@ from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
 from driftloop.drift.faust_sink import FaustSink
 from driftloop.drift.sink import LogSink
-from driftloop.kafka.codecs import decode_label, decode_prediction
+from driftloop.kafka.codecs import decode_prediction, log_decoders
 from driftloop.kafka.consumer import BatchConsumer
 from driftloop.kafka.dead_letter import DeadLetters
 from driftloop.kafka.producer import EventProducer
@@ -58,7 +58,7 @@ def sink_engine(
     group = group or unique_name("sink")
     handler = LogSink(PredictionLog(clickhouse), None)
     dead_letters = DeadLetters(producer, names.dead_letter, group)
-    decoders = {names.predictions: decode_prediction, names.labels: decode_label}
+    decoders = log_decoders(names.predictions, names.labels)
     if engine == "faust":
         return FaustSink(
             settings,

@@ -223,8 +223,10 @@ def test_rows_from_protobuf_keep_every_value_and_its_kind() -> None:
     row = row_from_proto(message)
     assert row.keys() == {"a", "zero", "negative_zero", "plan", "nan", "empty", "unset"}
     assert row["a"] == 1.5 and row["plan"] == "pro" and row["empty"] == ""
-    assert row["zero"] == 0.0 and math.copysign(1.0, row["negative_zero"]) == -1.0
-    assert isinstance(row["zero"], float) and math.isnan(row["nan"])
+    negative_zero, nan = row["negative_zero"], row["nan"]
+    assert isinstance(negative_zero, float) and isinstance(nan, float)
+    assert row["zero"] == 0.0 and math.copysign(1.0, negative_zero) == -1.0
+    assert isinstance(row["zero"], float) and math.isnan(nan)
     assert row["unset"] is None  # validation names it: "expected a number, got a NoneType"
 
 

@@ -299,3 +299,8 @@ def decode_shadow_request(raw: bytes) -> events_pb2.ShadowRequest:
         raise DecodeError(f"{len(request.features):,} features, more than {MAX_FEATURES}")
     _require_length("entity_key", request.entity_key, MAX_KEY_CHARS)
     return request
+
+
+def log_decoders(predictions_topic: str, labels_topic: str) -> dict[str, Decoder]:
+    """The decoder of each prediction-log topic, as a consumer of both takes them."""
+    return {predictions_topic: decode_prediction, labels_topic: decode_label}

@@ -36,9 +36,8 @@ from driftloop.drift.windows import WindowReader
 from driftloop.kafka.codecs import (
     Decoder,
     decode_drift_alert,
-    decode_label,
     decode_model_event,
-    decode_prediction,
+    log_decoders,
 )
 from driftloop.kafka.consumer import BatchConsumer, BatchHandler, Probe
 from driftloop.kafka.dead_letter import DeadLetters
@@ -111,7 +110,7 @@ class DriftService:
             ),
             lambda: self.consumer.assigned(self._names.predictions),
         )
-        decoders = {self._names.predictions: decode_prediction, self._names.labels: decode_label}
+        decoders = log_decoders(self._names.predictions, self._names.labels)
         group = self._groups.drift_sink
         handler = LogSink(
             PredictionLog(clickhouse), self.detection, lambda rows: self.evaluator.arrived(rows)
