@@ -71,7 +71,7 @@ from driftloop.drift.evaluator import Evaluator  # noqa: E402
 from driftloop.drift.server import thresholds_of  # noqa: E402
 from driftloop.drift.store import DriftStore  # noqa: E402
 from driftloop.drift.windows import Window, WindowReader  # noqa: E402
-from driftloop.kafka.codecs import decode_label, decode_prediction  # noqa: E402
+from driftloop.kafka.codecs import log_decoders  # noqa: E402
 from driftloop.kafka.consumer import BatchConsumer, Record  # noqa: E402
 from driftloop.kafka.dead_letter import DeadLetters  # noqa: E402
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs, free_port  # noqa: E402
@@ -325,7 +325,7 @@ async def sink_process(bootstrap: str, prefix: str, group: str, folder: Path) ->
         settings,
         bootstrap,
         group_id=group,
-        decoders={names.predictions: decode_prediction, names.labels: decode_label},
+        decoders=log_decoders(names.predictions, names.labels),
         handler=handler,
         dead_letters=DeadLetters(producer, names.dead_letter, "bench"),
         max_batch=50_000,
