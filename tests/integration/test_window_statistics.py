@@ -91,6 +91,10 @@ async def both_reports(
         [item.feature for item in baseline.categorical],
     )
     in_memory = build_report(MODEL, "1", window.kind, "binary", baseline, rows, thresholds)
+    # What the drift service reads (embedded here: the rows counted in memory) agrees too.
+    chosen = await reader.counts(MODEL, "1", window, baseline)
+    served = report_of_stats(MODEL, "1", window.kind, "binary", baseline, chosen, thresholds)
+    assert plain(served) == plain(in_memory)
     return in_clickhouse, in_memory
 
 

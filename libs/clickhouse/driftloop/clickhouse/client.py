@@ -33,6 +33,11 @@ class ClickHouse:
         self.backend = backend
         self.database = database
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the engine runs in this process (chDB) rather than on a server."""
+        return isinstance(self.backend, EmbeddedBackend)
+
     def table(self, name: str) -> str:
         """The qualified name of one of our tables."""
         return f"{self.database}.{name}"

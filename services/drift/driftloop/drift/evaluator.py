@@ -59,12 +59,12 @@ class Evaluator:
             self._enough.set()
 
     async def report(self, model: str, version: str, window: Window) -> Report:
-        """The drift report of a version over a window (NOT_FOUND for an unknown version):
-        ClickHouse counts the window against the baseline, Python only reads the counts."""
+        """The drift report of a version over a window (NOT_FOUND for an unknown version),
+        from the window's counts against the baseline (`WindowReader.counts`)."""
         started = time.perf_counter()
         info = await self._baselines.get(model, version)
         baseline = info.baseline
-        data = await self._reader.statistics(info.model, info.version, window, baseline)
+        data = await self._reader.counts(info.model, info.version, window, baseline)
         report = await asyncio.to_thread(
             report_of_stats,
             info.model,
