@@ -359,16 +359,15 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"\n  versions: evidently {peer['evidently']}, pandas {peer['pandas']} (peer venv); "
         f"numpy {np.__version__} (driftloop)"
     )
-    ok = (
-        max(worst.values()) < 1e-9
-        and exact
-        and ours == [SHIFTED]
-        and evidently_s / stats_s >= 100
+    correct = max(worst.values()) < 1e-9 and exact and ours == [SHIFTED]
+    goals = (
+        evidently_s / stats_s >= 100
         and evidently_s / report_s >= 25
         and (clickhouse is None or evidently_s / clickhouse.counted_s >= 50)
     )
-    print(f"  goals met: {ok}")
-    return 0 if ok else 1
+    print(f"  numbers exact and the shifted feature alone flagged: {correct}")
+    print(f"  goals met: {goals}")
+    return 0 if correct else 1  # a goal missed is a figure, a wrong number a failure
 
 
 if __name__ == "__main__":
