@@ -45,7 +45,7 @@ from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, inference_pb2, registry_pb2
-from harness import framed, h2load, stack_env, start, stop_all, wait_serving
+from harness import framed, h2load, stack_env, start_stack, stop_all, wait_stack
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -223,18 +223,9 @@ async def main(args: argparse.Namespace) -> int:
     env = stack_env(
         broker.bootstrap_servers, work, TOKEN, registry_port, inference_port, gateway_port
     )
-    processes = [
-        await start([sys.executable, "-m", f"driftloop.{name}"], env, work / f"{name}.log")
-        for name in ("retrainer", "inference", "gateway")
-    ]
+    processes = await start_stack(env, work)
     try:
-        for port, process, name in zip(
-            (registry_port, inference_port, gateway_port),
-            processes,
-            ("registry", "inference", "gateway"),
-            strict=True,
-        ):
-            await wait_serving(port, process, name)
+        await wait_stack(processes, registry_port, inference_port, gateway_port)
         names = [f"f{i}" for i in range(FEATURES)]
         schema = Schema(tuple(Feature(name, "number") for name in names))
         rng = np.random.default_rng(3)

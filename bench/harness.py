@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,6 +158,26 @@ def stack_env(
         "DRIFTLOOP_GATEWAY_REGISTRY_TARGET": f"127.0.0.1:{registry}",
         "DRIFTLOOP_LOG_LEVEL": "WARNING",
     }
+
+
+async def start_stack(env: dict[str, str], logs: Path) -> list[asyncio.subprocess.Process]:
+    """The registry (in the retrainer), inference and the gateway as their own processes,
+    in that order, each logging to `logs`/<name>.log (`stack_env` gives the environment)."""
+    return [
+        await start([sys.executable, "-m", f"driftloop.{name}"], env, logs / f"{name}.log")
+        for name in ("retrainer", "inference", "gateway")
+    ]
+
+
+async def wait_stack(
+    processes: list[asyncio.subprocess.Process], registry: int, inference: int, gateway: int
+) -> None:
+    """Wait until each process of `start_stack` answers SERVING on its port."""
+    ports = (registry, inference, gateway)
+    for port, process, name in zip(
+        ports, processes, ("registry", "inference", "gateway"), strict=True
+    ):
+        await wait_serving(port, process, name)
 
 
 async def stop_processes(processes: list[asyncio.subprocess.Process]) -> None:

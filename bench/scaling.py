@@ -81,7 +81,7 @@ from driftloop.kit.settings import KafkaSettings  # noqa: E402
 from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto  # noqa: E402
 from driftloop.models.training import TrainedModel  # noqa: E402
 from driftloop.v1 import events_pb2, gateway_pb2, registry_pb2  # noqa: E402
-from harness import stack_env, start, stop_processes, wait_serving  # noqa: E402
+from harness import stack_env, start_stack, stop_processes, wait_stack  # noqa: E402
 from tests import drift_streams  # noqa: E402
 
 TOKEN = "bench-token"
@@ -580,19 +580,10 @@ async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) ->
     # inference reload models all the time, and the gateway would not be measured.
     env["DRIFTLOOP_INFERENCE_MAX_LOADED"] = str(min(1000, max(args.models)))
     print("[gateway] starting the registry, inference and the gateway", flush=True)
-    processes = [
-        await start([sys.executable, "-m", f"driftloop.{name}"], env, work / f"{name}.log")
-        for name in ("retrainer", "inference", "gateway")
-    ]
+    processes = await start_stack(env, work)
     client = None
     try:
-        for port, process, name in zip(
-            (registry_port, inference_port, gateway_port),
-            processes,
-            ("registry", "inference", "gateway"),
-            strict=True,
-        ):
-            await wait_serving(port, process, name)
+        await wait_stack(processes, registry_port, inference_port, gateway_port)
         gateway = processes[2]
         client = DriftloopClient(
             ClientSettings(
