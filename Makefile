@@ -93,7 +93,9 @@ lint: $(BIN)/.synced ## ruff
 typecheck: $(BIN)/.synced ## mypy --strict on our code
 	$(BIN)/mypy libs services tests bench/harness.py bench/inference_vs_mlserver.py bench/gateway_vs_direct.py \
 	    bench/drift_window_vs_evidently.py bench/drift_rule_table.py bench/online_vs_river.py bench/drift_sink.py \
-	    bench/training_vs_sklearn.py bench/loop_timing.py bench/scaling.py
+	    bench/training_vs_sklearn.py bench/loop_timing.py bench/scaling.py bench/gateway_request_path.py \
+	    bench/sink_costs.py bench/drift_sink_versus.py bench/inference_request_path.py bench/peers/echo_side.py \
+	    bench/peers/sink_side.py
 
 .PHONY: settings-doc
 settings-doc: $(BIN)/.synced ## rewrite the README's configuration table from the settings classes

@@ -223,6 +223,9 @@ async def main(args: argparse.Namespace) -> int:
     env = stack_env(
         broker.bootstrap_servers, work, TOKEN, registry_port, inference_port, gateway_port
     )
+    # The figures in docs/benchmarks.md were measured with coalescing on (2 calls in
+    # flight per version); the gateway's default is off. Set the variable to 0 to compare.
+    env.setdefault("DRIFTLOOP_GATEWAY_INFERENCE_CALLS_IN_FLIGHT", "2")
     processes = await start_stack(env, work)
     try:
         await wait_stack(processes, registry_port, inference_port, gateway_port)

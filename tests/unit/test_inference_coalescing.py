@@ -96,6 +96,20 @@ async def test_below_the_limit_each_row_is_a_call_of_its_own() -> None:
     assert [(kind, xs) for kind, _, xs, _ in inference.calls] == [("one", [1.0]), ("one", [2.0])]
 
 
+async def test_a_limit_of_zero_is_no_coalescing_every_row_a_call_of_its_own() -> None:
+    inference = Inference()
+    coalescer = InferenceCoalescer(inference, max_in_flight=0)
+    tasks = await held(inference, coalescer, 0.0, 1.0, 2.0)
+    inference.gate.set()
+    answers = await asyncio.gather(*tasks)
+    assert [a.output.value for a in answers] == [0.0, 10.0, 20.0]
+    assert [(kind, xs) for kind, _, xs, _ in inference.calls] == [
+        ("one", [0.0]),
+        ("one", [1.0]),
+        ("one", [2.0]),
+    ]
+
+
 async def test_rows_arriving_beyond_the_limit_share_one_batch_each_with_its_answer() -> None:
     inference = Inference()
     coalescer = InferenceCoalescer(inference, max_in_flight=1, max_rows=3)

@@ -15,6 +15,12 @@ endpoint answers (the pool's Unavailable: down, or no time left) fails each of i
 as each row's own call would have. A batch's deadline is the latest of its rows'; a row
 whose own deadline is more than `DEADLINE_SLACK_S` earlier goes alone, so no row is
 answered later than its deadline plus that slack.
+
+`max_in_flight=0` turns coalescing off: every request is a Predict of its own. That is
+the gateway's default, because a refused batch changes what a rollout's analysis sees:
+the rows of a version that fails some inputs wait for the failed batch and then for
+their own call, so its latency is charged for its failures too (a canary failing 5% of
+its calls was rolled back for its p99 latency instead of its error rate).
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ class InferenceCoalescer:
         self, request: inference_pb2.InferenceRequest, budget_s: float
     ) -> inference_pb2.InferenceResponse:
         """The answer to one row, as `InferencePool.predict` gives it (its errors too)."""
+        if not self._max_in_flight:
+            return await self._calls.predict(request, budget_s)
         key = (request.model.model, request.model.version)
         lane = self._lanes.get(key)
         if lane is None:

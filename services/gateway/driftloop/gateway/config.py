@@ -53,11 +53,13 @@ class GatewaySettings(GrpcServerSettings):
     request_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="deadline of one inference call (a caller's shorter deadline wins)"
     )
-    inference_calls_in_flight: Annotated[int, Field(ge=1, le=1000)] = Field(
-        default=2,
-        description="calls to inference in flight per model version before the requests "
-        "that arrive wait and go together as one PredictBatch (a lone request never waits); "
-        "at least the number of inference replicas behind the targets",
+    inference_calls_in_flight: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=0,
+        description="0: every request is a Predict call of its own; N: calls to inference "
+        "in flight per model version before the requests that arrive wait and go together "
+        "as one PredictBatch (a lone request never waits; at least the number of inference "
+        "replicas). Off by default: a version failing some rows is then charged, in "
+        "latency, for the batches its failures refused",
     )
     max_batch_requests: Annotated[int, Field(ge=1, le=10_000)] = Field(
         default=1000, description="largest PredictBatch, requests"
