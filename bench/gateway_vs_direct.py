@@ -39,13 +39,12 @@ import grpc
 import numpy as np
 import psutil
 
-from driftloop.client import ClientSettings, DriftloopClient
 from driftloop.kafka.local_broker import LocalBroker, find_kafka_libs, free_port
 from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, inference_pb2, registry_pb2
-from harness import framed, h2load, stack_env, start_stack, stop_all, wait_stack
+from harness import framed, h2load, stack_client, stack_env, start_stack, stop_all, wait_stack
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -240,14 +239,7 @@ async def main(args: argparse.Namespace) -> int:
             np.zeros(1),
             ("0", "1"),
         )
-        client = DriftloopClient(
-            ClientSettings(
-                registry_target=f"127.0.0.1:{registry_port}",
-                inference_target=f"127.0.0.1:{inference_port}",
-                gateway_target=f"127.0.0.1:{gateway_port}",
-                admin_token=TOKEN,  # type: ignore[arg-type]
-            )
-        )
+        client = stack_client(TOKEN, registry_port, inference_port, gateway_port)
         digest = await client.upload_artifact(model.to_bytes())
         version = (
             await client.register(

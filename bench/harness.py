@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftloop.client import ClientSettings, DriftloopClient
 from driftloop.kafka.local_broker import LocalBroker
 from driftloop.kit.healthcheck import SERVING, health
 from driftloop.models.linear import LinearModel, Preprocessing
@@ -178,6 +179,18 @@ async def wait_stack(
         ports, processes, ("registry", "inference", "gateway"), strict=True
     ):
         await wait_serving(port, process, name)
+
+
+def stack_client(token: str, registry: int, inference: int, gateway: int) -> DriftloopClient:
+    """The driftloop client of a `start_stack` stack on these ports, with its admin token."""
+    return DriftloopClient(
+        ClientSettings(
+            registry_target=f"127.0.0.1:{registry}",
+            inference_target=f"127.0.0.1:{inference}",
+            gateway_target=f"127.0.0.1:{gateway}",
+            admin_token=token,  # type: ignore[arg-type]  # pydantic makes the SecretStr
+        )
+    )
 
 
 async def stop_processes(processes: list[asyncio.subprocess.Process]) -> None:

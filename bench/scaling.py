@@ -62,7 +62,7 @@ from drift_sink import produce  # noqa: E402
 from driftloop.clickhouse.backend import EmbeddedBackend  # noqa: E402
 from driftloop.clickhouse.client import ClickHouse  # noqa: E402
 from driftloop.clickhouse.prediction_log import PredictionLog  # noqa: E402
-from driftloop.client import ClientSettings, DriftloopClient  # noqa: E402
+from driftloop.client import DriftloopClient  # noqa: E402
 from driftloop.client.errors import FailedPrecondition  # noqa: E402
 from driftloop.drift.alerts import Alerts  # noqa: E402
 from driftloop.drift.baselines import VersionInfo  # noqa: E402
@@ -81,7 +81,7 @@ from driftloop.kit.settings import KafkaSettings  # noqa: E402
 from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto  # noqa: E402
 from driftloop.models.training import TrainedModel  # noqa: E402
 from driftloop.v1 import events_pb2, gateway_pb2, registry_pb2  # noqa: E402
-from harness import stack_env, start_stack, stop_processes, wait_stack  # noqa: E402
+from harness import stack_client, stack_env, start_stack, stop_processes, wait_stack  # noqa: E402
 from tests import drift_streams  # noqa: E402
 
 TOKEN = "bench-token"
@@ -585,14 +585,7 @@ async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) ->
     try:
         await wait_stack(processes, registry_port, inference_port, gateway_port)
         gateway = processes[2]
-        client = DriftloopClient(
-            ClientSettings(
-                registry_target=f"127.0.0.1:{registry_port}",
-                inference_target=f"127.0.0.1:{inference_port}",
-                gateway_target=f"127.0.0.1:{gateway_port}",
-                admin_token=TOKEN,  # type: ignore[arg-type]
-            )
-        )
+        client = stack_client(TOKEN, registry_port, inference_port, gateway_port)
         trained = drift_streams.train()
         digest = await client.upload_artifact(trained.model.to_bytes())
         base = drift_streams.version_record(trained, "m0", "")
