@@ -13,6 +13,12 @@ Broker, registry, inference and gateway run as their own processes; the model is
 Goals (issue 14): p50 <= direct + 0.4 ms, p99 <= direct + 1.5 ms, saturation >= 0.5x
 direct, shadow-on p99 <= 1.1x shadow-off.
 
+The ceiling is measured in the same alternating rounds, as a third path: a bare grpc.aio
+forwarder (bench/peers/forwarder_side.py: the gateway's Predict shapes, one unary Predict
+call to the same inference service per request over one persistent channel, nothing
+else). Its hop is what any Python grpc.aio hop costs on this machine; the summary gives
+the gateway's hop and saturation as a share of it.
+
 --profile DIR samples the gateway and inference processes with py-spy (as root: it needs
 ptrace) during the first fixed-rate run and the first saturation run through the gateway,
 writes the raw stacks to DIR and prints each process's top frames by own and by
@@ -44,7 +50,17 @@ from driftloop.models.convert import OUTPUT_KINDS, row_to_proto, schema_to_proto
 from driftloop.models.linear import LinearModel, Preprocessing
 from driftloop.models.schema import Feature, Schema
 from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, inference_pb2, registry_pb2
-from harness import framed, h2load, stack_client, stack_env, start_stack, stop_all, wait_stack
+from harness import (
+    framed,
+    h2load,
+    stack_client,
+    stack_env,
+    start,
+    start_stack,
+    stop_all,
+    wait_port,
+    wait_stack,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -200,6 +216,62 @@ def print_top(raw: Path, title: str, n: int = 12) -> None:
             print(f"    {100 * samples / max(total, 1):5.1f}%  {frame}")
 
 
+def print_ceiling(
+    rate: float,
+    latency: dict[str, list[float]],
+    saturation: dict[str, float],
+    cpu: dict[str, dict[str, float]],
+) -> None:
+    """The gateway beside the bare grpc.aio forwarder (the ceiling of any Python hop),
+    each against direct, and the gateway as a share of the ceiling."""
+    d50, d99 = percentile(latency["direct"], 50), percentile(latency["direct"], 99)
+    hops = {
+        name: (percentile(latency[name], 50) - d50, percentile(latency[name], 99) - d99)
+        for name in ("forwarder", "gateway")
+    }
+    share = {name: saturation[name] / saturation["direct"] for name in hops}
+    print(
+        "\nThe ceiling: a bare grpc.aio forwarder (bench/peers/forwarder_side.py) in the same "
+        "rounds\n"
+    )
+    print("| measure | bare forwarder | gateway | gateway / forwarder | goal |")
+    print("|---|---|---|---|---|")
+    for label, n, goal in ((f"p50 hop at {rate:g} req/s", 0, "+0.4 ms"), ("p99 hop", 1, "+1.5 ms")):
+        forwarder, gateway = hops["forwarder"][n], hops["gateway"][n]
+        print(
+            f"| {label} | {forwarder:+.3f} ms | {gateway:+.3f} ms "
+            f"| {gateway / forwarder:.2f}x | <= {goal} |"
+        )
+    print(
+        f"| saturation vs direct | {share['forwarder']:.2f}x "
+        f"({saturation['forwarder']:,.0f} req/s) | {share['gateway']:.2f}x "
+        f"({saturation['gateway']:,.0f} req/s) | {share['gateway'] / share['forwarder']:.2f}x "
+        "| >= 0.5x |"
+    )
+    forwarder_cpu, gateway_cpu = cpu["forwarder"]["forwarder"], cpu["gateway"]["gateway"]
+    print(
+        f"| hop process CPU per request at saturation | {forwarder_cpu * 1e6:.0f} µs "
+        f"| {gateway_cpu * 1e6:.0f} µs | {gateway_cpu / forwarder_cpu:.2f}x | |"
+    )
+    print(
+        f"| inference CPU per request behind it | {cpu['forwarder']['inference'] * 1e6:.0f} µs "
+        f"| {cpu['gateway']['inference'] * 1e6:.0f} µs | | |"
+    )
+    missed = [
+        goal
+        for goal, met in (
+            ("p50 hop", hops["forwarder"][0] <= 0.4),
+            ("p99 hop", hops["forwarder"][1] <= 1.5),
+            ("saturation", share["forwarder"] >= 0.5),
+        )
+        if not met
+    ]
+    print(
+        "\nGoals the bare forwarder itself misses in this run (out of reach of a Python "
+        f"grpc.aio hop on this machine): {', '.join(missed) or 'none'}"
+    )
+
+
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     """User plus system CPU seconds each named process has spent so far."""
     times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
@@ -280,10 +352,32 @@ async def main(args: argparse.Namespace) -> int:
                 work / "gateway.bin",
             ),
         }
+        forwarder_port = free_port()
+        processes.append(
+            await start(
+                [
+                    sys.executable,
+                    str(REPO / "bench/peers/forwarder_side.py"),
+                    str(forwarder_port),
+                    f"127.0.0.1:{inference_port}",
+                    version,
+                ],
+                env,
+                work / "forwarder.log",
+            )
+        )
+        await wait_port(forwarder_port, processes[-1], "bare forwarder")
+        paths["forwarder"] = (
+            f"127.0.0.1:{forwarder_port}",
+            "/driftloop.v1.Gateway/Predict",
+            gateway_body,
+            forwarder_port,
+            work / "gateway.bin",
+        )
         print("[2/4] warming up", flush=True)
         for target, method, body, _, _ in paths.values():
             await fixed_rate(target, method, body, args.rate, 2)
-        latency: dict[str, list[float]] = {"direct": [], "gateway": []}
+        latency: dict[str, list[float]] = {name: [] for name in paths}
         print(
             f"[3/4] fixed rate {args.rate:g} req/s, {args.seconds:g} s per run, "
             f"{args.repeat} runs per path",
@@ -291,7 +385,8 @@ async def main(args: argparse.Namespace) -> int:
         )
         pids = {"gateway": processes[2].pid, "inference": processes[1].pid}
         assert broker.pid is not None
-        counted = {**pids, "broker": broker.pid}  # CPU is counted for the JVM too
+        # CPU is counted for the JVM too
+        counted = {**pids, "broker": broker.pid, "forwarder": processes[-1].pid}
         for run in range(args.repeat):
             for name, (target, method, body, _, _) in paths.items():
                 profile = args.profile if run == 0 and name == "gateway" else None
@@ -374,6 +469,7 @@ async def main(args: argparse.Namespace) -> int:
             f"gateway {statistics.fmean(latency['gateway']):.3f} ms; "
             f"samples per path: {len(latency['direct'])}"
         )
+        print_ceiling(args.rate, latency, saturation, cpu)
         return 0
     finally:
         await stop_all(processes, broker)
