@@ -21,9 +21,9 @@ the gateway's hop and saturation as a share of it.
 
 --profile DIR samples the gateway and inference processes with py-spy (as root: it needs
 ptrace) during the first fixed-rate run and the first saturation run through the gateway,
-writes the raw stacks to DIR and prints each process's top frames by own and by
-inclusive time. Sampling disturbs the figures of that run a little (py-spy runs
---nonblocking and competes for the same cores).
+and the bare forwarder during its own first runs, writes the raw stacks to DIR and prints
+each process's top frames by own and by inclusive time. Sampling disturbs the figures of
+that run a little (py-spy runs --nonblocking and competes for the same cores).
 """
 
 from __future__ import annotations
@@ -387,10 +387,14 @@ async def main(args: argparse.Namespace) -> int:
         assert broker.pid is not None
         # CPU is counted for the JVM too
         counted = {**pids, "broker": broker.pid, "forwarder": processes[-1].pid}
+        # What --profile samples on each path's first runs.
+        profiled = {"gateway": pids, "forwarder": {"forwarder": processes[-1].pid}}
         for run in range(args.repeat):
             for name, (target, method, body, _, _) in paths.items():
-                profile = args.profile if run == 0 and name == "gateway" else None
-                async with sampled(profile, f"rate{args.rate:g}", pids, args.native):
+                profile = args.profile if run == 0 and name in profiled else None
+                async with sampled(
+                    profile, f"rate{args.rate:g}", profiled.get(name, {}), args.native
+                ):
                     latency[name] += await fixed_rate(
                         target, method, body, args.rate, args.seconds, strict=profile is None
                     )
@@ -400,8 +404,8 @@ async def main(args: argparse.Namespace) -> int:
         cpu: dict[str, dict[str, float]] = {name: {} for name in paths}
         for run in range(args.repeat):
             for name, (_, method, _, port, file) in paths.items():
-                profile = args.profile if run == 0 and name == "gateway" else None
-                async with sampled(profile, "saturation", pids, args.native):
+                profile = args.profile if run == 0 and name in profiled else None
+                async with sampled(profile, "saturation", profiled.get(name, {}), args.native):
                     before = cpu_seconds(counted)
                     rate, _ = h2load(port, method, file, args.requests, 16)
                     after = cpu_seconds(counted)
@@ -489,8 +493,9 @@ if __name__ == "__main__":
         "--profile",
         type=Path,
         metavar="DIR",
-        help="record py-spy profiles of the gateway and inference into DIR and print the top "
-        "frames (first gateway run at the fixed rate and at saturation)",
+        help="record py-spy profiles of the gateway and inference (and of the bare forwarder) "
+        "into DIR and print the top frames (each path's first run at the fixed rate and at "
+        "saturation)",
     )
     parser.add_argument(
         "--native",
