@@ -230,6 +230,10 @@ class SwitchableBackend:
         self._check()
         return self._backend.query_columns(sql, params)
 
+    def query_arrow(self, sql: str, params: Params | None = None) -> pa.Table:
+        self._check()
+        return self._backend.query_arrow(sql, params)
+
     def insert_arrow(self, table: str, data: pa.Table) -> int:
         self._check()
         return self._backend.insert_arrow(table, data)

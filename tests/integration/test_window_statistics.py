@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.clickhouse.prediction_log import PredictionLog
+from driftloop.clickhouse.prediction_log import PredictionLog, Traffic
 from driftloop.drift.report import Report, Thresholds, build_report, report_of_stats
 from driftloop.drift.windows import Window, WindowReader
 from driftloop.models.baseline import Baseline
@@ -136,3 +136,63 @@ async def test_an_empty_window_and_a_baseline_without_references_agree_too(
     in_clickhouse, in_memory = await both_reports(clickhouse, Baseline(), Window(last_n=100))
     assert plain(in_clickhouse) == plain(in_memory)
     assert in_clickhouse.baseline_missing and in_clickhouse.rows == 100
+
+
+def same_rows(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> bool:
+    """Whether two reads of a window hold the same rows (reads have no order: rows are
+    matched by request id), NaN equal to NaN."""
+    if first.keys() != second.keys():
+        return False
+    one, other = np.argsort(first["request_id"]), np.argsort(second["request_id"])
+    for name in first:
+        a, b = np.asarray(first[name])[one], np.asarray(second[name])[other]
+        if a.dtype.kind == "f" and not np.array_equal(a, b, equal_nan=True):
+            return False
+        if a.dtype.kind != "f" and a.tolist() != b.tolist():
+            return False
+    return True
+
+
+async def test_rows_whose_features_come_in_one_order_are_read_as_one_array_exactly(
+    clickhouse: ClickHouse, trained: TrainedModel
+) -> None:
+    """Rows that all carry the same feature names in the same order are read from the
+    maps' values in one array; the numbers are those of the lookup by name, and a row in
+    another order sends the whole window back to the lookup by name."""
+    data = drift_streams.table(500, seed=81)
+    stream = drift_streams.stream(trained, data, model="ordered", version="1")
+    for row, event in enumerate(stream.predictions):
+        if row % 3 == 0:
+            event.features["x2"].number = float("inf")
+    log = PredictionLog(clickhouse)
+    await log.write(predictions=stream.predictions, labels=stream.labels[:200])
+    reader = WindowReader(clickhouse)
+    numeric = [*drift_streams.NAMES, "absent"]
+    traffic = Traffic("ordered", ("1",), last_n=400)
+    one_array = await reader._read_in_one_order(traffic, numeric, ["plan"])
+    by_name = await reader._read_by_name(traffic, numeric, ["plan"])
+    assert one_array is not None
+    assert same_rows(one_array, by_name)
+    assert np.isinf(one_array["n2"]).sum() > 0 and np.isnan(one_array[f"n{len(numeric) - 1}"]).all()
+
+    newest = stream.predictions[-1]
+    reordered = {name: newest.features[name].number for name in reversed(drift_streams.NAMES)}
+    await clickhouse.insert(
+        "predictions",
+        ["request_id", "time", "model", "version", "role", "numbers", "output_kind"],
+        [
+            [
+                "reordered",
+                drift_streams.T0 + dt.timedelta(days=1),
+                "ordered",
+                "1",
+                "live",
+                reordered,
+                "binary",
+            ]
+        ],
+    )
+    assert await reader._read_in_one_order(traffic, numeric, ["plan"]) is None
+    window = await reader.read("ordered", "1", Window(last_n=400), numeric, ["plan"])
+    assert window.rows == 400 and window.numbers["x0"].size == 400
+    assert window.numbers["x0"][np.isfinite(window.numbers["x0"])].size == 400

@@ -17,10 +17,11 @@ from driftloop.drift.detection import feature_matrix
 from driftloop.drift.labels import LabelJoin, Served, Truth
 from driftloop.drift.online import ERROR, OnlineAlarm, VersionMonitor
 from driftloop.drift.report import Report, Thresholds, build_report
-from driftloop.drift.windows import WindowData
-from driftloop.models.baseline import Baseline
+from driftloop.drift.windows import WindowData, summarize
+from driftloop.models.baseline import Baseline, numeric_baseline
 from driftloop.models.table import Table
 from driftloop.models.training import TrainedModel
+from driftloop.stats import bin_counts, ks_counts
 from driftloop.v1 import events_pb2
 from tests import drift_streams
 
@@ -265,3 +266,38 @@ def test_the_feature_matrix_reads_the_logged_map_column_by_name(trained: Trained
             expected[rows.index(3), 1] = np.nan
         np.testing.assert_array_equal(matrix[:, :2], expected)
         assert np.isnan(matrix[:, 2]).all()
+
+
+def test_window_counts_in_memory_equal_the_bin_and_ks_counts() -> None:
+    """summarize's one-sort counts against the two counting functions, with ties at the
+    edges and sample points, infinities, NaN, and a stream with no finite value."""
+    rng = np.random.default_rng(8)
+    reference = np.round(rng.normal(size=3000), 1)
+    item = numeric_baseline("x", reference, rng, sample_size=200)
+    current = np.concatenate(
+        [np.round(rng.normal(0.3, size=5000), 1), [np.inf, -np.inf, np.nan], item.edges]
+    )
+    empty = np.array([np.nan, np.inf, -np.inf])
+    baseline = Baseline(numeric=[item, dataclasses.replace(item, feature="y")])
+    rows = current.size
+    data = WindowData(
+        start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        end=dt.datetime(2026, 1, 1, 1, tzinfo=dt.UTC),
+        numbers={"x": current, "y": np.resize(empty, rows)},
+        categories={},
+        output_value=np.zeros(rows),
+        output_label=np.full(rows, "", dtype=object),
+        labelled=np.zeros(rows, dtype=bool),
+        truth_label=np.full(rows, "", dtype=object),
+        truth_value=np.zeros(rows),
+        truth_is_label=np.zeros(rows, dtype=bool),
+    )
+    counted = summarize(baseline, data).numbers
+    finite = current[np.isfinite(current)]
+    below, at_or_below = ks_counts(item.sample, finite)
+    assert np.array_equal(counted["x"].bins, bin_counts(finite, item.edges))
+    assert np.array_equal(counted["x"].below, below)
+    assert np.array_equal(counted["x"].at_or_below, at_or_below)
+    assert counted["x"].size == finite.size
+    assert not counted["y"].bins.any() and counted["y"].bins.size == len(item.edges) + 1
+    assert not counted["y"].below.any() and not counted["y"].at_or_below.any()

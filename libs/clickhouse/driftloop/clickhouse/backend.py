@@ -64,6 +64,8 @@ class ClickHouseBackend(Protocol):
 
     def query_columns(self, sql: str, params: Params | None = None) -> Columns: ...
 
+    def query_arrow(self, sql: str, params: Params | None = None) -> pa.Table: ...
+
     def insert_arrow(self, table: str, data: pa.Table) -> int: ...
 
     def close(self) -> None: ...
@@ -107,6 +109,9 @@ class EmbeddedBackend:
         return QueryResult([column["name"] for column in meta], rows)
 
     def query_columns(self, sql: str, params: Params | None = None) -> Columns:
+        return numpy_columns(self.query_arrow(sql, params))
+
+    def query_arrow(self, sql: str, params: Params | None = None) -> pa.Table:
         with self._lock:
             try:
                 result = self._session.query(  # type: ignore[no-untyped-call]  # chDB is untyped
@@ -115,7 +120,7 @@ class EmbeddedBackend:
             except RuntimeError as error:
                 raise ClickHouseError(str(error)) from None
             data = result.bytes()
-        return _numpy_columns(pyarrow.ipc.open_file(pa.py_buffer(data)).read_all())
+        return pyarrow.ipc.open_file(pa.py_buffer(data)).read_all()
 
     def insert_arrow(self, table: str, data: pa.Table) -> int:
         """Insert an Arrow table whose column names and types match the table's (fast:
@@ -207,12 +212,15 @@ class ServerBackend:
         return QueryResult(list(result.column_names), [tuple(row) for row in result.result_rows])
 
     def query_columns(self, sql: str, params: Params | None = None) -> Columns:
+        return numpy_columns(self.query_arrow(sql, params))
+
+    def query_arrow(self, sql: str, params: Params | None = None) -> pa.Table:
         with self._lock:
             try:
                 table = self._client.query_arrow(sql, parameters=dict(params) if params else None)
             except (ClickHouseConnectError, OSError) as error:
                 raise ClickHouseError(str(error)) from None
-        return _numpy_columns(table)
+        return table
 
     def insert_arrow(self, table: str, data: pa.Table) -> int:
         database, _, name = table.rpartition(".")
@@ -240,7 +248,8 @@ class ServerBackend:
         self._client.close()
 
 
-def _numpy_columns(table: pa.Table) -> Columns:
+def numpy_columns(table: pa.Table) -> Columns:
+    """An Arrow result as `Columns` (a list column becomes an object array of arrays)."""
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 

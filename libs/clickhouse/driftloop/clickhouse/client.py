@@ -56,6 +56,10 @@ class ClickHouse:
         """A columnar result as numpy arrays (for statistics over large windows)."""
         return await asyncio.to_thread(self.backend.query_columns, sql, params)
 
+    async def query_arrow(self, sql: str, params: Params | None = None) -> pa.Table:
+        """A columnar result as an Arrow table (list columns stay flat buffers)."""
+        return await asyncio.to_thread(self.backend.query_arrow, sql, params)
+
     async def insert_arrow(self, table: str, data: pa.Table) -> int:
         """Insert an Arrow table (columns named and typed as the table's)."""
         return await asyncio.to_thread(self.backend.insert_arrow, self.table(table), data)

@@ -215,6 +215,32 @@ def feature_columns(
     return columns, params
 
 
+def number_values_columns(keys: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """The select expressions that read a window's numeric features as one flat array,
+    and their parameter: `same_keys`, whether the row's numbers map holds exactly `keys`
+    in that order, and `number_values`, the map's values in the row's own order. In a row
+    with `same_keys`, the feature keys[i] is number_values[i], found without a lookup by
+    name: reading the values once and comparing the keys once costs ClickHouse about half
+    as much as 20 lookups by name (`feature_columns`; measured on 100k rows x 20)."""
+    columns = [
+        "numbers.keys = {number_keys:Array(String)} AS same_keys",
+        "numbers.values AS number_values",
+    ]
+    return columns, {"number_keys": list(keys)}
+
+
+def newest_keys_query(clickhouse: ClickHouse, traffic: Traffic) -> tuple[str, dict[str, Any]]:
+    """The query of the names in the numbers map of `traffic`'s newest prediction, in the
+    map's order (one row, one Array(String) column `keys`; no row when there is none),
+    and its parameters: the order to try with `number_values_columns`."""
+    where, params = _traffic_filter(traffic)
+    sql = (
+        f"SELECT numbers.keys AS keys FROM {clickhouse.table('predictions')} "
+        f"WHERE {' AND '.join(where)} ORDER BY time DESC LIMIT 1"
+    )
+    return sql, params
+
+
 def labelled_window_query(
     clickhouse: ClickHouse,
     traffic: Traffic,
@@ -236,22 +262,7 @@ def labelled_window_query(
     since the epoch, as Float64), labelled, truth_label, truth_value, truth_is_label and
     label_time_us. Rows come in no particular order: a caller that needs one says so
     around this query."""
-    params: dict[str, Any] = {"model": traffic.model}
-    where = ["model = {model:String}", "role = 'live'"]
-    if not traffic.failures:
-        where.append("error = ''")
-    if traffic.versions:
-        names = []
-        for index, version in enumerate(traffic.versions):
-            params[f"version{index}"] = version
-            names.append(f"{{version{index}:String}}")
-        where.append(f"version IN ({', '.join(names)})")
-    if traffic.start is not None:
-        params["start"] = traffic.start
-        where.append("time >= {start:DateTime64(6, 'UTC')}")
-    if traffic.end is not None:
-        params["end"] = traffic.end
-        where.append("time < {end:DateTime64(6, 'UTC')}")
+    where, params = _traffic_filter(traffic)
     newest = ""
     if traffic.last_n:
         params["last_n"] = traffic.last_n
@@ -270,6 +281,28 @@ def labelled_window_query(
         "WHERE request_id IN (SELECT request_id FROM p)) AS l ON p.request_id = l.request_id"
     )
     return sql, params
+
+
+def _traffic_filter(traffic: Traffic) -> tuple[list[str], dict[str, Any]]:
+    """The conditions on the predictions table that select `traffic`'s rows (before FINAL
+    and any last-N), and their parameters."""
+    params: dict[str, Any] = {"model": traffic.model}
+    where = ["model = {model:String}", "role = 'live'"]
+    if not traffic.failures:
+        where.append("error = ''")
+    if traffic.versions:
+        names = []
+        for index, version in enumerate(traffic.versions):
+            params[f"version{index}"] = version
+            names.append(f"{{version{index}:String}}")
+        where.append(f"version IN ({', '.join(names)})")
+    if traffic.start is not None:
+        params["start"] = traffic.start
+        where.append("time >= {start:DateTime64(6, 'UTC')}")
+    if traffic.end is not None:
+        params["end"] = traffic.end
+        where.append("time < {end:DateTime64(6, 'UTC')}")
+    return where, params
 
 
 def window_statistics_query(

@@ -23,16 +23,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftloop.clickhouse.backend import Columns, numpy_columns
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import (
     Traffic,
     feature_columns,
     labelled_window_query,
+    newest_keys_query,
+    number_values_columns,
     window_statistics_query,
 )
 from driftloop.kit.errors import InvalidArgument
 from driftloop.models.baseline import Baseline, NumericBaseline
-from driftloop.stats import bin_counts, category_counts, ks_counts
+from driftloop.stats import category_counts
 
 FloatArray = npt.NDArray[np.float64]
 TextArray = npt.NDArray[np.object_]
@@ -164,12 +167,21 @@ def summarize(baseline: Baseline, data: WindowData) -> WindowStats:
 
 
 def _stream_counts(item: NumericBaseline, values: FloatArray) -> StreamCounts:
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        none = np.zeros(len(item.sample), dtype=np.int64)
-        return StreamCounts(np.zeros(len(item.edges) + 1, dtype=np.int64), none, none)
-    below, at_or_below = ks_counts(item.sample, finite)
-    return StreamCounts(bin_counts(finite, item.edges), below, at_or_below)
+    """A stream's counts from its values in memory, with one sort: #{x < s} and #{x <= s}
+    at each sample point s are the positions of s's run in the sorted finite values, and
+    a bin's count is the difference of two "at or below" counts at its edges (bins are
+    right-closed, as `bin_counts` counts them). The same numbers as `bin_counts` and
+    `ks_counts` (tests/unit/test_windows.py), for one sort and a few thousand binary
+    searches where those sort once and search each value among the edges once more."""
+    ordered = np.sort(values[np.isfinite(values)])
+    sample = np.asarray(item.sample, dtype=np.float64)
+    edges = np.asarray(item.edges, dtype=np.float64)
+    at_edges = np.searchsorted(ordered, edges, side="right")
+    return StreamCounts(
+        bins=np.diff(np.concatenate([[0], at_edges, [ordered.size]])).astype(np.int64),
+        below=np.searchsorted(ordered, sample, side="left").astype(np.int64),
+        at_or_below=np.searchsorted(ordered, sample, side="right").astype(np.int64),
+    )
 
 
 def _counts_at(item: NumericBaseline, first: Any, size: int) -> StreamCounts:
@@ -286,12 +298,10 @@ class WindowReader:
         numeric: list[str],
         categorical: list[str],
     ) -> WindowData:
-        features, feature_params = feature_columns(numeric, categorical)
-        sql, params = labelled_window_query(
-            self._ch, _traffic(model, version, window), ["output_value", "output_label", *features]
-        )
-        params |= feature_params
-        data = await self._ch.query_columns(sql, params)
+        traffic = _traffic(model, version, window)
+        data = await self._read_in_one_order(traffic, numeric, categorical)
+        if data is None:
+            data = await self._read_by_name(traffic, numeric, categorical)
         times = data["time_us"]
         if window.last_n:
             start, end = _span(times)
@@ -310,6 +320,48 @@ class WindowReader:
             truth_value=_floats(data["truth_value"]),
             truth_is_label=data["truth_is_label"].astype(bool),
         )
+
+    async def _read_by_name(
+        self, traffic: Traffic, numeric: list[str], categorical: list[str]
+    ) -> Columns:
+        """The window's columns, each numeric feature looked up by name in every row."""
+        features, feature_params = feature_columns(numeric, categorical)
+        sql, params = labelled_window_query(
+            self._ch, traffic, ["output_value", "output_label", *features]
+        )
+        return await self._ch.query_columns(sql, params | feature_params)
+
+    async def _read_in_one_order(
+        self, traffic: Traffic, numeric: list[str], categorical: list[str]
+    ) -> Columns | None:
+        """The same columns as `_read_by_name`, when every row's numbers map holds the
+        same names in the same order as the newest row's (as one client's rows do):
+        then the maps' values come out as one flat array, a matrix of rows x names, and
+        no feature is looked up by name (`number_values_columns`). None when some row
+        differs (another order, a missing or extra feature) or there are no rows: the
+        caller reads by name, which gives the same numbers."""
+        sql, params = newest_keys_query(self._ch, traffic)
+        keys = (await self._ch.query(sql, params)).scalar()
+        if not numeric or not keys:
+            return None
+        values, values_params = number_values_columns(keys)
+        categories, category_params = feature_columns([], categorical)
+        sql, params = labelled_window_query(
+            self._ch, traffic, ["output_value", "output_label", *values, *categories]
+        )
+        table = await self._ch.query_arrow(sql, params | values_params | category_params)
+        if not table.column("same_keys").to_numpy().all():
+            return None
+        flat = table.column("number_values").combine_chunks().flatten()
+        matrix = np.asarray(flat.to_numpy(), dtype=np.float64).reshape(table.num_rows, len(keys))
+        data = numpy_columns(table.drop_columns(["same_keys", "number_values"]))
+        position = {name: index for index, name in enumerate(keys)}
+        for index, name in enumerate(numeric):
+            at = position.get(name)
+            data[f"n{index}"] = (
+                np.full(table.num_rows, np.nan) if at is None else matrix[:, at].copy()
+            )
+        return data
 
 
 def _traffic(model: str, version: str, window: Window) -> Traffic:
