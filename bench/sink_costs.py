@@ -45,12 +45,21 @@ PARTITIONS = 6
 
 
 def decode(raws: Sequence[bytes]) -> list[Any]:
+    """The drift sink's decoder of predictions (codecs.log_decoders) over the batch."""
+    decoder = (
+        codecs.log_decoders("predictions", "labels")["predictions"]
+        if hasattr(codecs, "log_decoders")
+        else codecs.decode_prediction
+    )
     if hasattr(codecs, "decode_many"):
-        return list(codecs.decode_many(codecs.decode_prediction, raws))
-    return [codecs.decode_prediction(raw) for raw in raws]
+        return list(codecs.decode_many(decoder, raws))
+    return [decoder(raw) for raw in raws]
 
 
 def columns(events: Sequence[Any], raws: Sequence[bytes]) -> Any:
+    """The sink's table of the decoded batch (logged_table: the decoder's rows)."""
+    if hasattr(prediction_log, "logged_table"):
+        return prediction_log.logged_table(events, raws)
     if "raws" in inspect.signature(prediction_log.prediction_table).parameters:
         return prediction_log.prediction_table(events, raws)
     return prediction_log.prediction_table(events)

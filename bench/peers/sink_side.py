@@ -34,6 +34,7 @@ from driftloop.drift.faust_sink import FaustSink  # noqa: E402
 from driftloop.drift.labels import LabelJoin  # noqa: E402
 from driftloop.drift.ordering import ReorderBuffer  # noqa: E402
 from driftloop.drift.sink import LogSink  # noqa: E402
+from driftloop.kafka import codecs  # noqa: E402
 from driftloop.kafka.codecs import Decoder, decode_label, decode_prediction  # noqa: E402
 from driftloop.kafka.consumer import BatchConsumer, Record  # noqa: E402
 from driftloop.kafka.dead_letter import DeadLetters  # noqa: E402
@@ -131,12 +132,13 @@ async def run_sink(
         await sink(batch)
         progress.batch(len(batch))
 
-    # Spelled out rather than codecs.log_decoders: bench/drift_sink_versus.py runs this
-    # side on older commits' packages too.
-    decoders: dict[str, Decoder] = {
-        names.predictions: decode_prediction,
-        names.labels: decode_label,
-    }
+    # The drift service's decoders (codecs.log_decoders); spelled out for a commit older
+    # than it: bench/drift_sink_versus.py runs this side on older commits' packages too.
+    decoders: dict[str, Decoder] = (
+        codecs.log_decoders(names.predictions, names.labels)
+        if hasattr(codecs, "log_decoders")
+        else {names.predictions: decode_prediction, names.labels: decode_label}
+    )
     dead_letters = DeadLetters(producer, names.dead_letter, "bench")
     consumer: BatchConsumer | FaustSink
     if engine == "faust":

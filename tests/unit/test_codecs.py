@@ -7,10 +7,12 @@ import pytest
 
 from driftloop.kafka.codecs import (
     DecodeError,
+    WirePrediction,
     decode_label,
     decode_many,
     decode_model_event,
     decode_prediction,
+    decode_prediction_rows,
 )
 from driftloop.v1 import events_pb2
 
@@ -196,3 +198,80 @@ def test_a_batch_gets_the_verdict_and_reason_each_record_gets_alone() -> None:
     ]
     assert batch == [alone(raw) for raw in raws]
     assert sum(isinstance(value, str) for value in batch) == len(bad)
+
+
+def verdicts(raws: list[bytes]) -> list[object]:
+    """What the row decoder gives each record of a batch: a WirePrediction as the message
+    it stands for, a message, or the refusal's reason."""
+    return [
+        f"refused: {value}"
+        if isinstance(value, DecodeError)
+        else value.message()
+        if isinstance(value, WirePrediction)
+        else value
+        for value in decode_many(decode_prediction_rows, raws)
+    ]
+
+
+def alone(raw: bytes) -> object:
+    try:
+        return decode_prediction(raw)
+    except DecodeError as error:
+        return f"refused: {error}"
+
+
+def test_the_row_decoder_gives_each_record_the_verdict_and_reason_it_gets_alone() -> None:
+    good = prediction(variant="b", entity_key="k", error="")
+    for index in range(20):
+        good.features[f"x{index}"].number = index / 3
+    good.features["plan"].category = "basic"
+    long_category = prediction()
+    long_category.features["plan"].category = "é" * 256  # storable, read field by field
+    twice = prediction().SerializeToString()
+    bad = [
+        prediction(request_id="").SerializeToString(),
+        prediction(request_id="r" * 129).SerializeToString(),
+        prediction(model="bad model").SerializeToString(),
+        prediction(version="01").SerializeToString(),
+        prediction(variant="v" * 129).SerializeToString(),
+        prediction(entity_key="k" * 257).SerializeToString(),
+        prediction(error="e" * 129).SerializeToString(),
+        b"\xff\xff\xff\xff not protobuf",
+        twice[:-3],  # cut short
+        b"\x0a\x01\xff" + twice,  # a request_id that is not UTF-8, given before the valid one
+        twice + b"\xf8\xff\xff\xff\x7f\x00",  # a tag beyond the largest field number
+    ]
+    for mutate in (
+        lambda e: setattr(e.output, "value", float("inf")),
+        lambda e: setattr(e.output, "label", "l" * 257),
+        lambda e: e.output.probabilities.__setitem__("1", float("nan")),
+        lambda e: setattr(e.features["x"], "number", float("inf")),
+        lambda e: setattr(e.features["bad name"], "number", 1.0),
+        lambda e: setattr(e.features["c"], "category", "c" * 300),
+        lambda e: e.ClearField("time"),
+        lambda e: setattr(e.time, "seconds", -2_208_988_801),
+        lambda e: setattr(e.time, "nanos", -1),
+        lambda e: [e.features[f"f{i}"].SetInParent() for i in range(1001)],
+    ):
+        event = prediction()
+        event.features["y"].number = 2.0
+        mutate(event)
+        bad.append(event.SerializeToString())
+    raws = [
+        good.SerializeToString(),
+        long_category.SerializeToString(),
+        *bad,
+        prediction(request_id="r2").SerializeToString(),
+    ]
+    batch = verdicts(raws)
+    assert batch == [alone(raw) for raw in raws]
+    assert sum(isinstance(value, str) for value in batch) == len(bad)
+    rows = decode_many(decode_prediction_rows, raws)
+    assert isinstance(rows[0], WirePrediction) and isinstance(rows[-1], WirePrediction)
+
+
+def test_a_batch_holding_a_string_that_is_not_utf8_is_decoded_record_by_record() -> None:
+    not_utf8 = prediction().SerializeToString().replace(b"churn", b"ch\xffrn")
+    raws = [prediction().SerializeToString(), not_utf8]
+    assert verdicts(raws) == [alone(raw) for raw in raws]
+    assert isinstance(alone(not_utf8), str)

@@ -11,7 +11,8 @@ import math
 import random
 from collections.abc import Mapping
 
-from driftloop.clickhouse.prediction_log import prediction_table
+from driftloop.clickhouse.prediction_log import logged_table, prediction_table
+from driftloop.kafka.codecs import WirePrediction
 from driftloop.kafka.wire import prediction_columns, read_features
 from driftloop.v1 import common_pb2, events_pb2
 
@@ -172,3 +173,23 @@ def test_every_column_is_the_messages_from_messages_or_from_their_bytes() -> Non
             for name in ("numbers", "categories", "output_probabilities"):
                 row[name] = sorted(row[name])
         assert repr(rows) == repr(want)  # repr: NaN equals NaN as text
+
+
+def test_a_consumer_batch_of_rows_and_messages_is_the_table_of_its_messages() -> None:
+    events = random_events(60, seed=11)
+    for index, event in enumerate(events):
+        event.time.seconds = 1_700_000_000 + index
+    raws = [event.SerializeToString() for event in events]
+    first, second = prediction_columns(raws[:30]), prediction_columns(raws[30:])
+    values: list[events_pb2.PredictionEvent | WirePrediction] = [
+        *(WirePrediction(first, row, raws[row]) for row in range(10)),
+        events[10],  # decoded alone: a message, with its bytes
+        *(WirePrediction(first, row, raws[row]) for row in (11, 13, 12)),  # out of order
+        *(WirePrediction(second, row - 30, raws[row]) for row in range(30, 45)),
+        events[45],  # built by hand: no bytes
+        *(WirePrediction(first, row, raws[row]) for row in range(14, 30)),
+    ]
+    order = [*range(10), 10, 11, 13, 12, *range(30, 46), *range(14, 30)]
+    table = logged_table(values, [raws[i] if i == 10 else b"" for i in order])
+    want = prediction_table([events[i] for i in order])
+    assert repr(table.to_pylist()) == repr(want.to_pylist())  # repr: NaN equals NaN as text

@@ -8,6 +8,7 @@ event twice (a Kafka re-delivery) never counts it twice.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.clickhouse.backend import Columns
 from driftloop.clickhouse.client import ClickHouse
-from driftloop.kafka.wire import prediction_columns
+from driftloop.kafka.codecs import WirePrediction
+from driftloop.kafka.wire import PredictionColumns, prediction_columns
 from driftloop.v1 import common_pb2, events_pb2
 
 PREDICTION_COLUMNS = (
@@ -125,6 +127,12 @@ def prediction_table(
         read = prediction_columns(wire_bytes)
         if read.unread.any():
             raise ValueError("an event is unreadable from its own serialisation")
+    return columns_table(read)
+
+
+def columns_table(read: PredictionColumns) -> pa.Table:
+    """A batch's columns as read from the wire, as an Arrow table of the predictions
+    columns (every row, read or not: the caller picks the rows it vouches for)."""
     arrays = {
         "request_id": read.request_id,
         "time": pa.array(read.time_us, pa.int64()).cast(TIME),
@@ -143,6 +151,50 @@ def prediction_table(
         "error": read.error,
     }
     return pa.Table.from_pydict(arrays, schema=PREDICTION_SCHEMA)
+
+
+def logged_table(
+    values: Sequence[events_pb2.PredictionEvent | WirePrediction], raws: Sequence[bytes]
+) -> pa.Table:
+    """A consumer batch's predictions as one table, in order: WirePredictions as the rows
+    of their batch's columns (read once, by the decoder), messages as `prediction_table`
+    builds them (`raws`: their wire bytes, b'' where a record has none). Consecutive rows
+    of one batch, as the consumer hands them, are a slice of its table (no copy)."""
+    pieces: list[pa.Table] = []
+    tables: dict[int, pa.Table] = {}
+    at = 0
+    for batch, run in itertools.groupby(values, _batch):
+        group = list(run)
+        first = group[0]
+        if not isinstance(first, WirePrediction):
+            events = [value for value in group if not isinstance(value, WirePrediction)]
+            wire = [
+                raw or event.SerializeToString()
+                for raw, event in zip(raws[at : at + len(group)], events, strict=True)
+            ]
+            pieces.append(prediction_table(events, wire))
+        else:
+            table = tables.get(batch)
+            if table is None:
+                table = tables[batch] = columns_table(first.columns)
+            rows = np.fromiter(
+                (value.row for value in group if isinstance(value, WirePrediction)),
+                dtype=np.int64,
+                count=len(group),
+            )
+            if (np.diff(rows) == 1).all():
+                pieces.append(table.slice(int(rows[0]), rows.size))
+            else:
+                pieces.append(table.take(pa.array(rows)))
+        at += len(group)
+    if not pieces:
+        return prediction_table([])
+    return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+
+
+def _batch(value: events_pb2.PredictionEvent | WirePrediction) -> int:
+    """Which batch's columns a prediction is a row of, by identity (0: a message)."""
+    return id(value.columns) if isinstance(value, WirePrediction) else 0
 
 
 def _names(numbers: npt.NDArray[np.int64], names: Mapping[Any, str]) -> pa.Array:

@@ -18,6 +18,14 @@ wire bytes (driftloop.kafka.wire): about 1 µs per feature of Python otherwise. 
 checks only pick out the records to look at closely: any record they or a field check
 find fault with is decoded again alone, so its verdict and reason are the one-record
 decoder's, word for word.
+
+The drift sink needs no message at all, only the batch's columns, so its consumer takes
+`decode_prediction_rows`: the same one-record decoder, but a batch is read once from its
+wire bytes (`wire.prediction_columns`) and checked on those columns, and a record that
+passes stays a `WirePrediction` (its row of the batch's columns and its bytes): no upb
+parse. A record the column checks find fault with, or whose encoding is not the one every
+encoder writes, is decoded alone as above (a message, or its DecodeError word for word);
+a batch holding a string that is not UTF-8 is decoded as `decode_prediction.many` does.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +43,12 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 
-from driftloop.kafka.wire import read_features
+from driftloop.kafka.wire import (
+    FeatureEntries,
+    PredictionColumns,
+    prediction_columns,
+    read_features,
+)
 from driftloop.kit.errors import shown
 from driftloop.kit.names import (
     MAX_FEATURES,
@@ -45,7 +58,7 @@ from driftloop.kit.names import (
     NAME,
     VERSION_NUMBER,
 )
-from driftloop.kit.times import timestamp_problem
+from driftloop.kit.times import MAX_SECONDS, MIN_SECONDS, timestamp_problem
 from driftloop.v1 import events_pb2
 
 M = TypeVar("M", bound=Message)
@@ -56,20 +69,38 @@ class DecodeError(ValueError):
     """A message that cannot be accepted; the text says why (it lands in dead-letter)."""
 
 
+class WirePrediction(NamedTuple):
+    """A PredictionEvent that passed every check of the one-record decoder, not parsed:
+    its `row` of its batch's `columns` (read once from the wire, shared by the batch's
+    records) and its bytes. A tuple: tens of thousands are made per batch."""
+
+    columns: PredictionColumns
+    row: int
+    raw: bytes
+
+    def message(self) -> events_pb2.PredictionEvent:
+        """The event as a message (what the one-record decoder gives for it)."""
+        return events_pb2.PredictionEvent.FromString(self.raw)
+
+
+# What a decoder gives for a value it accepts.
+Decoded = Message | WirePrediction
+
+
 @runtime_checkable
 class BatchDecoder(Protocol):
     """A decoder that also takes a batch at once, with the same verdicts."""
 
     def __call__(self, raw: bytes) -> Message: ...
 
-    def many(self, raws: Sequence[bytes]) -> list[Message | DecodeError]: ...
+    def many(self, raws: Sequence[bytes]) -> list[Decoded | DecodeError]: ...
 
 
-def decode_many(decode: Decoder, raws: Sequence[bytes]) -> list[Message | DecodeError]:
+def decode_many(decode: Decoder, raws: Sequence[bytes]) -> list[Decoded | DecodeError]:
     """Each value decoded, or the DecodeError saying why it cannot be (in order)."""
     if isinstance(decode, BatchDecoder):
         return decode.many(raws)
-    decoded: list[Message | DecodeError] = []
+    decoded: list[Decoded | DecodeError] = []
     for raw in raws:
         try:
             decoded.append(decode(raw))
@@ -163,8 +194,8 @@ class _PredictionDecoder:
     def __call__(self, raw: bytes) -> events_pb2.PredictionEvent:
         return _decode_prediction(raw)
 
-    def many(self, raws: Sequence[bytes]) -> list[Message | DecodeError]:
-        decoded: list[Message | DecodeError] = []
+    def many(self, raws: Sequence[bytes]) -> list[Decoded | DecodeError]:
+        decoded: list[Decoded | DecodeError] = []
         suspect: set[int] = set()
         parsed: list[int] = []
         for index, raw in enumerate(raws):
@@ -180,14 +211,10 @@ class _PredictionDecoder:
             if not self._fields_pass(event):
                 suspect.add(index)
         # upb has checked the strings' UTF-8 of the parsed ones, which the reader needs.
-        failing = self._features_fail([raws[index] for index in parsed])
+        entries = read_features([raws[index] for index in parsed])
+        failing = np.flatnonzero(entries.unread | self._features_fail(entries))
         suspect.update(parsed[row] for row in failing.tolist())
-        for index in sorted(suspect):
-            try:
-                decoded[index] = _decode_prediction(raws[index])
-            except DecodeError as error:
-                decoded[index] = error
-        return decoded
+        return _alone(decoded, raws, sorted(suspect))
 
     def _name(self, name: str) -> bool:
         return _matches(self._names, NAME, name)
@@ -212,13 +239,10 @@ class _PredictionDecoder:
             and not output.probabilities  # rare: checked alone
         )
 
-    def _features_fail(self, raws: Sequence[bytes]) -> npt.NDArray[np.intp]:
+    def _features_fail(self, entries: FeatureEntries) -> npt.NDArray[np.bool_]:
         """The records whose feature map may fail a check (a superset: every entry the
-        wire has is checked, of which upb keeps a subset), or that the reader cannot
-        read."""
-        entries = read_features(raws)
-        failing = entries.unread.copy()
-        failing |= np.bincount(entries.row, minlength=entries.rows) > MAX_FEATURES
+        wire has is checked, of which upb keeps a subset)."""
+        failing = np.bincount(entries.row, minlength=entries.rows) > MAX_FEATURES
         names = pc.unique(entries.key).to_pylist()
         invalid = [name for name in names if not self._name(name)]
         bad = np.isinf(entries.number) & entries.is_number
@@ -228,11 +252,64 @@ class _PredictionDecoder:
             )
         bad |= pc.utf8_length(entries.category).to_numpy(zero_copy_only=False) > MAX_KEY_CHARS
         failing[entries.row[bad]] = True
-        return np.flatnonzero(failing)
+        return failing
+
+    def _columns_fail(self, read: PredictionColumns) -> npt.NDArray[np.bool_]:
+        """The records some check of `_decode_prediction` may refuse (a superset), read
+        from the batch's columns: every check of `_fields_pass` and `_features_fail`, plus
+        what the reader cannot vouch for as upb would (unread, irregular)."""
+        failing = read.unread | read.irregular | ~read.time_set | (read.probabilities > 0)
+        failing |= ~np.isfinite(read.output_value)
+        failing |= (read.seconds < MIN_SECONDS) | (read.seconds > MAX_SECONDS)
+        failing |= (read.nanos < 0) | (read.nanos > 999_999_999)
+        for column, least, most in (
+            (read.request_id, 1, MAX_REQUEST_ID),
+            (read.variant, 0, MAX_SHORT_CHARS),
+            (read.entity_key, 0, MAX_KEY_CHARS),
+            (read.error, 0, MAX_SHORT_CHARS),
+            (read.output_label, 0, MAX_KEY_CHARS),
+        ):
+            length = pc.utf8_length(column).to_numpy(zero_copy_only=False)
+            failing |= (length < least) | (length > most)
+        for column, valid in ((read.model, self._name), (read.version, self._version)):
+            invalid = [text for text in pc.unique(column).to_pylist() if not valid(text)]
+            if invalid:
+                failing |= pc.is_in(column, pa.array(invalid, pa.string())).to_numpy(
+                    zero_copy_only=False
+                )
+        return failing | self._features_fail(read.features)
+
+
+class _PredictionRowDecoder(_PredictionDecoder):
+    """`decode_prediction_rows(raw)`: one record, a message; `.many(raws)`: a batch whose
+    records that pass stay WirePredictions (module docstring)."""
+
+    def many(self, raws: Sequence[bytes]) -> list[Decoded | DecodeError]:
+        try:
+            read = prediction_columns(raws)
+        except pa.ArrowInvalid:  # a string that is not UTF-8: upb says which record
+            return super().many(raws)
+        decoded: list[Decoded | DecodeError] = [
+            WirePrediction(read, row, raw) for row, raw in enumerate(raws)
+        ]
+        return _alone(decoded, raws, np.flatnonzero(self._columns_fail(read)).tolist())
+
+
+def _alone(
+    decoded: list[Decoded | DecodeError], raws: Sequence[bytes], indices: Sequence[int]
+) -> list[Decoded | DecodeError]:
+    """`decoded` with the records at `indices` decoded alone (a message or its error)."""
+    for index in indices:
+        try:
+            decoded[index] = _decode_prediction(raws[index])
+        except DecodeError as error:
+            decoded[index] = error
+    return decoded
 
 
 _NAME_CACHE = 10_000
 decode_prediction = _PredictionDecoder()
+decode_prediction_rows = _PredictionRowDecoder()
 
 
 def _matches(judged: dict[str, bool], pattern: re.Pattern[str], text: str) -> bool:
@@ -302,5 +379,6 @@ def decode_shadow_request(raw: bytes) -> events_pb2.ShadowRequest:
 
 
 def log_decoders(predictions_topic: str, labels_topic: str) -> dict[str, Decoder]:
-    """The decoder of each prediction-log topic, as a consumer of both takes them."""
-    return {predictions_topic: decode_prediction, labels_topic: decode_label}
+    """The decoder of each prediction-log topic, as the drift sink takes them (its
+    predictions as WirePredictions, the sink needing only their columns)."""
+    return {predictions_topic: decode_prediction_rows, labels_topic: decode_label}

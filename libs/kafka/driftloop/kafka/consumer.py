@@ -30,10 +30,9 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from google.protobuf.message import Message
 
 from driftloop.kafka.clients import make_consumer
-from driftloop.kafka.codecs import DecodeError, Decoder, decode_many
+from driftloop.kafka.codecs import Decoded, DecodeError, Decoder, decode_many
 from driftloop.kafka.dead_letter import DeadLetters, RawMessage, RawRecord
 from driftloop.kafka.lag import PartitionLag
 from driftloop.kafka.metrics import BATCH_RETRIES
@@ -50,14 +49,15 @@ RETRY_LOG_INTERVAL_S = 30.0
 
 @dataclass(frozen=True)
 class Record:
-    """A decoded Kafka record, where it came from, and its original bytes."""
+    """A decoded Kafka record, where it came from, and its original bytes (`value`: a
+    message, or a prediction left as its row of its batch's columns: codecs)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     timestamp_ms: int
-    value: Message
+    value: Decoded
     raw: bytes = field(default=b"", repr=False)
 
     def message(self) -> RawMessage:

@@ -37,6 +37,8 @@ import pyarrow.compute as pc
 IntArray = npt.NDArray[np.int64]
 FEATURES_FIELD = 8
 _MAX_VARINT = 10
+# The largest field number protobuf allows (2^29 - 1): upb refuses a tag above it.
+_MAX_FIELD_NUMBER = 536_870_911
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,10 @@ class FeatureEntries:
     """The feature map entries of a batch of events, in wire order (`unread`: the events
     this could not read, whose entries are left out): the event (row) of
     each, its key, whether its value is a number or a category (neither: an empty
-    FeatureValue), the number (NaN when not one) and the category ('' when not one)."""
+    FeatureValue), the number (NaN when not one), the category ('' when not one), and
+    whether the entry is spelled as every encoder writes it (`usual`: else read field by
+    field, where a key or a category given twice keeps the last, unlike upb's check of
+    every occurrence's UTF-8)."""
 
     rows: int
     unread: npt.NDArray[np.bool_]
@@ -75,6 +80,7 @@ class FeatureEntries:
     is_category: npt.NDArray[np.bool_]
     number: npt.NDArray[np.float64]
     category: pa.StringArray
+    usual: npt.NDArray[np.bool_]
 
 
 def _varints(buf: npt.NDArray[np.uint8], pos: IntArray) -> tuple[npt.NDArray[np.uint64], IntArray]:
@@ -120,6 +126,7 @@ def _step(
     bad = (
         (tag_length == 0)
         | (number == 0)
+        | (number > _MAX_FIELD_NUMBER)
         | (width < 0)
         | (value_length == 0)
         | (is_bytes & (value >= np.uint64(2**31)))
@@ -273,6 +280,7 @@ def _feature_entries(
         is_category,
         number,
         _strings(buf, category_start, category_end),
+        usual,
     )
 
 
@@ -337,7 +345,13 @@ def _integers(buf: npt.NDArray[np.uint8], spans: Spans) -> IntArray:
 class PredictionColumns:
     """The columns of a batch of PredictionEvents (`unread`: the events this could not
     read, whose columns hold defaults): strings as Arrow arrays, enums as their numbers,
-    `time_us` microseconds since the epoch, the maps as Map arrays."""
+    `time_us` microseconds since the epoch, the maps as Map arrays.
+
+    For a decoder's checks: whether `time` is set and its `seconds` and `nanos`; every
+    feature entry as the wire has them (`features`); `irregular`, the events spelled
+    otherwise than every encoder writes them (a string field given twice, a feature entry
+    read field by field), whose earlier strings upb checks and this does not read; and
+    `probabilities`, how many output probabilities each event's wire has."""
 
     unread: npt.NDArray[np.bool_]
     request_id: pa.StringArray
@@ -355,6 +369,12 @@ class PredictionColumns:
     output_probabilities: pa.MapArray
     latency_us: IntArray
     error: pa.StringArray
+    time_set: npt.NDArray[np.bool_]
+    seconds: IntArray
+    nanos: IntArray
+    features: FeatureEntries
+    irregular: npt.NDArray[np.bool_]
+    probabilities: IntArray
 
 
 # PredictionEvent's fields (events.proto) with their wire types.
@@ -385,6 +405,12 @@ def prediction_columns(raws: Sequence[bytes]) -> PredictionColumns:
     probability = np.zeros(probabilities.owner.size)
     probability[values[2] > 0] = _doubles(buf, values[0][values[2] > 0])
     features = _feature_entries(buf, entries, unread)
+    # Strings given twice (upb checks the UTF-8 of each; only the last is read here).
+    irregular = np.zeros(starts.size, dtype=bool)
+    for spans in (request_id, model, version, variant, entity_key, error, label):
+        irregular |= spans[2] > 1
+    irregular[features.row[~features.usual]] = True
+    seconds_at, nanos_at = _integers(buf, seconds), _integers(buf, nanos).astype(np.int32)
     keep = _latest_per_key(features.row, features.key)
     numbers = keep & features.is_number
     categories = keep & features.is_category
@@ -393,8 +419,7 @@ def prediction_columns(raws: Sequence[bytes]) -> PredictionColumns:
     return PredictionColumns(
         unread=unread,
         request_id=_strings(buf, request_id[0], request_id[1]),
-        time_us=_integers(buf, seconds) * 1_000_000
-        + _integers(buf, nanos).astype(np.int32) // 1000,
+        time_us=seconds_at * 1_000_000 + nanos_at // 1000,
         model=_strings(buf, model[0], model[1]),
         version=_strings(buf, version[0], version[1]),
         role=_integers(buf, role).astype(np.int32).astype(np.int64),
@@ -423,6 +448,12 @@ def prediction_columns(raws: Sequence[bytes]) -> PredictionColumns:
         ),
         latency_us=_integers(buf, latency).astype(np.uint32).astype(np.int64),
         error=_strings(buf, error[0], error[1]),
+        time_set=time[2] > 0,
+        seconds=seconds_at,
+        nanos=nanos_at.astype(np.int64),
+        features=features,
+        irregular=irregular,
+        probabilities=np.bincount(probabilities.owner, minlength=starts.size),
     )
 
 

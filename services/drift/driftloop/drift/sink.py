@@ -13,14 +13,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from driftloop.clickhouse.prediction_log import (
-    PredictionLog,
-    label_table,
-    prediction_table,
-    split_events,
-)
+from driftloop.clickhouse.prediction_log import PredictionLog, label_table, logged_table
 from driftloop.drift import metrics
 from driftloop.drift.detection import OnlineDetection
+from driftloop.kafka.codecs import WirePrediction
 from driftloop.kafka.consumer import Record
 from driftloop.v1.events_pb2 import LabelEvent, PredictionEvent
 
@@ -46,17 +42,28 @@ class LogSink:
 
     async def __call__(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
-        predictions, labels = split_events(record.value for record in records)
-        # Each prediction's bytes as consumed (a record built by hand may have none).
-        raws = [
-            record.raw or record.value.SerializeToString()
-            for record in records
-            if isinstance(record.value, PredictionEvent)
-        ]
-        # Building a batch's columns is a fraction of a second for 50,000 records: off the
+        # Predictions come as rows of their batch's columns (the decoder read them) or as
+        # messages (a record decoded alone, or built by hand).
+        predictions: list[PredictionEvent | WirePrediction] = []
+        raws: list[bytes] = []
+        labels: list[LabelEvent] = []
+        prediction_partitions: list[int] = []
+        label_partitions: list[int] = []
+        for record in records:
+            value = record.value
+            if isinstance(value, WirePrediction | PredictionEvent):
+                predictions.append(value)
+                raws.append(record.raw)
+                prediction_partitions.append(record.partition)
+            elif isinstance(value, LabelEvent):
+                labels.append(value)
+                label_partitions.append(record.partition)
+            else:
+                raise TypeError(f"not a prediction or label event: {type(value).__name__}")
+        # Building a batch's table is a fraction of a second for 50,000 records: off the
         # event loop all the same, which in standalone mode also serves the gateway.
         table, labels_table = await asyncio.to_thread(
-            lambda: (prediction_table(predictions, raws), label_table(labels))
+            lambda: (logged_table(predictions, raws), label_table(labels))
         )
         written = await self._prediction_log.write_tables(table, labels_table)
         metrics.SINK_RECORDS.labels("prediction").inc(written[0])
@@ -65,10 +72,7 @@ class LogSink:
         if self._detection is not None:
             try:
                 await self._detection.observe(
-                    table,
-                    labels,
-                    [r.partition for r in records if isinstance(r.value, PredictionEvent)],
-                    [r.partition for r in records if isinstance(r.value, LabelEvent)],
+                    table, labels, prediction_partitions, label_partitions
                 )
             except Exception:
                 log.exception("online detection failed on a batch; the batch is logged")
