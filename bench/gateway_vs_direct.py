@@ -238,10 +238,9 @@ def print_ceiling(
     print("|---|---|---|---|---|")
     for label, n, goal in ((f"p50 hop at {rate:g} req/s", 0, "+0.4 ms"), ("p99 hop", 1, "+1.5 ms")):
         forwarder, gateway = hops["forwarder"][n], hops["gateway"][n]
-        print(
-            f"| {label} | {forwarder:+.3f} ms | {gateway:+.3f} ms "
-            f"| {gateway / forwarder:.2f}x | <= {goal} |"
-        )
+        # A hop at or below zero is noise (a busy machine); no ratio is made of it.
+        ratio = f"{gateway / forwarder:.2f}x" if forwarder > 0 and gateway > 0 else "-"
+        print(f"| {label} | {forwarder:+.3f} ms | {gateway:+.3f} ms | {ratio} | <= {goal} |")
     print(
         f"| saturation vs direct | {share['forwarder']:.2f}x "
         f"({saturation['forwarder']:,.0f} req/s) | {share['gateway']:.2f}x "
