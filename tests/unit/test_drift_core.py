@@ -199,6 +199,67 @@ def test_the_label_join_expires_idle_partitions_on_request() -> None:
     assert join.expire() == 1 and join.pending == 0 and join.expired == 1
 
 
+def test_a_batch_of_predictions_joins_as_one_at_a_time_would() -> None:
+    """LabelJoin.predictions against .prediction in a loop, on a seeded stream of batches
+    (partitions in runs or interleaved, ids repeated or waiting already, labels before and
+    after their predictions, expiry and the bound): the same outcomes, then the same
+    entries waiting (labels for every id meet the same predictions)."""
+    rng = np.random.default_rng(17)
+    now = [0.0]
+    counted: list[list[tuple[str, int]]] = [[], []]
+    batch, single = (
+        LabelJoin(
+            horizon_s=50,
+            per_partition=8,
+            clock=lambda: now[0],
+            evicted=lambda reason, n, log=log: log.append((reason, n)),
+        )
+        for log in counted
+    )
+
+    def truth(i: int) -> Truth:
+        return Truth(str(i % 2), 0.0, True)
+
+    for _ in range(80):
+        now[0] += float(rng.choice([0, 1, 20]))
+        if rng.random() < 0.4:
+            for i in rng.integers(0, 300, size=int(rng.integers(1, 20))).tolist():
+                partition = int(rng.integers(0, 3))
+                assert batch.label(f"r{i}", truth(i), partition) == single.label(
+                    f"r{i}", truth(i), partition
+                )
+            continue
+        size = int(rng.integers(1, 60))
+        ids = [f"r{i}" for i in rng.integers(0, 300, size=size).tolist()]
+        if rng.random() < 0.7:  # mostly distinct ids
+            ids = list(dict.fromkeys(ids))
+        partitions = rng.integers(0, 3, size=len(ids)).tolist()
+        if rng.random() < 0.5:
+            partitions.sort()  # a consumer batch: partition by partition
+        rows = [("m", "1", "binary", "1", 0.9, int(key[1:])) for key in ids]
+        want = [
+            (key, outcome)
+            for key, row, partition in zip(ids, rows, partitions, strict=True)
+            if (outcome := single.prediction(key, row, partition)) is not None
+        ]
+        got = batch.predictions(ids, rows, partitions)
+        assert sorted(got, key=repr) == sorted(want, key=repr)
+    assert (batch.pending, batch.expired, batch.evictions) == (
+        single.pending,
+        single.expired,
+        single.evictions,
+    )
+    assert [batch.pending_predictions(p) for p in range(3)] == [
+        single.pending_predictions(p) for p in range(3)
+    ]
+    for i in range(300):
+        assert batch.label(f"r{i}", truth(i), 0) == single.label(f"r{i}", truth(i), 0)
+    total = [
+        {reason: sum(n for r, n in log if r == reason) for reason, _ in log} for log in counted
+    ]
+    assert total[0] == total[1]
+
+
 async def test_one_alert_is_open_per_model_version_and_kind(trained: TrainedModel) -> None:
     published: list[events_pb2.DriftAlert] = []
 

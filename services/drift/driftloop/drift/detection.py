@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from driftloop.drift.alerts import Alerts
 from driftloop.drift.baselines import BaselineSource
-from driftloop.drift.labels import LabelJoin, Outcome, Served, Truth
+from driftloop.drift.labels import LabelJoin, Outcome, ServedRow, Truth
 from driftloop.drift.online import MISSING_CODE, UNSEEN_CODE, OnlineAlarm, VersionMonitor
 from driftloop.drift.ordering import PARTITION, REQUEST_ID, TIME, ReorderBuffer
 from driftloop.kit.errors import DriftloopError
@@ -36,17 +36,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 # A version the registry could not describe is asked about again after this long.
 RETRY_UNKNOWN_S = 30.0
-_COLUMNS = (
-    "request_id",
-    "time",
-    "model",
-    "version",
-    "role",
-    "error",
-    "output_kind",
-    "output_value",
-    "output_label",
-)
+# The columns of a prediction the label join keeps (then its time), in Served's order.
+_SERVED = ("model", "version", "output_kind", "output_label", "output_value")
 RecordAlarm = Callable[[str, str, OnlineAlarm], Awaitable[object]]
 ArrowColumn = TypeVar("ArrowColumn", pa.Array, pa.ChunkedArray)
 
@@ -95,11 +86,14 @@ class OnlineDetection:
         the Kafka partition of each prediction row and of each label (the join's bound is
         per partition and the reordering's watermark too)."""
         async with self._lock:
-            column = {
-                name: predictions.column(name).to_numpy(zero_copy_only=False) for name in _COLUMNS
-            }
-            live = np.flatnonzero((column["role"] == "live") & (column["error"] == ""))
-            micros = np.asarray(column["time"]).astype("datetime64[us]").astype(np.int64)
+            live = np.flatnonzero(
+                pc.and_(
+                    pc.equal(predictions.column("role"), "live"),
+                    pc.equal(predictions.column("error"), ""),
+                ).to_numpy(zero_copy_only=False)
+            )
+            column = {name: _objects(predictions.column(name)) for name in _SERVED}
+            micros = predictions.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False)
             outcomes: dict[tuple[str, str], list[tuple[int, str, Outcome]]] = {}
 
             def joined(request_id: str, outcome: Outcome | None) -> None:
@@ -107,18 +101,20 @@ class OnlineDetection:
                     key = (outcome.model, outcome.version)
                     outcomes.setdefault(key, []).append((outcome.time_us, request_id, outcome))
 
-            for row in live.tolist():
-                served = Served(
-                    column["model"][row],
-                    column["version"][row],
-                    column["output_kind"][row],
-                    column["output_label"][row],
-                    column["output_value"][row],
-                    int(micros[row]),
+            # The join takes the batch at once (one dictionary update per partition).
+            served: list[ServedRow] = list(
+                zip(
+                    *(column[name][live].tolist() for name in _SERVED),
+                    micros[live].tolist(),
+                    strict=True,
                 )
-                request_id = column["request_id"][row]
-                partition = prediction_partitions[row]
-                joined(request_id, self._join.prediction(request_id, served, partition))
+            )
+            for request_id, outcome in self._join.predictions(
+                _rows(predictions.column("request_id"), live).to_pylist(),
+                served,
+                np.asarray(prediction_partitions, dtype=np.int64)[live].tolist(),
+            ):
+                joined(request_id, outcome)
             for label, partition in zip(labels, label_partitions, strict=True):
                 joined(
                     label.request_id, self._join.label(label.request_id, _truth(label), partition)
@@ -166,13 +162,9 @@ class OnlineDetection:
         self, released: pa.Table, outcomes: dict[tuple[str, str], list[Outcome]]
     ) -> list[events_pb2.DriftAlert]:
         """Run the monitors over released predictions (in order) and joined outcomes."""
-        models = released.column("model").to_numpy(zero_copy_only=False)
-        versions = released.column("version").to_numpy(zero_copy_only=False)
         micros = released.column(TIME).to_numpy(zero_copy_only=False)
         outputs = released.column("output_value").to_numpy(zero_copy_only=False)
-        served_rows: dict[tuple[str, str], list[int]] = {}
-        for row, key in enumerate(zip(models.tolist(), versions.tolist(), strict=True)):
-            served_rows.setdefault(key, []).append(row)
+        served_rows = _versions(released.column("model"), released.column("version"))
         numbers = released.column("numbers").combine_chunks()
         categories = released.column("categories").combine_chunks()
         raised = []
@@ -183,7 +175,7 @@ class OnlineDetection:
             # Each alarm with the prediction time of the event that fired it.
             timed: list[tuple[OnlineAlarm, int]] = []
             if key in served_rows:
-                rows = np.asarray(served_rows[key])
+                rows = served_rows[key]
                 matrix = feature_matrix(_rows(numbers, rows), monitor.features)
                 codes = category_codes(
                     _rows(categories, rows), monitor.categorical, monitor.categories
@@ -248,6 +240,34 @@ def _rows(column: ArrowColumn, rows: npt.NDArray[np.intp]) -> ArrowColumn:
     if rows.size == len(column):
         return column
     return column.take(rows)
+
+
+def _objects(column: pa.ChunkedArray) -> npt.NDArray[np.object_]:
+    """A string column as Python strings, one object per distinct value: a batch's model,
+    version, kind and label repeat in every row (one string each, not one per row)."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    distinct = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    return np.asarray(distinct[encoded.indices.to_numpy(zero_copy_only=False)])
+
+
+def _versions(
+    models: pa.ChunkedArray, versions: pa.ChunkedArray
+) -> dict[tuple[str, str], IntArray]:
+    """The rows of each (model, version), ascending: grouped by their dictionary codes,
+    not row by row."""
+    model = pc.dictionary_encode(models.combine_chunks())
+    version = pc.dictionary_encode(versions.combine_chunks())
+    code = model.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(
+        version.dictionary
+    ) + version.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(code, kind="stable")
+    starts = np.flatnonzero(np.diff(code[order], prepend=-1))
+    names, numbers = model.dictionary.to_pylist(), version.dictionary.to_pylist()
+    groups: dict[tuple[str, str], IntArray] = {}
+    for first, end in zip(starts.tolist(), [*starts[1:].tolist(), order.size], strict=True):
+        m, v = divmod(int(code[order[first]]), len(numbers))
+        groups[(names[m], numbers[v])] = order[first:end]
+    return groups
 
 
 def _utc(micros: int) -> dt.datetime:

@@ -15,11 +15,12 @@ reports never depend on this join.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -37,8 +38,9 @@ def _not_counted(reason: Eviction, entries: int) -> None:
     return None
 
 
-@dataclass(frozen=True)
-class Served:
+class Served(NamedTuple):
+    """A prediction waiting for its label (a tuple: a batch holds tens of thousands)."""
+
     model: str
     version: str
     kind: str
@@ -46,6 +48,10 @@ class Served:
     value: float
     # The prediction's time (microseconds since the epoch): an outcome's time.
     time_us: int = 0
+
+
+# A Served as a plain tuple of its fields, as a batch's columns zip into (no call per row).
+ServedRow = tuple[str, str, str, str, float, int]
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class LabelJoin:
         self._max = per_partition
         self._clock = clock
         self._evicted = evicted
-        self._served: dict[int, Waiting[Served]] = {}
+        self._served: dict[int, Waiting[ServedRow]] = {}
         self._truths: dict[int, Waiting[Truth]] = {}
         self.expired = 0
         self.evictions = 0
@@ -91,12 +97,61 @@ class LabelJoin:
     def pending_labels(self, partition: int) -> int:
         return len(self._truths.get(partition, ()))
 
-    def prediction(self, request_id: str, served: Served, partition: int = 0) -> Outcome | None:
+    def prediction(self, request_id: str, served: ServedRow, partition: int = 0) -> Outcome | None:
         waiting = self._take(self._truths, partition, request_id)
         if waiting is not None:
             return _outcome(served, waiting)
         self._hold(self._served.setdefault(partition, OrderedDict()), request_id, served)
         return None
+
+    def predictions(
+        self, request_ids: Sequence[str], served: Sequence[ServedRow], partitions: Sequence[int]
+    ) -> list[tuple[str, Outcome]]:
+        """A batch of predictions, as `prediction` one at a time in this order would take
+        them: the (request id, outcome) of each that met its label.
+
+        Why not one at a time: that is a few dictionary operations and calls per
+        prediction, and most predictions meet nothing (their labels come later). So the
+        batch is taken partition by partition (a partition's side of the join is its own
+        dictionary; the order within each is kept): a prediction whose id a label waits
+        under is taken alone, and each run of the others is held with one dictionary
+        update, then trimmed to the bound once: the same entries in the same order as
+        holding each in turn (each hold trims the oldest, and only a hold that overflows
+        expires). A batch repeating an id, or holding one that already waits, is taken
+        one at a time in its order (a repeat moves its entry to the end)."""
+        ids = set(request_ids)
+        if len(ids) < len(request_ids) or any(
+            not waiting.keys().isdisjoint(ids) for waiting in self._served.values()
+        ):
+            return [
+                (key, outcome)
+                for key, row, partition in zip(request_ids, served, partitions, strict=True)
+                if (outcome := self.prediction(key, row, partition)) is not None
+            ]
+        part = np.asarray(partitions, dtype=np.int64)
+        order = np.argsort(part, kind="stable")
+        if (np.diff(order) != 1).any():
+            request_ids = [request_ids[i] for i in order.tolist()]
+            served = [served[i] for i in order.tolist()]
+            part = part[order]
+        meeting = set().union(*(ids & waiting.keys() for waiting in self._truths.values()))
+        alone = {i for i, key in enumerate(request_ids) if key in meeting} if meeting else set()
+        changes = (np.flatnonzero(np.diff(part)) + 1).tolist()
+        bounds = sorted({0, len(request_ids), *changes, *alone, *(i + 1 for i in alone)})
+        met: list[tuple[str, Outcome]] = []
+        for first, end in itertools.pairwise(bounds):
+            partition = int(part[first])
+            if first in alone:
+                outcome = self.prediction(request_ids[first], served[first], partition)
+                if outcome is not None:
+                    met.append((request_ids[first], outcome))
+                continue
+            waiting = self._served.setdefault(partition, OrderedDict())
+            arrived = itertools.repeat(self._clock())
+            rows = zip(arrived, served[first:end], strict=False)  # arrived: endless
+            waiting.update(zip(request_ids[first:end], rows, strict=True))
+            self._trim(waiting)
+        return met
 
     def label(self, request_id: str, truth: Truth, partition: int = 0) -> Outcome | None:
         waiting = self._take(self._served, partition, request_id)
@@ -118,6 +173,10 @@ class LabelJoin:
     def _hold(self, waiting: Waiting[T], key: str, item: T) -> None:
         waiting[key] = (self._clock(), item)
         waiting.move_to_end(key)  # a replayed request id is as new as its last arrival
+        self._trim(waiting)
+
+    def _trim(self, waiting: Waiting[T]) -> None:
+        """Keep `waiting` within the bound: first drop what expired, then the oldest."""
         if len(waiting) <= self._max:
             # Expired entries may wait for `expire` (each batch calls it): `_take` refuses
             # them on its own, and looking at the oldest on every hold cost more than
@@ -159,13 +218,14 @@ class LabelJoin:
             self._evicted("horizon", dropped)
 
 
-def _outcome(served: Served, truth: Truth) -> Outcome:
+def _outcome(served: ServedRow, truth: Truth) -> Outcome:
+    model, version, kind, label, value, time_us = served
     error = errors(
-        served.kind,
-        np.asarray([served.label], dtype=object),
-        np.asarray([served.value]),
+        kind,
+        np.asarray([label], dtype=object),
+        np.asarray([value]),
         np.asarray([truth.label], dtype=object),
         np.asarray([truth.value]),
         np.asarray([truth.is_label]),
     )
-    return Outcome(served.model, served.version, float(error[0]), served.time_us)
+    return Outcome(model, version, float(error[0]), time_us)

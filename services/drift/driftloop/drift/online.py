@@ -168,7 +168,11 @@ class VersionMonitor:
             z = [score(values[:, column]) for column, score in enumerate(self._scores)]
             for j, (column, spread) in enumerate(self._spread):
                 gaps, self._unpaired[j] = _pair_gaps(z[column], self._unpaired[j])
-                z.append(spread(gaps))
+                # Scored where a pair ends (NaN elsewhere stays NaN): half the lookups.
+                scored = np.full(gaps.size, np.nan)
+                paired = ~np.isnan(gaps)
+                scored[paired] = spread(gaps[paired])
+                z.append(scored)
             alarms += [
                 OnlineAlarm(
                     "prediction" if self._names[a.stream] == OUTPUT else "data",
