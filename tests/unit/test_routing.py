@@ -122,6 +122,24 @@ def test_the_book_keeps_only_newer_revisions() -> None:
     assert book_policy is not None and book_policy.stable_version == "1"
 
 
+def test_the_book_knows_which_models_have_a_rollout_running() -> None:
+    """What the controller's round looks at: a rollout's model while it runs, only."""
+    book = PolicyBook()
+    for name in ("a", "b", "c", "d"):
+        book.apply(events_pb2.RoutingPolicy(model=name, stable_version="1", revision=1))
+    assert book.rolling_out() == []
+    canary = events_pb2.CanaryPlan(candidate_version="2", steps=default_plan().steps)
+    green = events_pb2.BlueGreen(active_version="2")
+    gate = events_pb2.ShadowGate(candidate_version="2")
+    book.apply(events_pb2.RoutingPolicy(model="c", canary=canary, revision=2))
+    book.apply(events_pb2.RoutingPolicy(model="a", blue_green=green, revision=2))
+    book.apply(events_pb2.RoutingPolicy(model="d", shadow_gate=gate, revision=2))
+    assert book.rolling_out() == ["a", "c", "d"]
+    book.apply(events_pb2.RoutingPolicy(model="c", stable_version="2", revision=3))  # promoted
+    book.apply(events_pb2.RoutingPolicy(model="a", stable_version="1", revision=1))  # older
+    assert book.rolling_out() == ["a", "d"]
+
+
 def stats(
     requests: int,
     errors: int = 0,

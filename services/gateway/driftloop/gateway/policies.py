@@ -96,17 +96,36 @@ def validate(policy: events_pb2.RoutingPolicy) -> None:
         to_datetime(field, instant)
 
 
+def rollout_candidate(policy: events_pb2.RoutingPolicy) -> str:
+    """The version a rollout of the policy is bringing in ("" when none runs)."""
+    return (
+        policy.canary.candidate_version
+        or policy.blue_green.active_version
+        or policy.shadow_gate.candidate_version
+    )
+
+
 class PolicyBook:
-    """The current policy of each model, as this replica knows it."""
+    """The current policy of each model, as this replica knows it, and which of them have
+    a rollout running.
+
+    The rollout controller looks at the latter every round (a second by default), so its
+    round costs what the running rollouts cost, not what every routed model does: looking
+    at 1,000 policies with no rollout held the gateway's event loop 0.5 ms a round (17 ms
+    at worst on a loaded machine). A policy is never changed in place once applied (a
+    change is a new revision), so `apply` keeps the set exact.
+    """
 
     def __init__(self) -> None:
         self._policies: dict[str, events_pb2.RoutingPolicy] = {}
+        self._rolling: set[str] = set()
 
     def get(self, model: str) -> events_pb2.RoutingPolicy | None:
         return self._policies.get(model)
 
-    def models(self) -> list[str]:
-        return sorted(self._policies)
+    def rolling_out(self) -> list[str]:
+        """The models whose policy has a rollout running, in name order."""
+        return sorted(self._rolling)
 
     def apply(self, policy: events_pb2.RoutingPolicy) -> bool:
         """Keep `policy` if it is newer than the one held; return whether it was."""
@@ -114,4 +133,8 @@ class PolicyBook:
         if current is not None and current.revision >= policy.revision:
             return False
         self._policies[policy.model] = policy
+        if rollout_candidate(policy):
+            self._rolling.add(policy.model)
+        else:
+            self._rolling.discard(policy.model)
         return True

@@ -44,6 +44,7 @@ from driftloop.gateway.policies import (
     DEFAULT_STEPS,
     PolicyBook,
     now_stamp,
+    rollout_candidate,
     validate,
     versions_named,
 )
@@ -238,7 +239,7 @@ class Rollouts:
         candidate = check_version("candidate_version", request.candidate_version)
         if candidate == policy.stable_version:
             raise InvalidArgument("candidate_version", f"version {candidate} is already stable")
-        if _candidate(policy):
+        if rollout_candidate(policy):
             raise FailedPrecondition(
                 f"{request.model} already has a rollout; promote or roll it back first "
                 f"(`driftloop routing promote|rollback --model {request.model}`)"
@@ -324,7 +325,7 @@ class Rollouts:
 
     async def rollback(self, model: str, reason: str, actor: str) -> events_pb2.RoutingPolicy:
         policy = self._copy(model)
-        candidate = _candidate(policy)
+        candidate = rollout_candidate(policy)
         if not candidate:
             raise FailedPrecondition(
                 f"{model} has no rollout to roll back (`driftloop routing show --model {model}`)"
@@ -342,8 +343,8 @@ class Rollouts:
         return committed
 
     async def tick(self) -> None:
-        """One controller round over every model (the lease holder only)."""
-        for model in self._book.models():
+        """One controller round over the running rollouts (the lease holder only)."""
+        for model in self._book.rolling_out():
             policy = self._book.get(model)
             if policy is None:
                 continue
@@ -533,15 +534,6 @@ class Rollouts:
             time=stamp(dt.datetime.now(dt.UTC)),
         )
         await self._events.publish(event)
-
-
-def _candidate(policy: events_pb2.RoutingPolicy) -> str:
-    """The version a rollout of the policy is bringing in ("" when none runs)."""
-    return (
-        policy.canary.candidate_version
-        or policy.blue_green.active_version
-        or policy.shadow_gate.candidate_version
-    )
 
 
 def _open_gate(
