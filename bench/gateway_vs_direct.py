@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import os
 import shutil
 import signal
 import statistics
@@ -296,6 +297,16 @@ async def main(args: argparse.Namespace) -> int:
     # The figures in docs/benchmarks.md were measured with coalescing on (2 calls in
     # flight per version); the gateway's default is off. Set the variable to 0 to compare.
     env.setdefault("DRIFTLOOP_GATEWAY_INFERENCE_CALLS_IN_FLIGHT", "2")
+    if args.gateway_uvloop:  # the gateway alone on uvloop (bench/peers/uvloop_site)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p
+            for p in (
+                str(REPO / "bench/peers/uvloop_site"),
+                str(args.gateway_uvloop),
+                env.get("PYTHONPATH", ""),
+            )
+            if p
+        )
     processes = await start_stack(env, work)
     try:
         await wait_stack(processes, registry_port, inference_port, gateway_port)
@@ -473,6 +484,8 @@ async def main(args: argparse.Namespace) -> int:
             f"samples per path: {len(latency['direct'])}"
         )
         print_ceiling(args.rate, latency, saturation, cpu)
+        if args.gateway_uvloop:
+            print("The gateway ran on uvloop; the forwarder and inference on asyncio's loop.")
         return 0
     finally:
         await stop_all(processes, broker)
@@ -500,6 +513,14 @@ if __name__ == "__main__":
         "--native",
         action="store_true",
         help="with --profile: C frames too (py-spy pauses the processes to sample them)",
+    )
+    parser.add_argument(
+        "--gateway-uvloop",
+        type=Path,
+        metavar="DIR",
+        help="run the gateway process (alone: the forwarder and inference stay on asyncio's "
+        "loop) on uvloop, importable from DIR (`uv pip install --target DIR uvloop`); "
+        "uvloop is no dependency of driftloop",
     )
     arguments = parser.parse_args()
     if arguments.profile:
