@@ -168,6 +168,7 @@ COMPONENTS = (
     ("client/", "driftloop code"),
     ("kafka/", "driftloop code"),
     ("prometheus_client", "prometheus_client"),
+    ("forwarder_side", "the forwarder's own code"),
     ("asyncio", "asyncio loop"),
     ("selectors", "asyncio loop"),
     ("threading", "other threads"),
