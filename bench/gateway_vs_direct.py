@@ -283,11 +283,11 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-async def main(args: argparse.Namespace) -> int:
+async def main(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark, with the broker's and the processes' state and logs in `work`."""
     if shutil.which("h2load") is None:
         print("run `make bench-gateway` (it installs h2load)")
         return 2
-    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-gateway-"))
     broker = LocalBroker(find_kafka_libs(REPO), work / "kafka")
     print("[1/4] starting Kafka, the registry, inference and the gateway", flush=True)
     await asyncio.to_thread(broker.start)
@@ -488,6 +488,12 @@ async def main(args: argparse.Namespace) -> int:
         if args.gateway_uvloop:
             print("The gateway ran on uvloop; the forwarder and inference on asyncio's loop.")
         return 0
+    except Exception:  # the logs go with `work`: their last lines say what failed
+        for name in ("retrainer", "inference", "gateway", "forwarder"):
+            if (log := work / f"{name}.log").exists():
+                tail = log.read_text(errors="replace").splitlines()[-5:]
+                print(f"[{name}.log, last lines]", *tail, sep="\n  ", file=sys.stderr)
+        raise
     finally:
         await stop_all(processes, broker)
 
@@ -526,4 +532,10 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     if arguments.profile:
         arguments.profile.mkdir(parents=True, exist_ok=True)
-    sys.exit(asyncio.run(main(arguments)))
+    # The work folder (broker, chDB, artifacts, logs: tens of MB a run) is removed when
+    # the run ends, failed or interrupted too; --profile writes to its own DIR.
+    with tempfile.TemporaryDirectory(
+        prefix="driftloop-bench-gateway-", ignore_cleanup_errors=True
+    ) as folder:
+        code = asyncio.run(main(arguments, Path(folder)))
+    sys.exit(code)
