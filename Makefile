@@ -95,7 +95,7 @@ typecheck: $(BIN)/.synced ## mypy --strict on our code
 	    bench/drift_window_vs_evidently.py bench/drift_rule_table.py bench/online_vs_river.py bench/drift_sink.py \
 	    bench/training_vs_sklearn.py bench/loop_timing.py bench/scaling.py bench/gateway_request_path.py \
 	    bench/sink_costs.py bench/drift_sink_versus.py bench/inference_request_path.py bench/peers/echo_side.py \
-	    bench/peers/sink_side.py bench/peers/forwarder_side.py bench/grpc_hop_options.py \
+	    bench/peers/sink_side.py bench/peers/forwarder_side.py bench/peers/bare_server.py bench/grpc_hop_options.py \
 	    bench/peers/uvloop_site/sitecustomize.py
 
 .PHONY: settings-doc

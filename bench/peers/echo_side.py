@@ -15,11 +15,13 @@ Runs in driftloop's environment (it imports driftloop.v1, the generated code onl
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
+from pathlib import Path
 from typing import Any
 
-import grpc
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/: peers.* when run as a script
+
+from peers.bare_server import serve_predict
 
 from driftloop.v1 import common_pb2, inference_pb2
 
@@ -40,26 +42,13 @@ async def predict(
 
 
 async def serve(port: int) -> None:
-    """Predict registered as grpc's generated code registers a servicer's methods."""
-    server = grpc.aio.server()
-    handlers = {
-        "Predict": grpc.unary_unary_rpc_method_handler(
-            predict,
-            request_deserializer=inference_pb2.InferenceRequest.FromString,
-            response_serializer=inference_pb2.InferenceResponse.SerializeToString,
-        )
-    }
-    service = "driftloop.v1.InferenceService"
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-    server.add_registered_method_handlers(service, handlers)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    await server.stop(1)
+    await serve_predict(
+        port,
+        "driftloop.v1.InferenceService",
+        predict,
+        inference_pb2.InferenceRequest,
+        inference_pb2.InferenceResponse,
+    )
 
 
 if __name__ == "__main__":

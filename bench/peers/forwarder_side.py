@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/: peers.* when run as a script
+
+from peers.bare_server import serve_predict
 
 from driftloop.v1 import common_pb2, gateway_pb2, inference_pb2, inference_pb2_grpc
 
@@ -64,26 +69,15 @@ async def serve(args: argparse.Namespace) -> None:
             output=answer.output,
         )
 
-    server = grpc.aio.server(options=args.server_option)
-    handlers = {
-        "Predict": grpc.unary_unary_rpc_method_handler(
-            predict,
-            request_deserializer=gateway_pb2.PredictRequest.FromString,
-            response_serializer=gateway_pb2.PredictResponse.SerializeToString,
-        )
-    }
-    service = "driftloop.v1.Gateway"
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-    server.add_registered_method_handlers(service, handlers)
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
     await channel.channel_ready()
-    await server.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    await server.stop(1)
+    await serve_predict(
+        args.port,
+        "driftloop.v1.Gateway",
+        predict,
+        gateway_pb2.PredictRequest,
+        gateway_pb2.PredictResponse,
+        args.server_option,
+    )
     await channel.close()
 
 
