@@ -107,7 +107,9 @@ class ReorderBuffer:
 
     def _release(self, rows: pa.Table, cutoff: int) -> pa.Table:
         table = rows if self._pending is None else pa.concat_tables([self._pending, rows])
-        table = table.take(pc.sort_indices(table, sort_keys=_ORDER))
+        order = pc.sort_indices(table, sort_keys=_ORDER).to_numpy()
+        if (np.diff(order) != 1).any():  # a copy of every column (the maps), unless in order
+            table = table.take(order)
         micros = table.column(TIME).to_numpy(zero_copy_only=False)
         bound = min(max(cutoff, _MIN), _MAX)
         ready = int(np.searchsorted(micros, np.int64(bound), side="left"))
