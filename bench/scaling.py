@@ -13,7 +13,8 @@
   broker; each process has its own chDB folder;
 - gateway: registry, inference and gateway processes, 1, 100 and 1,000 models each with
   a routing policy; traffic at --rate req/s spread round-robin over all of them; the
-  gateway's resident memory (VmRSS) and its p50/p99 latency.
+  gateway's resident memory (VmRSS), its p50/p99 latency and CPU per call, and the CPU
+  the registry's process (the retrainer, its trigger round kept out of the runs) used.
 
     make bench-scaling                                  (BENCH_SCALING_ARGS="--quick" to shrink)
     .venv/bin/python bench/scaling.py --quick           (smaller sizes)
@@ -59,6 +60,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from drift_sink import produce  # noqa: E402
 
+import harness  # noqa: E402
 from driftloop.clickhouse.backend import EmbeddedBackend  # noqa: E402
 from driftloop.clickhouse.client import ClickHouse  # noqa: E402
 from driftloop.clickhouse.prediction_log import PredictionLog  # noqa: E402
@@ -579,6 +581,12 @@ async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) ->
     # Room for every model (default 16): round-robin traffic over more would have
     # inference reload models all the time, and the gateway would not be measured.
     env["DRIFTLOOP_INFERENCE_MAX_LOADED"] = str(min(1000, max(args.models)))
+    # The retrainer is here as the registry. Its periodic trigger round asks the registry
+    # for every model's champion, a chDB query each: about 4 s of CPU a round (every 30 s
+    # by default) at 1,000 models, taken from the gateway, inference and this load on two
+    # cores: the calls sent while it ran were slower (docs/benchmarks.md, "How cost
+    # grows"). No round during the runs, unless the variable is set (30: the default).
+    env.setdefault("DRIFTLOOP_RETRAINER_CHECK_EVERY_S", "3600")
     print("[gateway] starting the registry, inference and the gateway", flush=True)
     processes = await start_stack(env, work)
     client = None
@@ -617,7 +625,9 @@ async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) ->
             # Every model answered once (policy replayed, model loaded), then a warm-up.
             await spread_rate(target, bodies, args.rate, 1.0, retry=True)
             await spread_rate(target, bodies, args.rate, 2.0)
+            used = [harness.cpu_seconds(process.pid) for process in processes]
             calls = await spread_rate(target, bodies, args.rate, args.seconds)
+            used = [harness.cpu_seconds(p.pid) - u for p, u in zip(processes, used, strict=True)]
             if not calls.latencies:
                 raise RuntimeError(f"no gateway call was answered: {calls.failed}")
             if calls.failed:
@@ -629,6 +639,8 @@ async def gateway_curve(args: argparse.Namespace, bootstrap: str, work: Path) ->
                 p50_ms=float(np.percentile(values, 50)),
                 p99_ms=float(np.percentile(values, 99)),
                 failed=sum(calls.failed.values()),
+                gateway_cpu_us=used[2] / len(values) * 1e6,
+                registry_cpu_pct=used[0] / args.seconds * 100,
             )
     except Exception:
         for name in ("retrainer", "inference", "gateway"):
@@ -673,6 +685,8 @@ COLUMNS = {
     "p50_ms": ("p50", "{:.2f} ms"),
     "p99_ms": ("p99", "{:.2f} ms"),
     "failed": ("failed calls", "{:.0f}"),
+    "gateway_cpu_us": ("gateway CPU per call", "{:.0f} µs"),
+    "registry_cpu_pct": ("registry (retrainer) CPU", "{:.0f}% of a core"),
 }
 
 
