@@ -54,6 +54,7 @@ from driftloop.v1 import common_pb2, events_pb2, gateway_pb2, inference_pb2, reg
 from harness import (
     framed,
     h2load,
+    print_log_tails,
     stack_client,
     stack_env,
     start,
@@ -489,10 +490,8 @@ async def main(args: argparse.Namespace, work: Path) -> int:
             print("The gateway ran on uvloop; the forwarder and inference on asyncio's loop.")
         return 0
     except Exception:  # the logs go with `work`: their last lines say what failed
-        for name in ("retrainer", "inference", "gateway", "forwarder"):
-            if (log := work / f"{name}.log").exists():
-                tail = log.read_text(errors="replace").splitlines()[-5:]
-                print(f"[{name}.log, last lines]", *tail, sep="\n  ", file=sys.stderr)
+        logs = ("retrainer", "inference", "gateway", "forwarder")
+        print_log_tails(work / f"{name}.log" for name in logs)
         raise
     finally:
         await stop_all(processes, broker)

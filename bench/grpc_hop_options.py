@@ -32,7 +32,15 @@ from gateway_vs_direct import fixed_rate, percentile
 from driftloop.kafka.local_broker import free_port
 from driftloop.models.convert import row_to_proto
 from driftloop.v1 import gateway_pb2
-from harness import cpu_seconds, framed, h2load, start, stop_processes, wait_port
+from harness import (
+    cpu_seconds,
+    framed,
+    h2load,
+    print_log_tails,
+    start,
+    stop_processes,
+    wait_port,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 METHOD = "/driftloop.v1.Gateway/Predict"
@@ -69,8 +77,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-async def main(args: argparse.Namespace) -> int:
-    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-hop-"))
+async def main(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark, with the processes' logs and h2load's request body in `work`."""
     variants = {
         name: flags
         for name, flags in VARIANTS.items()
@@ -141,6 +149,10 @@ async def main(args: argparse.Namespace) -> int:
                 f"| {percentile(latencies[name], 99):.3f} ms |"
             )
         return 0
+    except Exception:  # the logs go with `work`: their last lines say what failed
+        forwarders = [work / f"forwarder-{n}.log" for n in range(len(variants))]
+        print_log_tails([work / "echo.log", *forwarders])
+        raise
     finally:
         await stop_processes(processes)
 
@@ -155,4 +167,11 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=3.0, help="per fixed-rate run")
     parser.add_argument("--uvloop-path", type=Path, metavar="DIR")
     parser.add_argument("--only", action="append", help="a variant's name (repeatable)")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    arguments = parser.parse_args()
+    # The work folder (logs, the request body) is removed when the run ends, failed or
+    # interrupted too.
+    with tempfile.TemporaryDirectory(
+        prefix="driftloop-bench-hop-", ignore_cleanup_errors=True
+    ) as folder:
+        code = asyncio.run(main(arguments, Path(folder)))
+    sys.exit(code)

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +204,15 @@ async def stop_processes(processes: list[asyncio.subprocess.Process]) -> None:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+def print_log_tails(logs: Iterable[Path], lines: int = 5) -> None:
+    """Print the last lines of each of these logs that exists and is not empty to stderr: a
+    benchmark's logs live in its work folder, which is removed when the run ends, failed
+    runs included."""
+    for log in logs:
+        if log.exists() and (tail := log.read_text(errors="replace").splitlines()[-lines:]):
+            print(f"[{log.name}, last lines]", *tail, sep="\n  ", file=sys.stderr)
 
 
 async def stop_all(processes: list[asyncio.subprocess.Process], broker: LocalBroker) -> None:

@@ -48,6 +48,7 @@ from harness import (
     framed,
     h2load,
     plain_linear,
+    print_log_tails,
     start,
     stop_all,
     wait_port,
@@ -173,11 +174,12 @@ async def sklearn_side(work: Path, ports: tuple[int, int, int]) -> tuple[Row, Re
     return row, register
 
 
-async def main(args: argparse.Namespace) -> int:
+async def main(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark, with the models, the broker's and the processes' state and logs in
+    `work`."""
     if not PEER_PYTHON.exists() or shutil.which("h2load") is None:
         print("run `make bench-inference` (it installs MLServer in bench/.venv-peers and h2load)")
         return 2
-    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
     ml_grpc, ml_http, ml_metrics = free_port(), free_port(), free_port()
     side = linear_side if args.flavor == "linear" else sklearn_side
     row, register = await side(work, (ml_grpc, ml_http, ml_metrics))
@@ -291,8 +293,13 @@ async def main(args: argparse.Namespace) -> int:
             for name in targets
         }
         report(results, args.flavor == "linear")
-        (work / "results.json").write_text(json.dumps(results, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
         return 0
+    except Exception:  # the logs go with `work`: their last lines say what failed
+        names = ("retrainer", "inference", "mlserver", "echo")
+        print_log_tails(work / f"{name}.log" for name in names)
+        raise
     finally:
         await stop_all(processes, broker)
 
@@ -354,4 +361,14 @@ if __name__ == "__main__":
         help="linear: LogisticRegression's coefficients as driftloop's linear flavor; "
         "sklearn: the same fitted pipeline in driftloop's sklearn flavor and MLServer's runtime",
     )
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON"
+    )
+    arguments = parser.parse_args()
+    # The work folder (models, broker, chDB, artifacts, logs) is removed when the run ends,
+    # failed or interrupted too; --json writes its FILE outside it.
+    with tempfile.TemporaryDirectory(
+        prefix="driftloop-bench-", ignore_cleanup_errors=True
+    ) as folder:
+        code = asyncio.run(main(arguments, Path(folder)))
+    sys.exit(code)

@@ -87,9 +87,9 @@ async def one_run(
         await producer.stop()
 
 
-async def main(runs: int) -> None:
+async def main(runs: int, root: Path) -> None:
+    """The runs, with the broker's, chDB's and the artifacts' state in `root`."""
     configure_logging("ERROR", "text")
-    root = Path(tempfile.mkdtemp(prefix="driftloop-loop-bench-"))
     broker = LocalBroker(find_kafka_libs(), root / "kafka")
     await asyncio.to_thread(broker.start)
     backend = EmbeddedBackend(root / "clickhouse")
@@ -136,4 +136,10 @@ async def main(runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    asyncio.run(main(parser.parse_args().runs))
+    runs = parser.parse_args().runs
+    # The work folder (broker, chDB, artifacts) is removed when the runs end, failed or
+    # interrupted too; the services run in this process and log errors to its stdout.
+    with tempfile.TemporaryDirectory(
+        prefix="driftloop-loop-bench-", ignore_cleanup_errors=True
+    ) as folder:
+        asyncio.run(main(runs, Path(folder)))
