@@ -12,10 +12,12 @@ import pytest
 
 from driftloop.clickhouse.prediction_log import prediction_table
 from driftloop.drift.alerts import Alerts
+from driftloop.drift.baselines import VersionInfo
 from driftloop.drift.canary import CanaryLimits, VersionTraffic, judge
-from driftloop.drift.detection import feature_matrix
+from driftloop.drift.detection import OnlineDetection, feature_matrix
 from driftloop.drift.labels import LabelJoin, Served, Truth
 from driftloop.drift.online import ERROR, OnlineAlarm, VersionMonitor
+from driftloop.drift.ordering import ReorderBuffer
 from driftloop.drift.report import Report, Thresholds, build_report
 from driftloop.drift.windows import WindowData, summarize
 from driftloop.models.baseline import Baseline, numeric_baseline
@@ -362,3 +364,35 @@ def test_window_counts_in_memory_equal_the_bin_and_ks_counts() -> None:
     assert counted["x"].size == finite.size
     assert not counted["y"].bins.any() and counted["y"].bins.size == len(item.edges) + 1
     assert not counted["y"].below.any() and not counted["y"].at_or_below.any()
+
+
+async def test_labels_reach_the_error_stream_while_the_reordering_buffer_holds_predictions(
+    trained: TrainedModel,
+) -> None:
+    """A batch whose predictions the reordering buffer holds back releases no row; the
+    labels of a later batch with no prediction at all still reach the error detector."""
+
+    class Baselines:
+        async def get(self, model: str, version: str) -> VersionInfo:
+            return VersionInfo(model, version, "binary", trained.baseline)
+
+    async def publish(alert: events_pb2.DriftAlert) -> None:
+        return None
+
+    async def record(model: str, version: str, alarm: OnlineAlarm) -> None:
+        return None
+
+    detection = OnlineDetection(
+        Baselines(),
+        LabelJoin(horizon_s=3600, per_partition=10_000),
+        Alerts(publish, debounce_s=0, quiet_events=100),
+        false_alarm_events=100_000,
+        record_alarm=record,
+        order=ReorderBuffer(window_us=3_600_000_000, max_events=100_000, idle_s=3600),
+    )
+    stream = drift_streams.stream(trained, drift_streams.table(50, seed=90), model="m", version="1")
+    await detection.observe(prediction_table(stream.predictions), [], [0] * 50, [])
+    assert detection.events.get(("m", "1"), 0) == 0  # held back: no row released
+    empty = prediction_table([])
+    await detection.observe(empty, stream.labels[:30], [], [0] * 30)
+    assert detection.outcomes[("m", "1")] == 30

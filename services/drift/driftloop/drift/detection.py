@@ -254,7 +254,9 @@ def _versions(
     models: pa.ChunkedArray, versions: pa.ChunkedArray
 ) -> dict[tuple[str, str], IntArray]:
     """The rows of each (model, version), ascending: grouped by their dictionary codes,
-    not row by row."""
+    not row by row. No rows (a batch the reordering buffer holds back), no group."""
+    if len(models) == 0:
+        return {}
     model = pc.dictionary_encode(models.combine_chunks())
     version = pc.dictionary_encode(versions.combine_chunks())
     code = model.indices.to_numpy(zero_copy_only=False).astype(np.int64) * len(
