@@ -1,5 +1,6 @@
 """The drift sink's cost per record, piece by piece, in process (CPU time, no broker): decode
-(the consumer's decoder over a batch), the Arrow columns (prediction_table), online
+(the drift sink's decoder, codecs.log_decoders, over a batch), the Arrow columns
+(prediction_log.logged_table: the decoder's rows; prediction_table on older commits), online
 detection (OnlineDetection.observe, 21 CUSUM streams and the label join) and the insert
 into embedded ClickHouse, on N seeded PredictionEvents of 20 features.
 
