@@ -21,8 +21,8 @@ registration):
 Cross-check: PSI, JS, KL and KS of driftloop against an independent computation (plain
 numpy counts and smoothing, scipy's jensenshannon, ks_2samp, kstwobign); the largest
 absolute difference must be below 1e-9. Prints the times, the ratios (goals: PSI+JS
->= 100x faster than Evidently, with KS >= 25x, (d) >= 50x) and which features each tool
-flags.
+>= 100x faster than Evidently, with KS >= 25x, the report through ClickHouse, (c) or
+(d), >= 50x) and which features each tool flags.
 """
 
 from __future__ import annotations
@@ -295,12 +295,20 @@ def run(args: argparse.Namespace, work: Path) -> int:
     line("driftloop (a) PSI+JS on frozen bins", stats_s, "goal >= 100x")
     line("driftloop (b) build_report: PSI/JS/KL + KS + BH", report_s, "goal >= 25x")
     if clickhouse is not None:
-        line("driftloop (c) ClickHouse read + build_report", clickhouse.total_s)
+        line(
+            "driftloop (c) ClickHouse read + build_report",
+            clickhouse.total_s,
+            "goal >= 50x (the service's path, embedded)",
+        )
         print(f"  {'   of which WindowReader.read':<50} {clickhouse.read_s * 1000:11.1f}")
         print(
             f"  {'   process CPU (chDB threads included)':<50} {clickhouse.read_cpu_s * 1000:11.1f}"
         )
-        line("driftloop (d) counted in ClickHouse + report", clickhouse.counted_s, "goal >= 50x")
+        line(
+            "driftloop (d) counted in ClickHouse + report",
+            clickhouse.counted_s,
+            "goal >= 50x (the service's path, server)",
+        )
         print(
             f"  {'   process CPU (chDB threads included)':<50} "
             f"{clickhouse.counted_cpu_s * 1000:11.1f}"
@@ -363,7 +371,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
     goals = (
         evidently_s / stats_s >= 100
         and evidently_s / report_s >= 25
-        and (clickhouse is None or evidently_s / clickhouse.counted_s >= 50)
+        and (
+            clickhouse is None or evidently_s / min(clickhouse.total_s, clickhouse.counted_s) >= 50
+        )
     )
     print(f"  numbers exact and the shifted feature alone flagged: {correct}")
     print(f"  goals met: {goals}")
