@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from google.protobuf.message import Message
 
 from driftloop.clickhouse.client import ClickHouse
 from driftloop.clickhouse.prediction_log import PredictionLog
@@ -33,6 +34,15 @@ async def producer(kafka_settings: KafkaSettings) -> AsyncIterator[EventProducer
     await producer.start()
     yield producer
     await producer.stop()
+
+
+def messages(records: Sequence[Record]) -> list[Message]:
+    """The records' values as messages: this test's decoders are the one-record ones."""
+    values = []
+    for record in records:
+        assert isinstance(record.value, Message)
+        values.append(record.value)
+    return values
 
 
 class Sink:
@@ -62,7 +72,7 @@ class Sink:
         self.log = log
 
     async def _write(self, records: Sequence[Record]) -> None:
-        await self.log.write_events(record.value for record in records)
+        await self.log.write_events(messages(records))
 
     async def run_until(self, done: Callable[[], Awaitable[bool]]) -> None:
         await self.consumer.start()
@@ -195,9 +205,9 @@ async def test_a_failing_handler_is_retried_and_nothing_is_lost(
         nonlocal failures
         if failures < 2:
             failures += 1
-            await log.write_events(record.value for record in records[: len(records) // 2])
+            await log.write_events(messages(records[: len(records) // 2]))
             raise ConnectionError("ClickHouse went away mid-batch")
-        await log.write_events(record.value for record in records)
+        await log.write_events(messages(records))
 
     sink = Sink(kafka_settings, producer, log, unique_name("sink"), handler=flaky)
 

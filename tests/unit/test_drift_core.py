@@ -209,15 +209,14 @@ def test_a_batch_of_predictions_joins_as_one_at_a_time_would() -> None:
     rng = np.random.default_rng(17)
     now = [0.0]
     counted: list[list[tuple[str, int]]] = [[], []]
-    batch, single = (
-        LabelJoin(
-            horizon_s=50,
-            per_partition=8,
-            clock=lambda: now[0],
-            evicted=lambda reason, n, log=log: log.append((reason, n)),
-        )
-        for log in counted
-    )
+
+    def join(log: list[tuple[str, int]]) -> LabelJoin:
+        def evicted(reason: str, n: int) -> None:
+            log.append((reason, n))
+
+        return LabelJoin(horizon_s=50, per_partition=8, clock=lambda: now[0], evicted=evicted)
+
+    batch, single = (join(log) for log in counted)
 
     def truth(i: int) -> Truth:
         return Truth(str(i % 2), 0.0, True)
