@@ -102,7 +102,7 @@ class DriftSettings(GrpcServerSettings):
     sink_engine: Literal["aiokafka", "faust"] = Field(
         default="aiokafka",
         description="what drives the Kafka to ClickHouse sink: `aiokafka` (the BatchConsumer) "
-        "or `faust` (a faust-streaming agent; same guarantees, about a quarter of the "
+        "or `faust` (a faust-streaming agent; same guarantees, about a fifth of the "
         "throughput)",
     )
     label_horizon_s: Annotated[float, Field(gt=0)] = Field(
