@@ -8,6 +8,7 @@ import datetime as dt
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import pytest
 
 from driftloop.clickhouse.prediction_log import prediction_table
@@ -395,3 +396,27 @@ async def test_labels_reach_the_error_stream_while_the_reordering_buffer_holds_p
     empty = prediction_table([])
     await detection.observe(empty, stream.labels[:30], [], [0] * 30)
     assert detection.outcomes[("m", "1")] == 30
+
+
+def test_the_feature_matrix_is_the_same_read_at_fixed_places_or_by_name() -> None:
+    """Rows holding the same keys in the same order are read at fixed places; a row in
+    another order, missing or adding a key, or a key given twice is read by name: every
+    case gives each named feature's value (NaN where absent)."""
+    kind = pa.map_(pa.string(), pa.float64())
+    same = [[("b", 1.0), ("a", 2.0), ("c", 3.0)], [("b", 4.0), ("a", 5.0), ("c", 6.0)]]
+    cases = {
+        "same order": same,
+        "another order": [*same, [("a", 7.0), ("b", 8.0), ("c", 9.0)]],
+        "missing": [*same, [("b", 7.0), ("a", 8.0)]],
+        "added": [*same, [("b", 7.0), ("a", 8.0), ("c", 9.0), ("d", 1.0)]],
+        "same lengths, other names": [*same, [("b", 7.0), ("x", 8.0), ("c", 9.0)]],
+        "a key twice": [[("b", 1.0), ("b", 2.0)], [("b", 3.0), ("b", 4.0)]],
+    }
+    for case, rows in cases.items():
+        column = pa.array(rows, type=kind)
+        for part in (column, column.slice(1)):
+            matrix = feature_matrix(part, ["a", "c", "nope", "b"])
+            for i, row in enumerate(part.to_pylist()):
+                values = dict(row)  # the last of a key given twice
+                expected = [values.get(name, np.nan) for name in ["a", "c", "nope", "b"]]
+                np.testing.assert_array_equal(matrix[i], expected, err_msg=case)
