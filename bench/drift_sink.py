@@ -54,7 +54,10 @@ async def produce(settings: KafkaSettings, bootstrap: str, records: int = RECORD
         await producer.stop()
 
 
-async def run_side(name: str, bootstrap: str, prefix: str, folder: Path) -> dict[str, float]:
+async def run_side(
+    name: str, bootstrap: str, prefix: str, folder: Path, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """One engine's sink in its own process (`env`: its environment, this one's if None)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(REPO / "bench" / "peers" / "sink_side.py"),
@@ -64,6 +67,7 @@ async def run_side(name: str, bootstrap: str, prefix: str, folder: Path) -> dict
         str(RECORDS),
         str(folder),
         stdout=asyncio.subprocess.PIPE,
+        env=env,
     )
     out, _ = await process.communicate()
     if process.returncode != 0:

@@ -39,23 +39,9 @@ def packages(tree: Path) -> str:
 
 
 async def side(path: str, bootstrap: str, prefix: str, folder: Path) -> dict[str, float]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(REPO / "bench" / "peers" / "sink_side.py"),
-        "aiokafka",
-        bootstrap,
-        prefix,
-        str(drift_sink.RECORDS),
-        str(folder),
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": path},
-    )
-    out, _ = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"a sink side failed ({process.returncode})")
-    line = next(line for line in reversed(out.decode().splitlines()) if '{"rate"' in line)
-    result: dict[str, float] = json.loads(line[line.index("{") :])
-    return result
+    """The aiokafka sink with the packages of `path` first on its PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": path}
+    return await drift_sink.run_side("aiokafka", bootstrap, prefix, folder, env)
 
 
 async def main(other: Path, rounds: int) -> None:
